@@ -1,0 +1,176 @@
+"""The norm block mask: the mask behind ``DataNormSparsifier``, as pure tensor functions.
+
+Semantics (torch.ao's, made exact):
+
+1. The data is viewed as a matrix: size-1 dims are dropped (as torch.ao's
+   ``squeeze`` does), 0-D and 1-D data become one row ``(1, n)``, and N-D data
+   becomes ``(shape[0], prod(shape[1:]))``. The mask is returned in the data's
+   own shape.
+2. Scores are ``|x|`` (``"L1"``) or ``x * x`` (``"L2"``), in float32 for
+   16-bit data and in the data's dtype otherwise.
+3. The matrix is tiled into ``sparse_block_shape`` blocks from index 0. Each
+   block is ranked by its mean score over its valid elements (edge blocks are
+   partial).
+4. ``k = round(clamp(sparsity_level, 0, 1) * n_blocks)`` blocks with the lowest
+   means are selected (Python ``round``; ties broken by block index, as a
+   stable sort would).
+5. Inside each selected block the ``min(zeros_per_block, valid)`` smallest
+   scores are zeroed (ties by position); every other element is kept.
+
+No function here sorts the whole tensor or repeats it per block element: the
+threshold is found with ``kthvalue`` on the block means. All functions are
+vmap- and compile-friendly; the NaN/Inf check runs only outside transforms.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fsparse._src.config import SparsityConfig, make_config
+
+__all__ = ["block_means", "config_norm_mask", "norm_mask", "norm_scores", "select_k_smallest"]
+
+
+def _as_matrix(data: torch.Tensor) -> torch.Tensor:
+    """View ``data`` as the 2-D matrix that the block rule tiles (see module doc)."""
+    squeezed = data.squeeze()
+    if squeezed.dim() <= 1:
+        return squeezed.reshape(1, -1)
+    if squeezed.dim() > 2:
+        return squeezed.reshape(squeezed.shape[0], -1)
+    return squeezed
+
+
+def norm_scores(data: torch.Tensor, norm: str) -> torch.Tensor:
+    """Element scores as a matrix: ``|x|`` for ``"L1"``, ``x * x`` for ``"L2"``.
+
+    >>> norm_scores(torch.tensor([-2.0, 1.0]), "L2")
+    tensor([[4., 1.]])
+    """
+    matrix = _as_matrix(data)
+    if matrix.dtype in (torch.float16, torch.bfloat16):
+        matrix = matrix.float()
+    if norm == "L1":
+        return matrix.abs()
+    if norm == "L2":
+        return matrix * matrix
+    raise ValueError(f"norm must be one of ('L1', 'L2'), got {norm!r}")
+
+
+def block_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """Mean score of each block over its valid elements, shape ``(n_block_rows, n_block_cols)``.
+
+    >>> block_means(torch.arange(6.0).reshape(1, 6), (1, 4))
+    tensor([[1.5000, 4.5000]])
+    """
+    pooled = F.avg_pool2d(scores[None, None], kernel_size=block, stride=block, ceil_mode=True)
+    return pooled[0, 0]
+
+
+def select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask over 1-D ``values`` marking the ``k`` smallest; ties go to lower indices.
+
+    Uses ``kthvalue`` (selection, not sorting); the tie rule matches a stable sort.
+
+    >>> select_k_smallest(torch.tensor([3.0, 1.0, 1.0, 2.0]), 1)
+    tensor([False,  True, False, False])
+    """
+    n = values.shape[-1]
+    if k <= 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    if k >= n:
+        return torch.ones_like(values, dtype=torch.bool)
+    threshold = values.kthvalue(k, dim=-1, keepdim=True).values
+    below = values < threshold
+    at = values == threshold
+    wanted = k - below.sum(-1, keepdim=True)
+    return below | (at & (at.cumsum(-1) <= wanted))
+
+
+def _smallest_in_blocks(scores: torch.Tensor, block: tuple[int, int], zeros: int) -> torch.Tensor:
+    """Bool ``(nbh, nbw, bh*bw)``: the ``zeros`` smallest scores of each block (padding last)."""
+    height, width = scores.shape
+    bh, bw = block
+    nbh, nbw = math.ceil(height / bh), math.ceil(width / bw)
+    padded = F.pad(scores, (0, nbw * bw - width, 0, nbh * bh - height), value=math.inf)
+    blocks = padded.reshape(nbh, bh, nbw, bw).permute(0, 2, 1, 3).reshape(nbh, nbw, bh * bw)
+    order = blocks.sort(dim=-1, stable=True).indices
+    smallest = torch.zeros_like(blocks, dtype=torch.bool)
+    return smallest.scatter(-1, order[..., :zeros], True)
+
+
+def _to_elements(per_block: torch.Tensor, block: tuple[int, int], shape: torch.Size) -> torch.Tensor:
+    """Lay ``(nbh, nbw, bh*bw)`` block contents back out as a ``shape[-2:]`` matrix."""
+    nbh, nbw, _ = per_block.shape
+    bh, bw = block
+    full = per_block.reshape(nbh, nbw, bh, bw).permute(0, 2, 1, 3).reshape(nbh * bh, nbw * bw)
+    return full[: shape[0], : shape[1]]
+
+
+def _under_transform(data: torch.Tensor) -> bool:
+    return torch._C._functorch.is_functorch_wrapped_tensor(data) or torch.compiler.is_compiling()
+
+
+def _check_finite(means: torch.Tensor, data: torch.Tensor, norm: str) -> None:
+    if _under_transform(data) or bool(torch.isfinite(means).all()):
+        return
+    if not bool(torch.isfinite(data).all()):
+        raise ValueError(
+            "data contains NaN or Inf; fsparse refuses to rank non-finite values "
+            "(clean the tensor, e.g. with torch.nan_to_num, before sparsifying)"
+        )
+    raise ValueError(f"norm {norm!r} overflows for this data; use norm='L1' or rescale it")
+
+
+def config_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
+    """:func:`norm_mask` with its arguments taken from ``config``."""
+    level = min(max(config.sparsity_level, 0.0), 1.0)
+    block = config.sparse_block_shape
+    scores = norm_scores(data, config.norm)
+    means = block_means(scores, block)
+    _check_finite(means, data, config.norm)
+    n_blocks = means.numel()
+    k = round(level * n_blocks)
+    zeros = config.zeros_per_block
+    if k == 0 or zeros == 0:
+        return torch.ones_like(data, dtype=torch.bool)
+    selected = select_k_smallest(means.reshape(-1), k).reshape(means.shape)
+    if zeros == config.block_size:
+        per_block = selected[..., None].expand(*selected.shape, config.block_size)
+    else:
+        per_block = _smallest_in_blocks(scores, block, zeros) & selected[..., None]
+    pruned = _to_elements(per_block, block, scores.shape)
+    return (~pruned).reshape(data.shape)
+
+
+def norm_mask(
+    data: torch.Tensor,
+    sparsity_level: float = 0.5,
+    sparse_block_shape: tuple[int, int] = (1, 4),
+    zeros_per_block: int | None = None,
+    norm: str = "L1",
+) -> torch.Tensor:
+    """Bool mask of ``data``'s shape: ``False`` where the norm block rule prunes.
+
+    ``zeros_per_block=None`` zeroes whole blocks. Raises ``ValueError`` for bad
+    arguments and for data containing NaN or Inf.
+
+    >>> x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+    >>> norm_mask(x, sparsity_level=0.5, sparse_block_shape=(1, 2)).int()
+    tensor([[0, 0, 0, 0],
+            [1, 1, 1, 1]], dtype=torch.int32)
+    """
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"data must be a torch.Tensor, got {type(data).__name__}")
+    if not data.is_floating_point():
+        raise TypeError(f"data must be a floating-point tensor, got dtype {data.dtype}")
+    config = make_config(
+        sparsity_level=sparsity_level,
+        sparse_block_shape=sparse_block_shape,
+        zeros_per_block=zeros_per_block,
+        norm=norm,
+    )
+    return config_norm_mask(data, config)
