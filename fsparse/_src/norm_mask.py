@@ -127,6 +127,8 @@ def _check_finite(means: torch.Tensor, data: torch.Tensor, norm: str) -> None:
 
 def config_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
     """:func:`norm_mask` with its arguments taken from ``config``."""
+    if data.numel() == 0:
+        return torch.ones_like(data, dtype=torch.bool)
     level = min(max(config.sparsity_level, 0.0), 1.0)
     block = config.sparse_block_shape
     scores = norm_scores(data, config.norm)
