@@ -6,7 +6,13 @@ The torch.ao-compatible classes live in ``fsparse.data_sparsifier`` and
 """
 
 from fsparse._src.config import NORMS, MaskFn, SparsityConfig, make_config
-from fsparse._src.norm_mask import block_means, config_norm_mask, norm_mask, norm_scores, select_k_smallest
+from fsparse._src.norm_mask import (
+    block_means,
+    config_norm_mask,
+    norm_mask,
+    norm_scores,
+    select_k_smallest,
+)
 from fsparse._src.packing import pack_mask, unpack_mask
 from fsparse._src.scheduler import Scheduler, SchedulerState, schedule
 from fsparse._src.schedules import Schedule, cubic, lambda_sl, linear, polynomial, step_sl

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -22,7 +24,7 @@ def test_cubic_endpoints_and_monotone(s_i: float, s_f: float, t0: int, n: int, d
     assert sched(t0 + n * dt + 7) == pytest.approx(s_f)
     values = [sched(t) for t in range(t0, t0 + n * dt + 1)]
     sign = 1 if s_f >= s_i else -1
-    assert all(sign * (b - a) >= -1e-12 for a, b in zip(values, values[1:]))
+    assert all(sign * (b - a) >= -1e-12 for a, b in pairwise(values))
 
 
 def test_cubic_formula() -> None:
@@ -42,7 +44,7 @@ def test_polynomial_endpoints_and_monotone(a: float, b: float, power: float, ste
     assert sched(steps) == pytest.approx(b)
     values = [sched(t) for t in range(steps + 1)]
     sign = 1 if b >= a else -1
-    assert all(sign * (y - x) >= -1e-12 for x, y in zip(values, values[1:]))
+    assert all(sign * (y - x) >= -1e-12 for x, y in pairwise(values))
 
 
 def test_linear_is_a_line() -> None:

@@ -143,7 +143,7 @@ def test_state_is_an_optree_and_torch_pytree() -> None:
     assert len(leaves) == 4 and all(isinstance(x, torch.Tensor) for x in leaves)
     rebuilt = optree.tree_unflatten(spec, leaves)
     assert rebuilt["a"].config == state["a"].config
-    t_leaves, t_spec = torch_pytree.tree_flatten(state)
+    t_leaves, _ = torch_pytree.tree_flatten(state)
     assert len(t_leaves) == 4
     doubled = torch_pytree.tree_map(lambda x: x * 2 if x.is_floating_point() else x, state)
     assert isinstance(doubled, fsparse.SparsifierState)
@@ -229,6 +229,6 @@ def test_non_finite_data_fails_step_naming_the_entry(bad: float) -> None:
     data[1, 1] = bad
     state = fsparse.init({"clean": torch.randn(4, 4), "dirty": data})
     snap = _snapshot(state)
-    with pytest.raises(ValueError, match="'dirty'.*NaN or Inf"):
+    with pytest.raises(ValueError, match=r"'dirty'.*NaN or Inf"):
         fsparse.step(state)
     _assert_unchanged(state, snap)

@@ -18,7 +18,7 @@ def sparsity_table(state: SparsifierState) -> str:
         cfg = entry.config
         block = "x".join(map(str, cfg.sparse_block_shape))
         rows.append(
-            f"{name:<16} {str(tuple(entry.data.shape)):<14} {block:<7} "
+            f"{name:<16} {tuple(entry.data.shape)!s:<14} {block:<7} "
             f"{cfg.sparsity_level:>7.3f} {achieved[name]:>9.3f}"
         )
     return "\n".join(rows)

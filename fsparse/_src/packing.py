@@ -42,9 +42,8 @@ def unpack_mask(packed: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> to
         raise TypeError("packed must be a 1-D uint8 tensor from pack_mask")
     numel = math.prod(shape)
     if packed.numel() != math.ceil(numel / 8):
-        raise ValueError(
-            f"packed has {packed.numel()} bytes but shape {tuple(shape)} needs {math.ceil(numel / 8)}"
-        )
+        need = math.ceil(numel / 8)
+        raise ValueError(f"packed has {packed.numel()} bytes but shape {tuple(shape)} needs {need}")
     shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
     bits = (packed[:, None] >> shifts) & 1
     return bits.reshape(-1)[:numel].bool().reshape(shape)

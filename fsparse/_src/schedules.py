@@ -22,7 +22,9 @@ def _positive_int(name: str, value: object) -> int:
 
 
 def _finite(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 
@@ -46,7 +48,9 @@ def polynomial(
     transition_steps: int,
     transition_begin: int = 0,
 ) -> Schedule:
-    """``value(t) = end + (init - end) * (1 - f) ** power``, ``f = clamp((t - begin) / steps, 0, 1)``.
+    """``value(t) = end + (init - end) * (1 - f) ** power``.
+
+    ``f = clamp((t - transition_begin) / transition_steps, 0, 1)``.
 
     >>> polynomial(1.0, 0.0, power=2, transition_steps=4)(2)
     0.25
@@ -90,7 +94,8 @@ def cubic(
     >>> round(sched(2), 4), sched(4)
     (0.7, 0.8)
     """
-    s_i, s_f = _finite("initial_sparsity", initial_sparsity), _finite("final_sparsity", final_sparsity)
+    s_i = _finite("initial_sparsity", initial_sparsity)
+    s_f = _finite("final_sparsity", final_sparsity)
     num_updates = _positive_int("num_updates", num_updates)
     update_every = _positive_int("update_every", update_every)
     span = num_updates * update_every

@@ -8,7 +8,7 @@ here returns a new state and never mutates its inputs or their tensors.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Union
+from typing import Any
 
 import optree
 import optree.dataclasses
@@ -37,19 +37,20 @@ __all__ = [
 EMBEDDING_TYPES: frozenset[type] = frozenset({nn.Embedding, nn.EmbeddingBag})
 SUPPORTED_TYPES: frozenset[type] = frozenset({torch.Tensor, nn.Parameter, *EMBEDDING_TYPES})
 
-Data = Union[torch.Tensor, nn.Embedding, nn.EmbeddingBag]
+Data = torch.Tensor | nn.Embedding | nn.EmbeddingBag
 
 
-@optree.dataclasses.dataclass(namespace="", frozen=True)
+# optree's dataclass wraps the stdlib one; mypy only knows the stdlib signature.
+@optree.dataclasses.dataclass(namespace="", frozen=True)  # type: ignore[call-overload]
 class Entry:
     """One named tensor: its data (by reference), bool mask, and static config."""
 
     data: torch.Tensor
     mask: torch.Tensor
-    config: SparsityConfig = optree.dataclasses.field(pytree_node=False)
+    config: SparsityConfig = optree.dataclasses.field(pytree_node=False)  # type: ignore[call-overload]
 
 
-@optree.dataclasses.dataclass(namespace="", frozen=True)
+@optree.dataclasses.dataclass(namespace="", frozen=True)  # type: ignore[call-overload]
 class SparsifierState:
     """Named entries plus the default config that new entries start from.
 
@@ -59,7 +60,7 @@ class SparsifierState:
     """
 
     entries: dict[str, Entry]
-    defaults: SparsityConfig = optree.dataclasses.field(
+    defaults: SparsityConfig = optree.dataclasses.field(  # type: ignore[call-overload]
         default=SparsityConfig(), pytree_node=False
     )
 
@@ -81,16 +82,26 @@ class SparsifierState:
         return len(self.entries)
 
 
+def _entry_unflatten(leaves: Iterable[Any], config: SparsityConfig) -> Entry:
+    data, mask = leaves
+    return Entry(data, mask, config)
+
+
+def _state_unflatten(children: Iterable[Any], defaults: SparsityConfig) -> SparsifierState:
+    (entries,) = children
+    return SparsifierState(entries, defaults)
+
+
 torch_pytree.register_pytree_node(
     Entry,
     lambda e: ([e.data, e.mask], e.config),
-    lambda leaves, config: Entry(leaves[0], leaves[1], config),
+    _entry_unflatten,
     serialized_type_name="fsparse.Entry",
 )
 torch_pytree.register_pytree_node(
     SparsifierState,
     lambda s: ([s.entries], s.defaults),
-    lambda children, defaults: SparsifierState(children[0], defaults),
+    _state_unflatten,
     serialized_type_name="fsparse.SparsifierState",
 )
 
