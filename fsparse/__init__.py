@@ -67,3 +67,12 @@ __all__ = [
     "step_sl",
     "unpack_mask",
 ]
+
+from fsparse._src.mask_types import (
+    block_scores,
+    channels_last_mask,
+    existing_zeros_mask,
+    global_levels,
+)
+
+__all__ += ["block_scores", "channels_last_mask", "existing_zeros_mask", "global_levels"]

@@ -1,0 +1,123 @@
+"""Mask types beyond the plain norm block mask, built on it.
+
+* :func:`channels_last_mask` is the norm block mask with conv weights viewed
+  channels-last, ``(O, I, *k) -> (O, *k, I)``, so that ``(1, M)`` blocks run
+  along input channels (the layout of VNNI block-4 and TensorRT N:M kernels).
+  With ``sparse_block_shape=(1, M)``, ``zeros_per_block=M - N`` and
+  ``sparsity_level=1`` it is the N:M mask (``2:4``: two of every four kept).
+* :func:`existing_zeros_mask` keeps exactly the nonzero elements.
+* :func:`global_levels` picks one magnitude threshold across many tensors and
+  turns it into per-tensor ``sparsity_level`` values, so that the per-tensor
+  norm mask reproduces global magnitude pruning.
+
+Every function is ``(data, config) -> bool mask`` or a pure helper; all
+ranking goes through :mod:`fsparse._src.norm_mask`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+import torch
+
+from fsparse._src.config import SparsityConfig
+from fsparse._src.norm_mask import block_means, config_norm_mask, norm_scores
+
+__all__ = ["block_scores", "channels_last_mask", "existing_zeros_mask", "global_levels"]
+
+
+def _channels_last(data: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+    """``data`` with dim 1 moved last (for 3-D and higher), and the inverse permutation."""
+    if data.dim() < 3:
+        return data, tuple(range(data.dim()))
+    order = (0, *range(2, data.dim()), 1)
+    inverse = tuple(order.index(i) for i in range(data.dim()))
+    return data.permute(order), inverse
+
+
+def channels_last_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
+    """The norm block mask of ``config`` with blocks running along input channels.
+
+    For 1-D and 2-D data this is :func:`fsparse.config_norm_mask`.
+
+    >>> from fsparse import make_config
+    >>> w = torch.tensor([[1.0, -4.0, 3.0, 2.0, 8.0, 5.0, -6.0, 7.0]])
+    >>> two_four = make_config(sparsity_level=1.0, sparse_block_shape=(1, 4), zeros_per_block=2)
+    >>> channels_last_mask(w, two_four).int()
+    tensor([[0, 1, 1, 0, 1, 0, 0, 1]], dtype=torch.int32)
+    """
+    view, inverse = _channels_last(data)
+    return config_norm_mask(view, config).permute(inverse)
+
+
+def existing_zeros_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
+    """Keep every nonzero element; ``config`` is ignored.
+
+    >>> existing_zeros_mask(torch.tensor([0.0, 2.0, -0.0]), None).tolist()
+    [False, True, False]
+    """
+    return data != 0
+
+
+def block_scores(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
+    """Flat block means that :func:`channels_last_mask` ranks for ``data``.
+
+    >>> from fsparse import make_config
+    >>> block_scores(torch.tensor([[1.0, -3.0, 2.0, 2.0]]), make_config(sparse_block_shape=(1, 2)))
+    tensor([2., 2.])
+    """
+    view, _ = _channels_last(data.detach())
+    return block_means(norm_scores(view, config.norm), config.sparse_block_shape).reshape(-1)
+
+
+def global_levels(
+    data: Mapping[str, torch.Tensor],
+    configs: Mapping[str, SparsityConfig],
+    level: float,
+) -> dict[str, float]:
+    """Per-tensor sparsity levels that prune the globally lowest ``level`` of blocks.
+
+    Blocks of all tensors are ranked together by mean score (see
+    :func:`block_scores`); ``round(level * total_blocks)`` of them are chosen with
+    ``kthvalue`` (ties go to earlier tensors, then lower indices). Tensor ``i``
+    gets ``k_i / n_i``, so the norm mask with that level selects exactly its
+    ``k_i`` lowest blocks. Memory: one float copy of all block means.
+
+    >>> from fsparse import make_config
+    >>> cfg = make_config(sparse_block_shape=(1, 1))
+    >>> levels = global_levels({"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([0.5, 9.0])},
+    ...                        {"a": cfg, "b": cfg}, 0.5)
+    >>> levels
+    {'a': 0.5, 'b': 0.5}
+    """
+    if not data:
+        return {}
+    if set(data) != set(configs):
+        raise ValueError(
+            f"data and configs must have the same names, got {sorted(data)} and {sorted(configs)}"
+        )
+    level = min(max(float(level), 0.0), 1.0)
+    scores = {name: block_scores(tensor, configs[name]) for name, tensor in data.items()}
+    sizes = {name: s.numel() for name, s in scores.items()}
+    total = sum(sizes.values())
+    k = round(level * total)
+    if k == 0 or total == 0:
+        return dict.fromkeys(data, 0.0)
+    if k >= total:
+        return dict.fromkeys(data, 1.0)
+    dtype = functools.reduce(torch.promote_types, (s.dtype for s in scores.values()))
+    scores = {name: s.to(dtype) for name, s in scores.items()}
+    flat = torch.cat(list(scores.values()))
+    if not bool(torch.isfinite(flat).all()):
+        raise ValueError("data contains NaN or Inf; cannot rank it for global pruning")
+    threshold = flat.kthvalue(k).values
+    del flat
+    below = {name: int((s < threshold).sum()) for name, s in scores.items()}
+    ties_left = k - sum(below.values())
+    counts = {}
+    for name, s in scores.items():
+        take = min(int((s == threshold).sum()), ties_left)
+        ties_left -= take
+        counts[name] = below[name] + take
+    return {name: counts[name] / sizes[name] if sizes[name] else 0.0 for name in data}
