@@ -1,0 +1,81 @@
+"""torch.ao-compatible ``DataNormSparsifier``: masks from :func:`fsparse.config_norm_mask`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+
+from fsparse._src.config import NORMS, SparsityConfig, make_config
+from fsparse._src.norm_mask import config_norm_mask
+from fsparse.data_sparsifier.base_data_sparsifier import BaseDataSparsifier
+
+__all__ = ["DataNormSparsifier"]
+
+
+class DataNormSparsifier(BaseDataSparsifier):
+    r"""Zeroes the ``sparse_block_shape`` blocks of lowest L1 or L2 norm.
+
+    ``sparsity_level`` is the fraction of blocks to zero (clamped to [0, 1] when the
+    mask is computed) and ``zeros_per_block`` the zeros inside each chosen block
+    (``None``: the whole block). All three are defaults that ``add_data`` may override;
+    ``norm`` applies to every entry. After :meth:`step` each mask is an int8 0/1 tensor
+    (the same object as before), as in torch.ao.
+
+    >>> sp = DataNormSparsifier(sparsity_level=0.5, sparse_block_shape=(1, 2))
+    >>> _ = sp.add_data("w", torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
+    >>> sp.step()
+    >>> sp.get_mask("w")
+    tensor([[0, 0, 1, 1]], dtype=torch.int8)
+    """
+
+    def __init__(
+        self,
+        data_list: Iterable[tuple[str, Any]] | None = None,
+        sparsity_level: float = 0.5,
+        sparse_block_shape: tuple[int, int] = (1, 4),
+        zeros_per_block: int | None = None,
+        norm: str = "L1",
+    ):
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        config = make_config(
+            sparsity_level=sparsity_level,
+            sparse_block_shape=sparse_block_shape,
+            zeros_per_block=zeros_per_block,
+            norm=norm,
+        )
+        defaults = {
+            "sparsity_level": sparsity_level,
+            "sparse_block_shape": sparse_block_shape,
+            "zeros_per_block": config.zeros_per_block,
+        }
+        self.norm = norm
+        super().__init__(data_list=data_list, **defaults)
+
+    def _config_from_group(self, group: Mapping[str, Any]) -> SparsityConfig:
+        """Validated norm config; a ``norm`` key in the group is ignored, as in torch.ao."""
+        return make_config(**{k: v for k, v in group.items() if k != "norm"}, norm=self.norm)
+
+    def update_mask(  # type: ignore[override]
+        self,
+        name: str,
+        data: torch.Tensor,
+        sparsity_level: float,
+        sparse_block_shape: tuple[int, int],
+        zeros_per_block: int | None,
+        **kwargs: Any,
+    ) -> None:
+        """Write the norm block mask of ``data`` into ``self.get_mask(name)`` as int8."""
+        config = make_config(
+            sparsity_level=sparsity_level,
+            sparse_block_shape=sparse_block_shape,
+            zeros_per_block=zeros_per_block,
+            norm=self.norm,
+        )
+        try:
+            mask = config_norm_mask(data, config)
+        except ValueError as err:
+            raise ValueError(f"{name!r}: {err}") from err
+        self.get_mask(name).data = mask.to(torch.int8)
