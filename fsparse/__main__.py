@@ -1,8 +1,14 @@
-"""``python -m fsparse demo``: the built-in end-to-end run of the functional API."""
+"""``python -m fsparse``: the ``fsparse`` command line (``sparsify``, ``inspect``, ``demo``)."""
 
 import sys
 
-from fsparse._src.demo import main
+try:
+    from fsparse.cli import main
+except ImportError as err:  # the command line needs the `cli` extra
+    sys.exit(
+        f"fsparse: error: the command line needs the cli extra ({err}); "
+        "install it with: pip install 'fsparse[cli]'"
+    )
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main()

@@ -1,0 +1,136 @@
+"""``fsparse inspect CKPT``: per-tensor sparsity of a checkpoint, as a table and a bar chart."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from fsparse.cli import checkpoint_io as io
+from fsparse.cli.console import human_bytes, stdout_console
+
+__all__ = ["TensorSparsity", "command", "plot_sparsity", "tensor_sparsity"]
+
+_MAX_BARS = 80
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSparsity:
+    """Zero fraction of one floating-point tensor, and of its stored mask if it has one."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    numel: int
+    itemsize: int
+    zeros: float
+    mask_sparsity: float | None
+
+
+def tensor_sparsity(ckpt: io.Checkpoint) -> list[TensorSparsity]:
+    """One row per floating-point tensor of ``ckpt``, in order; packed masks are read too.
+
+    >>> import torch
+    >>> ckpt = io.Checkpoint({"w": torch.tensor([0.0, 1.0]), "n": torch.tensor(3)}, "pt")
+    >>> [(r.name, r.zeros) for r in tensor_sparsity(ckpt)]
+    [('w', 0.5)]
+    """
+    weights, masks = io.split_masks(ckpt.tensors)
+    rows = []
+    for name, t in weights.items():
+        if not t.is_floating_point():
+            continue
+        numel = max(t.numel(), 1)
+        mask = masks.get(name)
+        rows.append(
+            TensorSparsity(
+                name,
+                tuple(t.shape),
+                str(t.dtype).removeprefix("torch."),
+                t.numel(),
+                t.element_size(),
+                1.0 - int(t.count_nonzero()) / numel,
+                None if mask is None else 1.0 - int(mask.count_nonzero()) / numel,
+            )
+        )
+    return rows
+
+
+def plot_sparsity(rows: Sequence[TensorSparsity], path: str | os.PathLike[str], title: str) -> None:
+    """A horizontal bar chart of zero fraction per tensor (the largest 80 if more), as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = list(rows)
+    if len(shown) > _MAX_BARS:
+        keep = {r.name for r in sorted(shown, key=lambda r: -r.numel)[:_MAX_BARS]}
+        shown = [r for r in shown if r.name in keep]
+        title += f" (largest {_MAX_BARS} of {len(rows)} tensors)"
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.28 * max(len(shown), 1)))
+    ax.barh([r.name for r in shown], [r.zeros for r in shown], color="tab:blue")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("sparsity (fraction of zeros)")
+    ax.set_title(title)
+    for i, r in enumerate(shown):
+        ax.text(min(r.zeros, 0.86) + 0.01, i, f"{r.zeros:.1%}", va="center", fontsize=8)
+    fig.tight_layout()
+    with io.atomic_write(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+@click.command("inspect")
+@click.argument("ckpt", metavar="CKPT", type=click.Path(path_type=Path))
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    metavar="FILE.png",
+    help="Also draw a bar chart of sparsity per tensor.",
+)
+def command(ckpt: Path, plot: Path | None) -> None:
+    """Print the sparsity (fraction of exact zeros) of each floating-point tensor in CKPT.
+
+    CKPT is a .pt/.pth state dict (or a dict holding one) or a .safetensors file.
+    Masks stored by 'fsparse sparsify --packed-masks' are shown in a 'mask' column.
+    """
+    if plot is not None and not plot.parent.is_dir():
+        raise click.UsageError(f"--plot: directory {plot.parent} does not exist")
+    loaded = io.load_checkpoint(ckpt)
+    rows = tensor_sparsity(loaded)
+    if not rows:
+        raise ValueError(f"{ckpt}: holds no floating-point tensors")
+    from rich.table import Table
+
+    has_masks = any(r.mask_sparsity is not None for r in rows)
+    table = Table(title=f"{ckpt} ({loaded.format})", title_justify="left")
+    table.add_column("name", overflow="fold")
+    table.add_column("shape")
+    table.add_column("dtype")
+    table.add_column("sparsity", justify="right")
+    if has_masks:
+        table.add_column("mask", justify="right")
+    for r in rows:
+        cells = [r.name, "x".join(map(str, r.shape)) or "scalar", r.dtype, f"{r.zeros:.3f}"]
+        if has_masks:
+            cells.append("-" if r.mask_sparsity is None else f"{r.mask_sparsity:.3f}")
+        table.add_row(*cells)
+    total = sum(r.numel for r in rows)
+    zeros = sum(r.zeros * r.numel for r in rows)
+    table.add_section()
+    table.add_row(
+        f"all {len(rows)} floating-point tensors",
+        f"{total:,} elements",
+        human_bytes(sum(r.numel * r.itemsize for r in rows)),
+        f"{zeros / max(total, 1):.3f}",
+        *([""] if has_masks else []),
+    )
+    stdout_console().print(table)
+    if plot is not None:
+        plot_sparsity(rows, plot, f"sparsity per tensor: {ckpt.name}")
+        stdout_console().print(f"wrote {plot}")

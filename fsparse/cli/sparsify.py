@@ -1,0 +1,292 @@
+"""``fsparse sparsify IN OUT``: norm-block sparsify checkpoint tensors via the functional core."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from fsparse._src.config import NORMS, SparsityConfig, make_config
+from fsparse._src.state import init, sparsity, squash, step
+from fsparse.cli import checkpoint_io as io
+from fsparse.cli.console import human_bytes, progress_bar, stderr_console, stdout_console
+from fsparse.cli.selection import load_per_tensor, parse_block, select
+
+__all__ = ["SparsifyResult", "TensorReport", "bitmap_bytes", "command", "sparsify_checkpoint"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorReport:
+    """One sparsified tensor: target and achieved sparsity, bytes before and after."""
+
+    name: str
+    shape: tuple[int, ...]
+    target: float
+    achieved: float
+    dense_bytes: int
+    compressed_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsifyResult:
+    """What :func:`sparsify_checkpoint` did."""
+
+    tensors: tuple[TensorReport, ...]
+    passed_through: tuple[str, ...]
+    dropped: tuple[str, ...]
+    format: str
+    total_dense_bytes: int
+    total_compressed_bytes: int
+
+
+def bitmap_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of ``tensor`` stored as a 1-bit mask plus its nonzero values (or dense, if smaller).
+
+    >>> bitmap_bytes(torch.tensor([0.0, 0.0, 0.0, 1.0]))
+    5
+    """
+    dense = tensor.numel() * tensor.element_size()
+    if not tensor.is_floating_point():
+        return dense
+    packed = math.ceil(tensor.numel() / 8) + int(tensor.count_nonzero()) * tensor.element_size()
+    return min(dense, packed)
+
+
+def sparsify_tensor(
+    tensor: torch.Tensor, config: SparsityConfig
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``(sparsified tensor, bool mask, achieved sparsity)`` via the functional core."""
+    state = step(init({"t": tensor}, defaults=config))
+    return squash(state)["t"], state["t"].mask, sparsity(state)["t"]
+
+
+def _config_record(config: SparsityConfig) -> dict[str, Any]:
+    return {
+        "sparsity_level": config.sparsity_level,
+        "sparse_block_shape": list(config.sparse_block_shape),
+        "zeros_per_block": config.zeros_per_block,
+        "norm": config.norm,
+    }
+
+
+def sparsify_checkpoint(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    base: SparsityConfig,
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    per_tensor: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    fmt: str | None = None,
+    packed_masks: bool = False,
+    show_progress: bool = False,
+) -> SparsifyResult:
+    """Sparsify ``src`` into ``dst`` (written atomically); ``src`` is only read.
+
+    ``fmt`` defaults to ``"safetensors"`` for a ``.safetensors`` ``dst``, else ``"pt"``.
+    Bad input raises ``ValueError`` (or :class:`~fsparse.cli.checkpoint_io.CheckpointError`).
+    """
+    dst = Path(dst)
+    fmt = fmt or ("safetensors" if dst.suffix == ".safetensors" else "pt")
+    ckpt = io.load_checkpoint(src)
+    selection = select(ckpt.tensors, base, include, exclude, per_tensor)
+    out: dict[str, Any] = {
+        k: v
+        for k, v in ckpt.state_dict.items()
+        if not (k.endswith(io.MASK_SUFFIX) and k[: -len(io.MASK_SUFFIX)] in selection.configs)
+    }
+    masks: dict[str, torch.Tensor] = {}
+    reports: list[TensorReport] = []
+    with progress_bar(disable=not show_progress) as bar:
+        task = bar.add_task("sparsifying", total=len(selection.configs))
+        for name, config in selection.configs.items():
+            bar.update(task, description=name)
+            tensor = ckpt.state_dict[name]
+            try:
+                out[name], masks[name], achieved = sparsify_tensor(tensor, config)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{name}: {err}") from err
+            dense = tensor.numel() * tensor.element_size()
+            reports.append(
+                TensorReport(
+                    name,
+                    tuple(tensor.shape),
+                    config.sparsity_level,
+                    achieved,
+                    dense,
+                    bitmap_bytes(out[name]),
+                )
+            )
+            bar.advance(task)
+    if packed_masks:
+        out = io.with_masks(out, masks)
+    records = {name: _config_record(cfg) for name, cfg in selection.configs.items()}
+    dropped = io.save_checkpoint(dst, out, fmt, like=ckpt, metadata=io.metadata_json(records))
+    tensors = [v for v in out.values() if isinstance(v, torch.Tensor)]
+    return SparsifyResult(
+        tuple(reports),
+        selection.passed_through,
+        tuple(dropped),
+        fmt,
+        sum(t.numel() * t.element_size() for t in ckpt.tensors.values()),
+        sum(bitmap_bytes(t) for t in tensors),
+    )
+
+
+def _print_summary(result: SparsifyResult, dst: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"fsparse sparsify -> {dst}", title_justify="left")
+    table.add_column("name", overflow="fold")
+    table.add_column("shape")
+    for col in ("target", "achieved", "bytes", "compressed"):
+        table.add_column(col, justify="right")
+    for r in result.tensors:
+        table.add_row(
+            r.name,
+            "x".join(map(str, r.shape)) or "scalar",
+            f"{r.target:.3f}",
+            f"{r.achieved:.3f}",
+            human_bytes(r.dense_bytes),
+            human_bytes(r.compressed_bytes),
+        )
+    table.add_section()
+    table.add_row(
+        f"all tensors ({len(result.tensors)} sparsified, {len(result.passed_through)} passed "
+        "through)",
+        "",
+        "",
+        "",
+        human_bytes(result.total_dense_bytes),
+        human_bytes(result.total_compressed_bytes),
+    )
+    console = stdout_console()
+    console.print(table)
+    console.print(
+        "compressed = a 1-bit-per-element mask plus the nonzero values, the size a bitmap "
+        "sparse encoding needs (dense if smaller).",
+        style="dim",
+    )
+
+
+@click.command("sparsify")
+@click.argument("src", metavar="IN", type=click.Path(path_type=Path))
+@click.argument("dst", metavar="OUT", type=click.Path(path_type=Path))
+@click.option(
+    "--sparsity-level",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Fraction of blocks to zero in each selected tensor.",
+)
+@click.option("--block", default="1x4", show_default=True, help="Block shape HxW.")
+@click.option(
+    "--zeros-per-block",
+    type=int,
+    default=None,
+    help="Zeros inside each selected block  [default: the whole block]",
+)
+@click.option(
+    "--norm",
+    type=click.Choice(NORMS),
+    default="L1",
+    show_default=True,
+    help="Block score: mean |x| (L1) or mean x^2 (L2).",
+)
+@click.option(
+    "--include",
+    multiple=True,
+    metavar="GLOB",
+    help="Sparsify matching tensors (repeatable)  [default: all with 2+ dims]",
+)
+@click.option(
+    "--exclude", multiple=True, metavar="GLOB", help="Never sparsify matching tensors (repeatable)."
+)
+@click.option(
+    "--per-tensor",
+    type=click.Path(path_type=Path),
+    metavar="CONFIG.yaml",
+    help="YAML mapping of GLOB -> {sparsity_level, block, zeros_per_block, norm}.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(io.FORMATS),
+    help="Output format  [default: safetensors for a .safetensors OUT, else pt]",
+)
+@click.option(
+    "--packed-masks",
+    is_flag=True,
+    help=f"Also store each mask, bit-packed, as NAME{io.MASK_SUFFIX}.",
+)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
+def command(
+    src: Path,
+    dst: Path,
+    sparsity_level: float,
+    block: str,
+    zeros_per_block: int | None,
+    norm: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    per_tensor: Path | None,
+    fmt: str | None,
+    packed_masks: bool,
+    force: bool,
+    quiet: bool,
+) -> None:
+    """Sparsify the tensors of checkpoint IN and write OUT; IN is never modified.
+
+    IN is a .pt/.pth state dict (or a dict holding one under 'state_dict',
+    'model', ...) or a .safetensors file, loaded with torch.load(weights_only=True).
+    OUT is written atomically (a temporary file beside it, then a rename).
+
+    Selection: GLOB patterns are shell globs matched case-sensitively against
+    the whole key ('*' also matches dots: 'emb.*', '*.weight'). A floating-point
+    tensor is sparsified if it matches an --include (no --include: if it has 2+
+    dims) or a --per-tensor pattern, and no --exclude. Other entries pass through
+    untouched. A pattern matching no key is an error. --per-tensor overrides
+    from every matching pattern apply in file order; later ones win.
+    """
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        raise click.UsageError("OUT must differ from IN (IN is never modified)")
+    if dst.exists() and not force:
+        raise click.UsageError(f"OUT {dst} exists; pass --force to replace it")
+    if not dst.parent.is_dir():
+        raise click.UsageError(f"OUT's directory {dst.parent} does not exist")
+    try:
+        base = make_config(
+            sparsity_level=sparsity_level,
+            sparse_block_shape=parse_block(block),
+            zeros_per_block=zeros_per_block,
+            norm=norm,
+        )
+    except (TypeError, ValueError) as err:
+        raise click.UsageError(str(err)) from err
+    rules = load_per_tensor(per_tensor) if per_tensor is not None else []
+    result = sparsify_checkpoint(
+        src,
+        dst,
+        base,
+        include=include,
+        exclude=exclude,
+        per_tensor=rules,
+        fmt=fmt,
+        packed_masks=packed_masks,
+        show_progress=not quiet,
+    )
+    if result.dropped:
+        names = ", ".join(result.dropped[:5]) + (", ..." if len(result.dropped) > 5 else "")
+        stderr_console().print(
+            f"note: safetensors holds tensors only; left out {len(result.dropped)} "
+            f"non-tensor entries: {names}"
+        )
+    if not quiet:
+        _print_summary(result, dst)
