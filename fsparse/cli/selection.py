@@ -69,7 +69,10 @@ def load_per_tensor(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, A
     ``[1, 4]``), ``zeros_per_block``, ``norm``. Returns ``(pattern, overrides)``
     in file order; raises ``ValueError`` with a one-line message for bad files.
     """
-    import yaml
+    try:
+        import yaml
+    except ImportError as err:
+        raise ValueError("--per-tensor needs PyYAML: pip install 'fsparse[recipes]'") from err
 
     path = Path(path)
     try:
