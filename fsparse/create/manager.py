@@ -1,0 +1,345 @@
+"""The recipe manager: a thin stateful wrapper over the pure recipe functions.
+
+State is the step count, one core :class:`fsparse.SparsifierState` per pruning
+modifier (masks), which one-off events have run (QAT, observer and BN
+freezes, the self-teacher copy) and the self-teacher. The wrappers in
+:mod:`fsparse.create.optimizer_wrapper` call :meth:`RecipeManager.before_step`
+and :meth:`RecipeManager.after_step` around every optimizer step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from fsparse._src.state import SparsifierState, add, sparsity
+from fsparse.create import distillation as kd
+from fsparse.create import quantization as qat
+from fsparse.create.masks import (
+    apply_masks,
+    init_pruning,
+    prunable_parameters,
+    state_name,
+    update_masks,
+)
+from fsparse.create.modifiers import (
+    ConstantPruning,
+    Distillation,
+    GradualPruning,
+    LearningRateFunction,
+    Modifier,
+    Quantization,
+)
+from fsparse.create.recipe import Recipe
+from fsparse.create.schedules import (
+    distillation_active,
+    first_step,
+    learning_rate,
+    mask_update_due,
+    phase,
+    pruning_level,
+    qat_flags,
+)
+
+__all__ = ["STATE_KEYS", "RecipeManager"]
+
+STATE_KEYS = ("version", "recipe", "steps_per_epoch", "step", "finalized", "masks", "teacher")
+
+
+class RecipeManager:
+    """Runs ``recipe`` on ``model`` at ``steps_per_epoch`` optimizer steps per epoch.
+
+    ``teacher`` is the distillation teacher; ``None`` means a frozen copy of the
+    model taken at the distillation start (self-distillation).
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        model: nn.Module,
+        steps_per_epoch: int,
+        teacher: nn.Module | None = None,
+    ) -> None:
+        if not isinstance(recipe, Recipe):
+            raise TypeError(f"recipe must be a Recipe, got {type(recipe).__name__}")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int):
+            raise TypeError(f"steps_per_epoch must be an int, got {steps_per_epoch!r}")
+        if steps_per_epoch <= 0:
+            raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch!r}")
+        if teacher is not None and not isinstance(teacher, nn.Module):
+            raise TypeError(f"distillation_teacher must be an nn.Module, got {type(teacher)}")
+        self.recipe = recipe
+        self.model = model
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0
+        self.finalized = False
+        self._given_teacher = teacher
+        self._self_teacher: nn.Module | None = None
+        self._bn_hooks: list[RemovableHandle] = []
+        self._done: set[str] = set()
+        prunable = prunable_parameters(model)
+        self._names = {state_name(n): n for n in prunable}
+        pruning: list[tuple[GradualPruning | ConstantPruning, SparsifierState]] = []
+        skipped: list[str] = []
+        for modifier in self.pruning_modifiers:
+            state, left_out = init_pruning(modifier, prunable)  # type: ignore[arg-type]
+            pruning.append((modifier, state))  # type: ignore[arg-type]
+            skipped.extend(left_out)
+        self._pruning = pruning
+        self.skipped: tuple[str, ...] = tuple(skipped)
+        self._run_events(0)
+
+    # ----- the recipe, read-only -----
+    @property
+    def max_epochs(self) -> float:
+        """The epoch at which the recipe ends."""
+        return self.recipe.max_epochs
+
+    @property
+    def min_epochs(self) -> float:
+        """The epoch at which the recipe's first modifier starts."""
+        return self.recipe.min_epochs
+
+    @property
+    def pruning_modifiers(self) -> tuple[Modifier, ...]:
+        return self.recipe.of_type(GradualPruning, ConstantPruning)
+
+    @property
+    def quantization_modifiers(self) -> tuple[Modifier, ...]:
+        return self.recipe.of_type(Quantization)
+
+    @property
+    def distillation_modifiers(self) -> tuple[Modifier, ...]:
+        return self.recipe.of_type(Distillation)
+
+    @property
+    def learning_rate_modifiers(self) -> tuple[Modifier, ...]:
+        return self.recipe.of_type(LearningRateFunction)
+
+    # ----- pure views at an epoch (default: now) -----
+    @property
+    def epoch(self) -> float:
+        """The epoch of the next optimizer step: ``step / steps_per_epoch``."""
+        return self.step / self.steps_per_epoch
+
+    def _at(self, epoch: float | None) -> float:
+        return self.epoch if epoch is None else float(epoch)
+
+    def qat_active(self, epoch: float | None = None) -> bool:
+        """Whether QAT is on at ``epoch``."""
+        modifiers = self.quantization_modifiers
+        return bool(modifiers) and qat_flags(modifiers[0], self._at(epoch)).active  # type: ignore[arg-type]
+
+    def phase(self, epoch: float | None = None) -> str:
+        """``"pruning"``, ``"fine-tuning"``, ``"qat"`` or ``"finished"`` at ``epoch``."""
+        return phase(self.recipe, self._at(epoch))
+
+    def learning_rate(self, epoch: float | None = None) -> float | None:
+        """The recipe's LR at ``epoch``; ``None`` without a LearningRateFunction."""
+        modifiers = self.learning_rate_modifiers
+        return learning_rate(modifiers[0], self._at(epoch)) if modifiers else None  # type: ignore[arg-type]
+
+    def target_sparsity(self, epoch: float | None = None) -> dict[str, float]:
+        """Per weight, the element sparsity its gradual pruning modifier targets at ``epoch``.
+
+        With global sparsity this is the overall target; layers differ around it.
+        """
+        t = first_step(self._at(epoch), self.steps_per_epoch)
+        out = {}
+        for modifier, state in self._pruning:
+            if isinstance(modifier, GradualPruning):
+                level = pruning_level(modifier, t, self.steps_per_epoch)
+                out.update({self._names[n]: level for n in state.names})
+        return out
+
+    # ----- state -----
+    @property
+    def pruning_states(self) -> tuple[SparsifierState, ...]:
+        """The core state of each pruning modifier, in recipe order."""
+        return tuple(state for _, state in self._pruning)
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """``parameter name -> bool mask`` (``False`` = pruned)."""
+        return {self._names[n]: e.mask for s in self.pruning_states for n, e in s.entries.items()}
+
+    def sparsity(self) -> dict[str, float]:
+        """``parameter name -> fraction of masked-out elements``."""
+        return {self._names[n]: v for s in self.pruning_states for n, v in sparsity(s).items()}
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        """The distillation teacher (given, or the self-teacher once taken)."""
+        return self._given_teacher if self._given_teacher is not None else self._self_teacher
+
+    # ----- one-off events -----
+    def _events(self) -> list[tuple[int, str, Callable[[], None]]]:
+        spe, events = self.steps_per_epoch, []
+        for d in self.distillation_modifiers:
+            if self._given_teacher is None:
+                events.append((first_step(d.start_epoch, spe), "teacher", self._take_teacher))
+        for q in self.quantization_modifiers:
+            assert isinstance(q, Quantization)
+            events.append((first_step(q.start_epoch, spe), "qat", self._start_qat))
+            events.append(
+                (first_step(q.disable_observer_epoch, spe), "observers", self._stop_observers)
+            )
+            events.append((first_step(q.freeze_bn_stats_epoch, spe), "bn", self._freeze_bn))
+        return sorted(events, key=lambda e: e[0])  # stable: teacher before qat at a tie
+
+    def _run_events(self, step: int) -> None:
+        for at, name, action in self._events():
+            if at <= step and name not in self._done:
+                action()
+                self._done.add(name)
+
+    def _take_teacher(self) -> None:
+        self._self_teacher = kd.frozen_copy(self.model)
+
+    def _start_qat(self) -> None:
+        qat.prepare_qat(self.model)
+
+    def _stop_observers(self) -> None:
+        qat.disable_observers(self.model)
+
+    def _freeze_bn(self) -> None:
+        self._bn_hooks.extend(qat.freeze_bn(self.model))
+
+    # ----- driven by the wrapped optimizer -----
+    def before_step(self, optimizer: Any) -> None:
+        """Update the masks that are due at this step and set every group's LR."""
+        if self.finalized:
+            return
+        updated = []
+        for modifier, state in self._pruning:
+            if mask_update_due(modifier, self.step, self.steps_per_epoch):
+                state = update_masks(state, modifier, self.step, self.steps_per_epoch)
+                apply_masks(state)
+            updated.append((modifier, state))
+        self._pruning = updated
+        lr = self.learning_rate()
+        if lr is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+    def after_step(self) -> None:
+        """Re-apply the masks (momentum cannot revive pruned weights) and advance one step."""
+        if self.finalized:
+            return
+        for state in self.pruning_states:
+            apply_masks(state)
+        self.step += 1
+        self._run_events(self.step)
+
+    def loss_update(
+        self, loss: torch.Tensor, student_outputs: torch.Tensor | None = None,
+        student_inputs: Any = None,
+    ) -> torch.Tensor:
+        """``(1 - h) * loss + h * KD`` while distillation is active, else ``loss``."""
+        modifiers = self.distillation_modifiers
+        if self.finalized or not modifiers:
+            return loss
+        modifier = modifiers[0]
+        assert isinstance(modifier, Distillation)
+        if not distillation_active(modifier, self.epoch):
+            return loss
+        if student_outputs is None or student_inputs is None:
+            raise ValueError(
+                "loss_update needs student_outputs and student_inputs during distillation"
+            )
+        teacher = self.teacher
+        assert teacher is not None  # taken by the "teacher" event at the distillation start
+        teacher_out = kd.teacher_outputs(teacher, student_inputs)
+        return kd.distillation_loss(
+            loss, student_outputs, teacher_out, modifier.hardness, modifier.temperature
+        )
+
+    def finalize(self) -> None:
+        """Apply the masks for good, remove the BN hooks and stop driving the run."""
+        for state in self.pruning_states:
+            apply_masks(state)
+        for handle in self._bn_hooks:
+            handle.remove()
+        self._bn_hooks = []
+        self.finalized = True
+
+    # ----- checkpoints -----
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: keys :data:`STATE_KEYS`, masks by parameter name."""
+        teacher = self._self_teacher.state_dict() if self._self_teacher is not None else None
+        return {
+            "version": 1,
+            "recipe": self.recipe.to_yaml(),
+            "steps_per_epoch": self.steps_per_epoch,
+            "step": self.step,
+            "finalized": self.finalized,
+            "masks": {n: m.clone() for n, m in self.masks.items()},
+            "teacher": teacher,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`. Load it into a manager made like the saved one,
+        before loading the model's and the optimizer's state: it replays QAT so that
+        the model's structure matches the checkpoint.
+        """
+        if not isinstance(state_dict, dict) or set(state_dict) != set(STATE_KEYS):
+            got = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise ValueError(f"state_dict must have keys {sorted(STATE_KEYS)}, got {got}")
+        if Recipe.from_yaml(state_dict["recipe"]) != self.recipe:
+            raise ValueError("state_dict was saved with a different recipe")
+        if state_dict["steps_per_epoch"] != self.steps_per_epoch:
+            raise ValueError(
+                f"state_dict has steps_per_epoch {state_dict['steps_per_epoch']!r}, "
+                f"this manager {self.steps_per_epoch}"
+            )
+        step = state_dict["step"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"state_dict step must be a non-negative int, got {step!r}")
+        events = self._events()
+        if any(at > step and name in self._done for at, name, _ in events):
+            raise ValueError(
+                f"this manager has already run past step {step}; load into a fresh one"
+            )
+        expects_teacher = any(name == "teacher" and at <= step for at, name, _ in events)
+        if (state_dict["teacher"] is not None) != expects_teacher:
+            has = "has" if state_dict["teacher"] is not None else "lacks"
+            wants = "has" if expects_teacher else "has no"
+            raise ValueError(
+                f"state_dict {has} a self-teacher, but at step {step} this recipe {wants} one"
+            )
+        masks = state_dict["masks"]
+        current = self.masks
+        if not isinstance(masks, dict) or set(masks) != set(current):
+            raise ValueError(f"state_dict masks must be for {sorted(current)}")
+        for name, mask in masks.items():
+            if not isinstance(mask, torch.Tensor) or mask.shape != current[name].shape:
+                raise ValueError(f"state_dict mask for {name!r} must have shape "
+                                 f"{tuple(current[name].shape)}")
+        self._run_events(step)
+        if self._self_teacher is not None:
+            self._self_teacher.load_state_dict(state_dict["teacher"])
+        restored = []
+        for modifier, state in self._pruning:
+            for name, entry in state.entries.items():
+                mask = masks[self._names[name]].to(entry.data.device)
+                state = add(state, name, entry.data, mask=mask)
+            restored.append((modifier, state))
+        self._pruning = restored
+        self.step = step
+        if state_dict["finalized"]:
+            self.finalize()
+
+    def __str__(self) -> str:
+        return str(self.recipe)
+
+    def __repr__(self) -> str:
+        return (
+            f"RecipeManager(step={self.step}, epoch={self.epoch:g}, phase={self.phase()!r}, "
+            f"max_epochs={self.max_epochs:g}, modifiers={len(self.recipe.modifiers)})"
+        )
