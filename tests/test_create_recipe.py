@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from pathlib import Path
 
@@ -338,7 +339,7 @@ def test_pruning_steps_and_levels() -> None:
     assert due == list(range(0, 31, 2))
     levels = [pruning_level(m, t, 4) for t in due]
     assert levels[0] == pytest.approx(0.05) and levels[-1] == pytest.approx(0.8)
-    assert all(a < b for a, b in zip(levels, levels[1:]))
+    assert all(a < b for a, b in itertools.pairwise(levels))
     # cubic: fast at first, slow at the end
     assert levels[1] - levels[0] > levels[-1] - levels[-2]
     assert pruning_level(m, 79, 4) == pytest.approx(0.8)
