@@ -73,7 +73,9 @@ class _OneLineErrors(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    "fsparse", cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(package_name="fsparse", prog_name="fsparse")
 def cli() -> None:
     """fsparse: functional data sparsification for PyTorch checkpoints and models."""

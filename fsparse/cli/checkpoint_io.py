@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import tempfile
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "atomic_write",
+    "like_state_dict",
     "load_checkpoint",
     "metadata_json",
     "save_checkpoint",
@@ -96,7 +98,7 @@ def _load_pt(path: Path) -> Any:
         raise CheckpointError(
             f"{path}: not a readable torch checkpoint ({detail or text})"
         ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # torch.load fails on junk with many exception types
         raise CheckpointError(
             f"{path}: not a readable torch checkpoint ({_first_line(err)})"
         ) from err
@@ -268,6 +270,16 @@ def with_masks(state_dict: Mapping[str, Any], masks: Mapping[str, torch.Tensor])
             if key in state_dict:
                 raise CheckpointError(f"cannot store the mask of {name!r}: {key!r} already exists")
             out[key] = pack_mask(masks[name])
+    return out
+
+
+def like_state_dict(entries: Mapping[str, Any], original: Mapping[str, Any]) -> dict[str, Any]:
+    """``entries`` as an ``OrderedDict`` carrying ``original``'s ``_metadata`` (module versions
+    that ``load_state_dict`` reads), when ``original`` has one."""
+    out: dict[str, Any] = OrderedDict(entries)
+    metadata = getattr(original, "_metadata", None)
+    if metadata is not None:
+        out._metadata = metadata  # type: ignore[attr-defined]
     return out
 
 

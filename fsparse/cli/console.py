@@ -43,13 +43,17 @@ def stderr_console() -> Console:
 
 
 def progress_bar(disable: bool = False) -> Progress:
-    """A transient progress bar on stderr: description, bar, done/total, elapsed."""
+    """A transient progress bar on stderr: description, bar, done/total, elapsed.
+
+    It is shown only when stderr is a terminal, so pipes and logs stay clean.
+    """
+    console = stderr_console()
     return Progress(
         TextColumn("{task.description}", table_column=None),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=stderr_console(),
+        console=console,
         transient=True,
-        disable=disable,
+        disable=disable or not console.is_terminal,
     )

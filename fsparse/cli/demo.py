@@ -191,7 +191,7 @@ def _print_results(result: DemoResult) -> None:
     console.print(sizes)
 
 
-@click.command("demo")
+@click.command("demo", short_help="Train a small recommender sparse; write demo-report/.")
 @click.option("--quick", is_flag=True, help="A tiny run (a few seconds), for smoke tests.")
 @click.option(
     "--out",

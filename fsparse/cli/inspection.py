@@ -85,7 +85,7 @@ def plot_sparsity(rows: Sequence[TensorSparsity], path: str | os.PathLike[str], 
     plt.close(fig)
 
 
-@click.command("inspect")
+@click.command("inspect", short_help="Show the sparsity of each tensor in a checkpoint.")
 @click.argument("ckpt", metavar="CKPT", type=click.Path(path_type=Path))
 @click.option(
     "--plot",

@@ -96,7 +96,7 @@ def sparsify_checkpoint(
     fmt = fmt or ("safetensors" if dst.suffix == ".safetensors" else "pt")
     ckpt = io.load_checkpoint(src)
     selection = select(ckpt.tensors, base, include, exclude, per_tensor)
-    out: dict[str, Any] = {
+    out: dict[str, Any] = {  # old masks of re-sparsified tensors are stale: drop them
         k: v
         for k, v in ckpt.state_dict.items()
         if not (k.endswith(io.MASK_SUFFIX) and k[: -len(io.MASK_SUFFIX)] in selection.configs)
@@ -126,6 +126,7 @@ def sparsify_checkpoint(
             bar.advance(task)
     if packed_masks:
         out = io.with_masks(out, masks)
+    out = io.like_state_dict(out, ckpt.state_dict)
     records = {name: _config_record(cfg) for name, cfg in selection.configs.items()}
     dropped = io.save_checkpoint(dst, out, fmt, like=ckpt, metadata=io.metadata_json(records))
     tensors = [v for v in out.values() if isinstance(v, torch.Tensor)]
@@ -175,7 +176,20 @@ def _print_summary(result: SparsifyResult, dst: Path) -> None:
     )
 
 
-@click.command("sparsify")
+_EPILOG = """\b
+Example --per-tensor file (later entries win):
+  "*.weight": {sparsity_level: 0.5}
+  "emb.*":    {sparsity_level: 0.9, block: 1x4, norm: L2}
+\b
+Masks stored by --packed-masks come back with:
+  from fsparse.cli.checkpoint_io import load_checkpoint, split_masks
+  weights, masks = split_masks(load_checkpoint(OUT).tensors)
+"""
+
+
+@click.command(
+    "sparsify", short_help="Sparsify a .pt/.pth/.safetensors checkpoint.", epilog=_EPILOG
+)
 @click.argument("src", metavar="IN", type=click.Path(path_type=Path))
 @click.argument("dst", metavar="OUT", type=click.Path(path_type=Path))
 @click.option(
