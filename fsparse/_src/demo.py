@@ -160,6 +160,7 @@ class DemoResult:
     layer_targets: dict[str, float]
     sizes: list[dict[str, float]]
     dense_state_dict: dict[str, torch.Tensor]
+    sparse_state_dict: dict[str, torch.Tensor]
 
 
 def _train(
@@ -328,4 +329,5 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print)
         layer_targets={names[n]: state[n].config.sparsity_level for n in names},
         sizes=sizes,
         dense_state_dict={k: v.detach().clone() for k, v in dense_model.state_dict().items()},
+        sparse_state_dict={k: v.detach().clone() for k, v in sparse_model.state_dict().items()},
     )

@@ -208,7 +208,7 @@ def command(quick: bool, out_dir: Path, seed: int) -> None:
     Synthetic Criteo-shaped data (13 dense and 26 categorical features) is made
     in process; nothing is downloaded. Prints per-layer sparsity, accuracy
     against the dense model and the zipped checkpoint size against sparsity
-    level, and writes PNG plots, summary.json and the dense checkpoint to OUT.
+    level, and writes PNG plots, summary.json and both checkpoints to OUT.
     """
     start = time.perf_counter()
     cfg = dataclasses.replace(QUICK if quick else DemoConfig(), seed=seed)
@@ -226,12 +226,15 @@ def command(quick: bool, out_dir: Path, seed: int) -> None:
     )
     _print_results(result)
     (out_dir / "summary.json").write_text(json.dumps(_summary(result), indent=2))
-    torch.save(result.dense_state_dict, out_dir / "dlrm_dense.pt")
+    dense_ckpt, sparse_ckpt = out_dir / "dlrm_dense.pt", out_dir / "dlrm_sparse.pt"
+    torch.save(result.dense_state_dict, dense_ckpt)
+    torch.save(result.sparse_state_dict, sparse_ckpt)
     paths = write_plots(result, out_dir)
     console.print(f"report: {', '.join(str(p) for p in paths)}, {out_dir / 'summary.json'}")
-    dense_ckpt, sparse_ckpt = out_dir / "dlrm_dense.pt", out_dir / "dlrm_sparse.safetensors"
+    console.print(f"checkpoints: {dense_ckpt} (dense), {sparse_ckpt} (trained sparse)")
     console.print(
-        f"next: fsparse sparsify {dense_ckpt} {sparse_ckpt} --include 'tables.*' "
-        f"--sparsity-level 0.9 --packed-masks --force && fsparse inspect {sparse_ckpt}"
+        f"next: fsparse inspect {sparse_ckpt}\n"
+        f"      fsparse sparsify {dense_ckpt} {out_dir / 'tables.safetensors'} "
+        "--include 'tables.*' --sparsity-level 0.9 --packed-masks --force"
     )
     console.print(f"done in {time.perf_counter() - start:.1f}s")
