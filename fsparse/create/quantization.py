@@ -118,7 +118,9 @@ def _hold_eval(module: nn.Module, args: object) -> None:
 def freeze_bn(model: nn.Module) -> list[RemovableHandle]:
     """Freeze BN statistics; returns the hooks that hold plain BN layers in eval mode."""
     model.apply(intrinsic_qat.freeze_bn_stats)
-    fused_bns = {id(getattr(m, "bn", None)) for m in model.modules()}
+    fused_bns = {
+        id(m.bn) for m in model.modules() if hasattr(m, "freeze_bn_stats") and hasattr(m, "bn")
+    }
     handles = []
     for module in model.modules():
         if type(module) in _BATCH_NORMS and id(module) not in fused_bns:
