@@ -137,3 +137,14 @@ def test_bitmap_bytes_and_human_bytes() -> None:
 def test_checkpoint_tensors_skips_non_tensors() -> None:
     ckpt = Checkpoint({"a": torch.ones(1), "n": 3}, "pt")
     assert list(ckpt.tensors) == ["a"]
+
+
+def test_help_epilog_yaml_example_is_valid(tmp_path: Path) -> None:
+    from fsparse.cli.sparsify import _EPILOG
+
+    lines = _EPILOG.split("\b")[1].splitlines()[2:]
+    path = tmp_path / "example.yaml"
+    path.write_text("\n".join(line.strip() for line in lines if line.strip()))
+    rules = load_per_tensor(path)
+    assert [p for p, _ in rules] == ["*.weight", "emb.*"]
+    assert rules[1][1] == {"sparsity_level": 0.9, "sparse_block_shape": (1, 4), "norm": "L2"}

@@ -129,7 +129,9 @@ def sparsify_checkpoint(
     out = io.like_state_dict(out, ckpt.state_dict)
     records = {name: _config_record(cfg) for name, cfg in selection.configs.items()}
     dropped = io.save_checkpoint(dst, out, fmt, like=ckpt, metadata=io.metadata_json(records))
-    tensors = [v for v in out.values() if isinstance(v, torch.Tensor)]
+    tensors = [  # packed masks are not counted: the bitmap size already holds a mask
+        v for k, v in out.items() if isinstance(v, torch.Tensor) and not k.endswith(io.MASK_SUFFIX)
+    ]
     return SparsifyResult(
         tuple(reports),
         selection.passed_through,
@@ -159,8 +161,7 @@ def _print_summary(result: SparsifyResult, dst: Path) -> None:
         )
     table.add_section()
     table.add_row(
-        f"all tensors ({len(result.tensors)} sparsified, {len(result.passed_through)} passed "
-        "through)",
+        "total (all tensors)",
         "",
         "",
         "",
@@ -170,8 +171,10 @@ def _print_summary(result: SparsifyResult, dst: Path) -> None:
     console = stdout_console()
     console.print(table)
     console.print(
-        "compressed = a 1-bit-per-element mask plus the nonzero values, the size a bitmap "
-        "sparse encoding needs (dense if smaller).",
+        f"{len(result.tensors)} tensors sparsified, {len(result.passed_through)} entries passed "
+        "through unchanged. compressed = a 1-bit-per-element mask plus the nonzero values, "
+        "the size a bitmap sparse encoding needs (dense if smaller).",
+        highlight=False,
         style="dim",
     )
 
