@@ -302,6 +302,8 @@ def test_edit_and_load_from_file(tmp_path: Path) -> None:
         assert load_recipe(source) == edited
     with pytest.raises(ValueError, match="does not exist"):
         load_recipe(str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match=r"must end in \.yaml"):
+        load_recipe("recipe.txt")
     with pytest.raises(TypeError, match="recipe must be"):
         load_recipe(3)  # type: ignore[arg-type]
 

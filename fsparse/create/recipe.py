@@ -116,7 +116,8 @@ class Recipe:
     def from_dict(cls, data: object) -> Recipe:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` on anything else."""
         if not isinstance(data, dict):
-            raise ValueError(f"a recipe must be a mapping with 'modifiers', got {data!r}")
+            hint = " (a recipe file path must end in .yaml or .yml)" * isinstance(data, str)
+            raise ValueError(f"a recipe must be a mapping with 'modifiers', got {data!r}{hint}")
         unknown = sorted(set(data) - {"version", "modifiers"})
         if unknown:
             raise ValueError(f"recipe has unknown keys {unknown}; known keys: version, modifiers")
