@@ -316,7 +316,10 @@ class BaseDataSparsifier(abc.ABC):
         self._load(state_dict["state"], state_dict["data_groups"], state_dict["_container"], strict)
 
     def _load(
-        self, states: Mapping[str, Any], groups: Mapping[str, Any], tensors: Mapping[str, Any],
+        self,
+        states: Mapping[str, Any],
+        groups: Mapping[str, Any],
+        tensors: Mapping[str, Any],
         strict: bool,
     ) -> None:
         if not all(isinstance(part, Mapping) for part in (states, groups, tensors)):
@@ -369,7 +372,11 @@ class BaseDataSparsifier(abc.ABC):
         extras = {k: copy.deepcopy(v) for k, v in entry_state.items() if k != "mask"}
         group = copy.deepcopy(dict(group))
         return _Loaded(
-            data.detach().clone(), parametrized, mask.to_dense().clone(), extras, group,
+            data.detach().clone(),
+            parametrized,
+            mask.to_dense().clone(),
+            extras,
+            group,
             self._config_from_group(group),
         )
 
