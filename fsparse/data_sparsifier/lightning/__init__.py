@@ -1,0 +1,1 @@
+"""Drop-in for ``torch.ao.pruning._experimental.data_sparsifier.lightning``."""

@@ -1,0 +1,389 @@
+"""The Lightning callbacks in real ``Trainer.fit`` runs (CPU, tiny model, synthetic data)."""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import subprocess
+import sys
+import textwrap
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+pl = pytest.importorskip("lightning.pytorch")  # the `lightning` extra; `make test` installs it
+
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+
+from fsparse.data_scheduler import StepSLScheduler  # noqa: E402
+from fsparse.data_sparsifier import DataNormSparsifier  # noqa: E402
+from fsparse.data_sparsifier.lightning.callbacks._data_sparstity_utils import (  # noqa: E402
+    _get_valid_name,
+)
+from fsparse.data_sparsifier.lightning.callbacks.data_sparsity import (  # noqa: E402
+    PostTrainingDataSparsity as PostTrainingFromTorchAoPath,
+)
+from fsparse.lightning import PostTrainingDataSparsity, TrainingAwareDataSparsity  # noqa: E402
+
+# Every weight and bias splits into whole (1, 2) blocks, and every block count is a
+# multiple of 8, so levels k/8 give exactly that fraction of zeros in every layer.
+BLOCK = (1, 2)
+BASE, GAMMA, EPOCHS = 0.125, 2, 3
+
+
+class TinyModule(pl.LightningModule):
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return nn.functional.mse_loss(self.model(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+
+
+def loader() -> torch.utils.data.DataLoader:
+    gen = torch.Generator().manual_seed(1)
+    data = torch.utils.data.TensorDataset(torch.randn(48, 8, generator=gen),
+                                          torch.randn(48, 16, generator=gen))
+    return torch.utils.data.DataLoader(data, batch_size=16, shuffle=False)
+
+
+def trainer(tmp_path: Path, callbacks: list[Any], max_epochs: int = EPOCHS, **kw: Any) -> Any:
+    options: dict[str, Any] = {
+        "max_epochs": max_epochs, "callbacks": callbacks, "accelerator": "cpu", "devices": 1,
+        "enable_progress_bar": False, "enable_model_summary": False, "logger": False,
+        "enable_checkpointing": False, "default_root_dir": tmp_path, "log_every_n_steps": 1,
+    }
+    return pl.Trainer(**{**options, **kw})
+
+
+def post_training() -> PostTrainingDataSparsity:
+    return PostTrainingDataSparsity(
+        DataNormSparsifier, {"sparsity_level": 0.5, "sparse_block_shape": BLOCK}
+    )
+
+
+def training_aware() -> TrainingAwareDataSparsity:
+    return TrainingAwareDataSparsity(
+        DataNormSparsifier, {"sparsity_level": BASE, "sparse_block_shape": BLOCK},
+        StepSLScheduler, {"gamma": GAMMA, "step_size": 1},
+    )
+
+
+def zeros(tensor: torch.Tensor) -> float:
+    return 1.0 - int(tensor.count_nonzero()) / tensor.numel()
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module="lightning")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        yield
+
+
+# -- post-training ---------------------------------------------------------------------
+
+
+def test_post_training_sparsifies_a_copy_after_fit(tmp_path: Path) -> None:
+    module, callback = TinyModule(), post_training()
+    trainer(tmp_path, [callback]).fit(module, loader())
+
+    trained = dict(module.model.named_parameters())
+    sparse = dict(callback.sparsified.named_parameters())
+    sparsifier = callback.data_sparsifier
+    assert set(sparse) == set(trained) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    for name, value in sparse.items():
+        mask = sparsifier.get_mask(_get_valid_name(name))
+        assert zeros(mask) == 0.5, name  # biases too: torch.ao crashes on them
+        assert torch.equal(value, trained[name] * mask)  # non-zeros are the trained values
+        assert int(trained[name].count_nonzero()) == trained[name].numel()  # model dense
+    assert callback.sparsity == {**{n: 0.5 for n in sparse}, "overall": 0.5}
+    assert not callback.sparsified.training
+    assert callback.sparsified is not module.model
+    with pytest.raises(ValueError, match="squashed"):
+        sparsifier.get_data("0_weight")
+
+
+def test_post_training_is_importable_from_the_torch_ao_path() -> None:
+    assert PostTrainingFromTorchAoPath is PostTrainingDataSparsity
+    assert issubclass(PostTrainingDataSparsity, pl.Callback)
+
+
+def test_torch_ao_post_training_crashes_on_a_model_with_biases(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.ao's own callback in the same fit: its 1-D masks come back as (1, n)."""
+    monkeypatch.setitem(sys.modules, "pytorch_lightning", pl)  # it imports pytorch_lightning
+    name = "torch.ao.pruning._experimental.data_sparsifier.lightning.callbacks.data_sparsity"
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    ao_callbacks = importlib.import_module(name)
+    monkeypatch.delitem(sys.modules, name)
+    from torch.ao.pruning._experimental.data_sparsifier import (
+        DataNormSparsifier as AoDataNormSparsifier,
+    )
+
+    callback = ao_callbacks.PostTrainingDataSparsity(
+        AoDataNormSparsifier, {"sparsity_level": 0.5, "sparse_block_shape": BLOCK}
+    )
+    with pytest.raises(AssertionError, match="must match x shape"):
+        trainer(tmp_path, [callback], max_epochs=1).fit(TinyModule(), loader())
+
+
+# -- training-aware --------------------------------------------------------------------
+
+
+class Recorder(pl.Callback):
+    """Runs after the sparsity callback: records levels and masks after each epoch."""
+
+    def __init__(self, watched: TrainingAwareDataSparsity) -> None:
+        self.watched = watched
+        self.levels: list[dict[str, float]] = []
+        self.mask_sparsity: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        sparsifier = self.watched.data_sparsifier
+        groups = sparsifier.data_groups
+        self.levels.append({n: g["sparsity_level"] for n, g in groups.items()})
+        self.mask_sparsity.append({n: zeros(sparsifier.get_mask(n)) for n in groups})
+
+
+def test_training_aware_follows_the_step_schedule(tmp_path: Path) -> None:
+    module, callback = TinyModule(), training_aware()
+    recorder = Recorder(callback)
+    trainer(tmp_path, [callback, recorder]).fit(module, loader())
+
+    names = ["0_weight", "0_bias", "2_weight", "2_bias"]
+    assert callback.data_scheduler.gamma == GAMMA and callback.data_scheduler.step_size == 1
+    assert len(recorder.levels) == EPOCHS
+    for epoch in range(1, EPOCHS + 1):
+        # after `epoch` epochs the next level is scheduled, and the masks use the last one
+        assert recorder.levels[epoch - 1] == {n: BASE * GAMMA**epoch for n in names}
+        assert recorder.mask_sparsity[epoch - 1] == {n: BASE * GAMMA ** (epoch - 1) for n in names}
+    assert callback.epoch == EPOCHS
+    assert callback.data_scheduler.last_epoch == EPOCHS
+
+    # squashed after fit: the copy holds the masked values of the trained model
+    sparsifier = callback.data_sparsifier
+    final = BASE * GAMMA ** (EPOCHS - 1)
+    for name, value in callback.sparsified.named_parameters():
+        with pytest.raises(ValueError, match="squashed"):
+            sparsifier.get_data(_get_valid_name(name))
+        mask = sparsifier.get_mask(_get_valid_name(name))
+        assert zeros(value) == final, name
+        assert torch.equal(value, module.model.get_parameter(name).detach() * mask)
+    assert callback.sparsity["overall"] == final
+    saved = callback.data_sparsifier_state_dict
+    assert saved is not None and set(saved["state"]) == set(names)
+
+
+def test_training_aware_state_dict_is_none_before_the_first_epoch_ends(tmp_path: Path) -> None:
+    callback = training_aware()
+    seen: list[Any] = []
+
+    class Probe(pl.Callback):
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            seen.append(callback.data_sparsifier_state_dict)
+
+    trainer(tmp_path, [callback, Probe()], max_epochs=2).fit(TinyModule(), loader())
+    assert seen[0] is None and seen[1] is not None
+
+
+def test_training_aware_leaves_the_trained_model_dense(tmp_path: Path) -> None:
+    module = TinyModule()
+    trainer(tmp_path, [training_aware()]).fit(module, loader())
+    for name, value in module.model.named_parameters():
+        assert int(value.count_nonzero()) == value.numel(), name
+
+
+# -- checkpoint and resume -------------------------------------------------------------
+
+
+def final_state(aware: TrainingAwareDataSparsity, post: PostTrainingDataSparsity) -> dict:
+    sparsifier = aware.data_sparsifier
+    return {
+        "masks": {n: sparsifier.get_mask(n).clone() for n in sparsifier.data_groups},
+        "levels": {n: g["sparsity_level"] for n, g in sparsifier.data_groups.items()},
+        "epoch": aware.epoch,
+        "last_epoch": aware.data_scheduler.last_epoch,
+        "aware": {n: p.detach().clone() for n, p in aware.sparsified.named_parameters()},
+        "post": {n: p.detach().clone() for n, p in post.sparsified.named_parameters()},
+    }
+
+
+def assert_same(left: dict, right: dict) -> None:
+    assert left.keys() == right.keys()
+    for key in left:
+        if isinstance(left[key], dict):
+            assert left[key].keys() == right[key].keys(), key
+            for name in left[key]:
+                a, b = left[key][name], right[key][name]
+                same = torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+                assert same, (key, name)
+        else:
+            assert left[key] == right[key], key
+
+
+def test_resumed_fit_ends_like_an_uninterrupted_one(tmp_path: Path) -> None:
+    epochs = 4
+    aware, post = training_aware(), post_training()
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}",
+                                  every_n_epochs=1, save_top_k=-1)
+    trainer(tmp_path, [aware, post, checkpoints], max_epochs=epochs,
+            enable_checkpointing=True).fit(TinyModule(), loader())
+    uninterrupted = final_state(aware, post)
+    assert uninterrupted["levels"]["0_weight"] == BASE * GAMMA**epochs
+
+    ckpt = tmp_path / "ckpt" / "epoch=1.ckpt"  # saved after 2 of the 4 epochs
+    stored = torch.load(ckpt, weights_only=True)["callbacks"]
+    state = next(v for k, v in stored.items() if "TrainingAwareDataSparsity" in k)
+    assert state["epoch"] == 2 and state["data_scheduler_state_dict"]["last_epoch"] == 2
+
+    resumed_aware, resumed_post = training_aware(), post_training()
+    trainer(tmp_path, [resumed_aware, resumed_post], max_epochs=epochs).fit(
+        TinyModule(seed=123), loader(), ckpt_path=ckpt
+    )
+    assert_same(final_state(resumed_aware, resumed_post), uninterrupted)
+
+    # without the checkpoint the schedule restarts, and the masks differ
+    fresh_aware, fresh_post = training_aware(), post_training()
+    trainer(tmp_path, [fresh_aware, fresh_post], max_epochs=2).fit(TinyModule(seed=123), loader())
+    assert fresh_aware.data_sparsifier.data_groups["0_weight"]["sparsity_level"] == BASE * 4
+
+
+def test_load_state_dict_rejects_malformed_state() -> None:
+    callback = training_aware()
+    good = callback.state_dict()
+    assert good == {"epoch": 0, "data_sparsifier_state_dict": None,
+                    "data_scheduler_state_dict": None}
+    with pytest.raises(TypeError, match="state_dict must be a dict"):
+        callback.load_state_dict([])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="missing the keys"):
+        callback.load_state_dict({"epoch": 1})
+    with pytest.raises(ValueError, match="epoch"):
+        callback.load_state_dict({**good, "epoch": -1})
+    with pytest.raises(ValueError, match="both"):
+        callback.load_state_dict({**good, "data_scheduler_state_dict": {"last_epoch": 1}})
+    assert callback.state_dict() == good  # unchanged
+
+
+# -- logging ---------------------------------------------------------------------------
+
+
+def test_sparsity_goes_to_the_csv_logger(tmp_path: Path) -> None:
+    aware, post = training_aware(), post_training()
+    logger = CSVLogger(tmp_path, name="logs")
+    trainer(tmp_path, [aware, post], logger=logger).fit(TinyModule(), loader())
+
+    with open(Path(logger.log_dir) / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    params = ["0.weight", "0.bias", "2.weight", "2.bias", "overall"]
+    for prefix in ("sparsity", "post_training_sparsity"):
+        assert {f"{prefix}/{p}" for p in params} <= set(rows[0]), prefix
+    per_epoch = [float(r["sparsity/overall"]) for r in rows if r["sparsity/overall"]]
+    assert per_epoch == [BASE * GAMMA**e for e in range(EPOCHS)]  # k/8 is exact in float32
+    post_rows = [r for r in rows if r["post_training_sparsity/overall"]]
+    assert len(post_rows) == 1
+    assert {p: float(post_rows[0][f"post_training_sparsity/{p}"]) for p in params} == (
+        post.sparsity
+    )
+
+
+# -- bad input -------------------------------------------------------------------------
+
+
+def test_constructor_errors() -> None:
+    args = {"sparsity_level": 0.5}
+    with pytest.raises(TypeError, match="data_sparsifier_class"):
+        PostTrainingDataSparsity(DataNormSparsifier(), args)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="data_sparsifier_class"):
+        PostTrainingDataSparsity(nn.Linear, args)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="data_sparsifier_args"):
+        PostTrainingDataSparsity(DataNormSparsifier, [("sparsity_level", 0.5)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="data_list"):
+        PostTrainingDataSparsity(DataNormSparsifier, {"data_list": []})
+    with pytest.raises(TypeError, match="sparsity_levl"):  # checked now, not after training
+        PostTrainingDataSparsity(DataNormSparsifier, {"sparsity_levl": 0.5})
+    with pytest.raises(TypeError, match="data_scheduler_class"):
+        TrainingAwareDataSparsity(DataNormSparsifier, args, dict, {})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="data_sparsifier"):
+        TrainingAwareDataSparsity(
+            DataNormSparsifier, args, StepSLScheduler, {"data_sparsifier": None}
+        )
+    with pytest.raises(ValueError, match="step_size"):  # checked now, not at train start
+        TrainingAwareDataSparsity(DataNormSparsifier, args, StepSLScheduler, {"step_size": 0})
+
+
+def test_a_module_without_model_attribute_is_rejected(tmp_path: Path) -> None:
+    class NoModel(TinyModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = self.model
+            del self.model
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return nn.functional.mse_loss(self.net(x), y)
+
+    with pytest.raises(TypeError, match="`model` attribute"):
+        trainer(tmp_path, [training_aware()], max_epochs=1).fit(NoModel(), loader())
+
+
+# -- imports ---------------------------------------------------------------------------
+
+IMPORT_SCENARIOS = """
+import sys, types
+import fsparse, fsparse.data_sparsifier, fsparse.data_scheduler
+from fsparse.data_sparsifier import DataNormSparsifier
+
+def fresh_callbacks(blocked, fake_pytorch_lightning):
+    for name in [n for n in sys.modules if "lightning" in n]:
+        del sys.modules[name]
+    sys.modules.update(dict.fromkeys(blocked))
+    if fake_pytorch_lightning:  # a second, distinct Lightning
+        fake = types.ModuleType("pytorch_lightning")
+        fake.Callback = type("Callback", (), {"__module__": "pytorch_lightning"})
+        sys.modules["pytorch_lightning"] = fake
+    import fsparse.lightning as module
+    return module
+
+# 1. no Lightning at all: importing works, constructing says how to install
+module = fresh_callbacks(["lightning", "lightning.pytorch", "pytorch_lightning"], False)
+from fsparse.data_sparsifier.lightning.callbacks._data_sparstity_utils import _get_valid_name
+assert _get_valid_name("a.b") == "a_b"
+for make in (lambda: module.PostTrainingDataSparsity(DataNormSparsifier, {}),
+             lambda: module.TrainingAwareDataSparsity(DataNormSparsifier, {}, None, {})):
+    try:
+        make()
+    except ImportError as err:
+        print("ImportError:", err)
+
+# 2. only pytorch_lightning, 3. both: the callbacks subclass every installed Callback
+for blocked in (["lightning", "lightning.pytorch"], []):
+    cls = fresh_callbacks(blocked, True).TrainingAwareDataSparsity
+    print(sorted(c.__module__ + "." + c.__name__ for c in cls.__mro__ if c.__name__ == "Callback"))
+"""
+
+
+def test_imports_with_no_lightning_pytorch_lightning_only_or_both() -> None:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(IMPORT_SCENARIOS)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4, done.stdout
+    for line in lines[:2]:
+        assert line.startswith("ImportError:") and "pip install fsparse[lightning]" in line
+    assert lines[2] == repr(["pytorch_lightning.Callback"])
+    assert lines[3] == repr(
+        ["lightning.pytorch.callbacks.callback.Callback", "pytorch_lightning.Callback"]
+    )
