@@ -55,6 +55,7 @@ class DemoConfig:
     block: tuple[int, int] = (1, 4)
     size_levels: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.99, 1.0)
     seed: int = 0
+    num_threads: int = 1  # the ops are small: one thread is as fast, and immune to a busy CPU
 
     @property
     def table_sizes(self) -> list[int]:
@@ -265,7 +266,19 @@ def _size_sweep(model: nn.Module, test: Batch, cfg: DemoConfig) -> list[dict[str
 
 
 def run_demo(cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoResult:
-    """Train dense and sparse models on the synthetic data; measure sizes. See the module doc."""
+    """Train dense and sparse models on the synthetic data; measure sizes. See the module doc.
+
+    Runs on ``cfg.num_threads`` torch threads and restores the previous count.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(cfg.num_threads)
+    try:
+        return _run(cfg, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(cfg: DemoConfig, log: Callable[[str], None]) -> DemoResult:
     torch.manual_seed(cfg.seed)
     train, test = make_data(cfg)
     dense_model = TinyDLRM(cfg.n_dense, cfg.table_sizes, cfg.dim)
