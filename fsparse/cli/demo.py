@@ -189,6 +189,15 @@ def _print_results(result: DemoResult) -> None:
             f"{r['accuracy']:.4f}",
         )
     console.print(sizes)
+    full = result.sizes[-1]
+    if full["level"] == 1.0:
+        before, after = human_bytes(dense0), human_bytes(full["dense_zip_bytes"])
+        console.print(
+            f"At full table sparsity the zipped checkpoint is "
+            f"{full['dense_zip_bytes'] / dense0:.2f} of its dense size ({before} -> {after}); "
+            "torch.ao's DLRM benchmark, same method: 1.9 GB -> 150 MB (0.08).",
+            highlight=False,
+        )
 
 
 @click.command("demo", short_help="Train a small recommender sparse; write demo-report/.")

@@ -78,7 +78,11 @@ def plot_sparsity(rows: Sequence[TensorSparsity], path: str | os.PathLike[str], 
     ax.set_xlabel("sparsity (fraction of zeros)")
     ax.set_title(title)
     for i, r in enumerate(shown):
-        ax.text(min(r.zeros, 0.86) + 0.01, i, f"{r.zeros:.1%}", va="center", fontsize=8)
+        inside = r.zeros > 0.85  # no room right of the bar: write inside it
+        x, ha, color = (
+            (r.zeros - 0.01, "right", "white") if inside else (r.zeros + 0.01, "left", "black")
+        )
+        ax.text(x, i, f"{r.zeros:.1%}", va="center", ha=ha, color=color, fontsize=8)
     fig.tight_layout()
     with io.atomic_write(Path(path)) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
