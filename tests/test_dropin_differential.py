@@ -333,9 +333,19 @@ class DropInMachine(RuleBasedStateMachine):
 
 
 DropInMachine.TestCase.settings = settings(
-    max_examples=30,
+    max_examples=40,
     stateful_step_count=12,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestDropInAgainstTorchAo = DropInMachine.TestCase
+
+
+@pytest.mark.slow
+class TestDropInAgainstTorchAoLong(DropInMachine.TestCase):  # type: ignore[name-defined]
+    settings = settings(
+        max_examples=500,
+        stateful_step_count=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
