@@ -14,10 +14,9 @@ import copy
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from torch import nn
 from torch.nn.utils import parametrize
 
 from fsparse._src.config import SparsityConfig, validate_name
@@ -29,56 +28,18 @@ from fsparse._src.state import (
     extract_weight,
     remove,
 )
+from fsparse.data_sparsifier._container import (
+    FakeSparsity,
+    _Container,
+    check_shape,
+    parse_entry,
+    put,
+)
 
 __all__ = ["EMBEDDING_TYPES", "SUPPORTED_TYPES", "BaseDataSparsifier", "FakeSparsity"]
 
 _STATE_DICT_KEYS = ("state", "data_groups", "_container")
 _VIEWS = frozenset({"state", "data_groups", "_container", "_core", "step"})
-
-
-class FakeSparsity(nn.Module):
-    """Parametrization returning ``mask * x``; like torch.ao's, it saves no state."""
-
-    def __init__(self, mask: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("mask", mask)
-
-    mask: torch.Tensor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mask.shape != x.shape:
-            raise ValueError(f"mask shape {tuple(self.mask.shape)} != data shape {tuple(x.shape)}")
-        return self.mask * x
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        return {}
-
-
-class _Container(nn.Module):
-    pass
-
-
-class _Loaded(NamedTuple):
-    """One entry parsed from a state dict, before anything is changed."""
-
-    data: torch.Tensor
-    parametrized: bool
-    mask: torch.Tensor
-    extras: dict[str, Any]
-    group: dict[str, Any]
-    config: SparsityConfig
-
-
-def _put(state: SparsifierState, name: str, entry: Entry) -> SparsifierState:
-    return SparsifierState({**state.entries, name: entry}, state.defaults)
-
-
-def _check_shape(mask: object, data: torch.Tensor, what: str) -> torch.Tensor:
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.shape != data.shape:
-        raise ValueError(f"{what} has shape {tuple(mask.shape)}, expected {tuple(data.shape)}")
-    return mask
 
 
 class BaseDataSparsifier(abc.ABC):
@@ -168,7 +129,7 @@ class BaseDataSparsifier(abc.ABC):
         else:
             given = local_args.get("mask")
             mask = torch.ones_like(weight) if given is None else given
-            _check_shape(mask, weight, f"mask for {name!r}")
+            check_shape(mask, weight, f"mask for {name!r}")
         param_class = local_args.get("parametrization", FakeSparsity)
         promoted = torch.promote_types(mask.dtype, weight.dtype)
         if param_class is FakeSparsity and promoted != weight.dtype:
@@ -183,7 +144,7 @@ class BaseDataSparsifier(abc.ABC):
         parametrize.register_parametrization(self._container, name, param_class(mask))
         self.state[name]["mask"] = mask
         self.data_groups[name] = group
-        self._core = _put(self._core, name, Entry(weight, mask != 0, core_config))
+        self._core = put(self._core, name, Entry(weight, mask != 0, core_config))
         return getattr(self._container, name)  # type: ignore[no-any-return]
 
     def _delete_data(self, name: str) -> None:
@@ -218,17 +179,17 @@ class BaseDataSparsifier(abc.ABC):
 
     def _sync_mask(self, name: str) -> None:
         """Read the visible mask of ``name`` back into the core (adopting a rebound one)."""
-        mask = _check_shape(self.state[name]["mask"], self._core[name].data, f"mask of {name!r}")
+        mask = check_shape(self.state[name]["mask"], self._core[name].data, f"mask of {name!r}")
         if not self._is_squashed(name):
             holder = getattr(self._container.parametrizations, name)[0]
             if getattr(holder, "mask", mask) is not mask:
                 holder.mask = mask
         entry = self._core[name]
-        self._core = _put(self._core, name, Entry(entry.data, mask != 0, entry.config))
+        self._core = put(self._core, name, Entry(entry.data, mask != 0, entry.config))
 
     def _set_mask(self, name: str, returned: object) -> None:
         what = f"mask returned by update_mask for {name!r}"
-        new = _check_shape(returned, self._core[name].data, what)
+        new = check_shape(returned, self._core[name].data, what)
         stored = new.to(torch.int8) if new.dtype == torch.bool else new.detach().clone()
         self.get_mask(name).data = stored
 
@@ -331,7 +292,7 @@ class BaseDataSparsifier(abc.ABC):
             )
         kept = {} if strict else dict(self._core.entries)
         loaded = {
-            name: self._parse_entry(name, states[name], groups[name], tensors)
+            name: parse_entry(name, states[name], groups[name], tensors, self._config_from_group)
             for name in states
             if name not in kept
         }
@@ -354,31 +315,6 @@ class BaseDataSparsifier(abc.ABC):
             entries[name] = Entry(item.data, item.mask != 0, item.config)
         self._container, self.state, self.data_groups = container, new_state, new_groups
         self._core = SparsifierState(entries, self._core.defaults)
-
-    def _parse_entry(
-        self, name: str, entry_state: Any, group: Any, tensors: Mapping[str, Any]
-    ) -> _Loaded:
-        validate_name(name)
-        if not isinstance(entry_state, Mapping) or "mask" not in entry_state:
-            raise ValueError(f"state_dict 'state' entry {name!r} has no 'mask'")
-        if not isinstance(group, Mapping):
-            raise TypeError(f"state_dict 'data_groups' entry {name!r} must be a dict")
-        original = f"parametrizations.{name}.original"
-        parametrized = name not in tensors
-        data = tensors.get(original if parametrized else name)
-        if not isinstance(data, torch.Tensor):
-            raise ValueError(f"state_dict '_container' has no tensor {name!r} or {original!r}")
-        mask = _check_shape(entry_state["mask"], data, f"state_dict mask for {name!r}")
-        extras = {k: copy.deepcopy(v) for k, v in entry_state.items() if k != "mask"}
-        group = copy.deepcopy(dict(group))
-        return _Loaded(
-            data.detach().clone(),
-            parametrized,
-            mask.to_dense().clone(),
-            extras,
-            group,
-            self._config_from_group(group),
-        )
 
     def __getstate__(self) -> dict[str, Any]:
         saved = {k: v for k, v in self.__dict__.items() if k not in _VIEWS}
