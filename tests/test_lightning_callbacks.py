@@ -235,30 +235,40 @@ def assert_same(left: dict, right: dict) -> None:
 
 
 def test_resumed_fit_ends_like_an_uninterrupted_one(tmp_path: Path) -> None:
-    epochs = 4
     aware, post = training_aware(), post_training()
     checkpoints = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}",
                                   every_n_epochs=1, save_top_k=-1)
-    trainer(tmp_path, [aware, post, checkpoints], max_epochs=epochs,
-            enable_checkpointing=True).fit(TinyModule(), loader())
+    trainer(tmp_path, [aware, post, checkpoints], enable_checkpointing=True).fit(
+        TinyModule(), loader()
+    )
     uninterrupted = final_state(aware, post)
-    assert uninterrupted["levels"]["0_weight"] == BASE * GAMMA**epochs
+    assert uninterrupted["levels"]["0_weight"] == BASE * GAMMA**EPOCHS
+    final = BASE * GAMMA ** (EPOCHS - 1)  # 0.5: the masks are neither all ones nor all zeros
+    assert all(zeros(mask) == final for mask in uninterrupted["masks"].values())
 
-    ckpt = tmp_path / "ckpt" / "epoch=1.ckpt"  # saved after 2 of the 4 epochs
+    ckpt = tmp_path / "ckpt" / "epoch=0.ckpt"  # saved after the first of the 3 epochs
     stored = torch.load(ckpt, weights_only=True)["callbacks"]
     state = next(v for k, v in stored.items() if "TrainingAwareDataSparsity" in k)
-    assert state["epoch"] == 2 and state["data_scheduler_state_dict"]["last_epoch"] == 2
+    assert state["epoch"] == 1 and state["data_scheduler_state_dict"]["last_epoch"] == 1
 
     resumed_aware, resumed_post = training_aware(), post_training()
-    trainer(tmp_path, [resumed_aware, resumed_post], max_epochs=epochs).fit(
+    trainer(tmp_path, [resumed_aware, resumed_post]).fit(
         TinyModule(seed=123), loader(), ckpt_path=ckpt
     )
     assert_same(final_state(resumed_aware, resumed_post), uninterrupted)
 
-    # without the checkpoint the schedule restarts, and the masks differ
-    fresh_aware, fresh_post = training_aware(), post_training()
-    trainer(tmp_path, [fresh_aware, fresh_post], max_epochs=2).fit(TinyModule(seed=123), loader())
-    assert fresh_aware.data_sparsifier.data_groups["0_weight"]["sparsity_level"] == BASE * 4
+    # control: the same checkpoint without the callback state restarts the schedule
+    stripped = torch.load(ckpt, weights_only=True)
+    stripped["callbacks"] = {k: v for k, v in stripped["callbacks"].items()
+                             if "TrainingAwareDataSparsity" not in k}
+    torch.save(stripped, tmp_path / "stripped.ckpt")
+    restarted = training_aware()
+    trainer(tmp_path, [restarted]).fit(
+        TinyModule(seed=123), loader(), ckpt_path=tmp_path / "stripped.ckpt"
+    )
+    assert restarted.epoch == EPOCHS - 1
+    levels = {n: g["sparsity_level"] for n, g in restarted.data_sparsifier.data_groups.items()}
+    assert levels != uninterrupted["levels"]
 
 
 def test_load_state_dict_rejects_malformed_state() -> None:
