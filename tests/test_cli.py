@@ -314,6 +314,7 @@ def test_error_no_state_dict(tmp_path: Path) -> None:
         (["--block", "4"], "--block must look like 1x4"),
         (["--zeros-per-block", "9"], "zeros_per_block must be in [0, 4]"),
         (["--sparsity-level", "nan"], "sparsity_level must not be NaN"),
+        (["--sparsity-level", "1.5"], "1.5 is not in the range 0.0<=x<=1.0"),
         (["--norm", "L3"], "'L3' is not one of"),
         (["--format", "onnx"], "'onnx' is not one of"),
         (["--bogus"], "No such option"),
@@ -349,6 +350,7 @@ def test_error_patterns(flags: list[str], fragment: str, pt_in: Path, tmp_path: 
         ("emb.*: {level: 0.5}\n", "unknown keys ['level']"),
         ("emb.*: {block: 2by2}\n", "must look like 1x4"),
         ("emb.*: {sparsity_level: high}\n", "sparsity_level must be a real number"),
+        ("emb.*: {sparsity_level: -0.5}\n", "sparsity_level must be in [0, 1]"),
         ("emb.*: 0.5\n", "each entry must be"),
         ("nomatch.*: {sparsity_level: 0.5}\n", "--per-tensor pattern 'nomatch.*' matches no"),
         ("emb.*: {block: 1x2}\n", "'emb.weight'"),  # --zeros-per-block 3 > 2 for this tensor

@@ -104,9 +104,11 @@ def load_per_tensor(path: str | os.PathLike[str]) -> list[tuple[str, dict[str, A
             if key in clean:
                 clean["sparse_block_shape"] = _block_value(clean.pop(key), f"{where} {key}")
         try:
-            make_config(**clean)
+            level = make_config(**clean).sparsity_level
         except (TypeError, ValueError) as err:
             raise ValueError(f"{where}: {err}") from err
+        if not 0.0 <= level <= 1.0:
+            raise ValueError(f"{where}: sparsity_level must be in [0, 1], got {level!r}")
         rules.append((pattern, clean))
     return rules
 

@@ -197,7 +197,7 @@ Masks stored by --packed-masks come back with:
 @click.argument("dst", metavar="OUT", type=click.Path(path_type=Path))
 @click.option(
     "--sparsity-level",
-    type=float,
+    type=click.FloatRange(0.0, 1.0),
     default=0.5,
     show_default=True,
     help="Fraction of blocks to zero in each selected tensor.",
