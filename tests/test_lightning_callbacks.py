@@ -271,6 +271,23 @@ def test_resumed_fit_ends_like_an_uninterrupted_one(tmp_path: Path) -> None:
     assert levels != uninterrupted["levels"]
 
 
+def test_two_training_aware_callbacks_with_different_prefixes(tmp_path: Path) -> None:
+    first = training_aware()
+    second = TrainingAwareDataSparsity(
+        DataNormSparsifier, {"sparsity_level": 0.25, "sparse_block_shape": BLOCK},
+        StepSLScheduler, {"gamma": 2}, log_prefix="other",
+    )
+    assert first.state_key != second.state_key
+    checkpoints = ModelCheckpoint(dirpath=tmp_path, filename="last")
+    trainer(tmp_path, [first, second, checkpoints], max_epochs=1,
+            enable_checkpointing=True).fit(TinyModule(), loader())
+    assert (first.sparsity["overall"], second.sparsity["overall"]) == (0.125, 0.25)
+    stored = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"]
+    assert stored[first.state_key]["epoch"] == stored[second.state_key]["epoch"] == 1
+    with pytest.raises(RuntimeError, match="state_key"):  # same prefix: Lightning refuses
+        trainer(tmp_path, [training_aware(), training_aware()])
+
+
 def test_load_state_dict_rejects_malformed_state() -> None:
     callback = training_aware()
     good = callback.state_dict()

@@ -263,6 +263,11 @@ class TrainingAwareDataSparsity(_CallbackBase):
         return {name: dict(groups[name]) for name in names if name in groups}
 
     # -- checkpointing -----------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        """Checkpoint key; callbacks with different ``log_prefix`` can share a Trainer."""
+        return self._generate_state_key(log_prefix=self.log_prefix)
+
     def state_dict(self) -> dict[str, Any]:
         """Epochs done, the sparsifier state dict and the scheduler state (Lightning
         saves it in checkpoints; it loads with ``torch.load(weights_only=True)``)."""
