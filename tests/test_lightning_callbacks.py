@@ -199,6 +199,16 @@ def test_training_aware_state_dict_is_none_before_the_first_epoch_ends(tmp_path:
     assert seen[0] is None and seen[1] is not None
 
 
+def test_a_reused_callback_starts_each_fit_afresh(tmp_path: Path) -> None:
+    callback = training_aware()
+    recorder = Recorder(callback)
+    for _ in range(2):
+        trainer(tmp_path, [callback, recorder], max_epochs=2).fit(TinyModule(), loader())
+    assert callback.epoch == 2
+    assert recorder.mask_sparsity[2] == recorder.mask_sparsity[0]  # first epoch of each fit
+    assert recorder.levels[2:] == recorder.levels[:2]
+
+
 def test_training_aware_leaves_the_trained_model_dense(tmp_path: Path) -> None:
     module = TinyModule()
     trainer(tmp_path, [training_aware()]).fit(module, loader())
