@@ -65,7 +65,7 @@ def _sparsity_by_layer(
     plus ``"overall"`` (zeros over elements of all of them together).
 
     >>> from fsparse.data_sparsifier import DataNormSparsifier
-    >>> model = nn.Linear(4, 2)
+    >>> model = nn.Linear(4, 4)
     >>> sp = DataNormSparsifier(sparsity_level=0.5, sparse_block_shape=(1, 2))
     >>> _attach_model_to_data_sparsifier(model, sp)
     >>> sp.step()
