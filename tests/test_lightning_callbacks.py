@@ -12,24 +12,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl  # the `test` extra installs it
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 
-pl = pytest.importorskip("lightning.pytorch")  # the `lightning` extra; `make test` installs it
-
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
-from lightning.pytorch.loggers import CSVLogger  # noqa: E402
-
-from fsparse.data_scheduler import StepSLScheduler  # noqa: E402
-from fsparse.data_sparsifier import DataNormSparsifier  # noqa: E402
-from fsparse.data_sparsifier.lightning.callbacks._data_sparstity_utils import (  # noqa: E402
-    _get_valid_name,
-)
-from fsparse.data_sparsifier.lightning.callbacks.data_sparsity import (  # noqa: E402
+from fsparse.data_scheduler import StepSLScheduler
+from fsparse.data_sparsifier import DataNormSparsifier
+from fsparse.data_sparsifier.lightning.callbacks._data_sparstity_utils import _get_valid_name
+from fsparse.data_sparsifier.lightning.callbacks.data_sparsity import (
     PostTrainingDataSparsity as PostTrainingFromTorchAoPath,
 )
-from fsparse.lightning import PostTrainingDataSparsity, TrainingAwareDataSparsity  # noqa: E402
+from fsparse.lightning import PostTrainingDataSparsity, TrainingAwareDataSparsity
 
 # Every weight and bias splits into whole (1, 2) blocks, and every block count is a
 # multiple of 8, so levels k/8 give exactly that fraction of zeros in every layer.

@@ -14,10 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import torch
-
-pytest.importorskip("lightning.pytorch")
 
 SCRIPT = """
 import sys, warnings
