@@ -122,9 +122,12 @@ def test_torch_ao_post_training_crashes_on_a_model_with_biases(
     """torch.ao's own callback in the same fit: its 1-D masks come back as (1, n)."""
     monkeypatch.setitem(sys.modules, "pytorch_lightning", pl)  # it imports pytorch_lightning
     name = "torch.ao.pruning._experimental.data_sparsifier.lightning.callbacks.data_sparsity"
-    monkeypatch.delitem(sys.modules, name, raising=False)
-    ao_callbacks = importlib.import_module(name)
-    monkeypatch.delitem(sys.modules, name)
+    fresh = name not in sys.modules
+    try:
+        ao_callbacks = importlib.import_module(name)
+    finally:
+        if fresh:
+            sys.modules.pop(name, None)  # it holds the aliased pytorch_lightning
     from torch.ao.pruning._experimental.data_sparsifier import (
         DataNormSparsifier as AoDataNormSparsifier,
     )
