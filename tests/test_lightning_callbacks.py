@@ -350,6 +350,12 @@ def test_constructor_errors() -> None:
         PostTrainingDataSparsity(DataNormSparsifier, {"data_list": []})
     with pytest.raises(TypeError, match="sparsity_levl"):  # checked now, not after training
         PostTrainingDataSparsity(DataNormSparsifier, {"sparsity_levl": 0.5})
+    with pytest.raises(TypeError, match="log_prefix"):
+        PostTrainingDataSparsity(DataNormSparsifier, args, log_prefix="")
+    with pytest.raises(TypeError, match="log_prefix"):
+        TrainingAwareDataSparsity(
+            DataNormSparsifier, args, StepSLScheduler, {}, log_prefix=None  # type: ignore[arg-type]
+        )
     with pytest.raises(TypeError, match="data_scheduler_class"):
         TrainingAwareDataSparsity(DataNormSparsifier, args, dict, {})  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="data_sparsifier"):

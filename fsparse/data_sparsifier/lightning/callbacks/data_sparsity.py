@@ -84,6 +84,12 @@ def _check_args(value: object, argument: str, reserved: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _check_prefix(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"log_prefix must be a non-empty str, got {value!r}")
+    return value
+
+
 def _model_of(pl_module: Any) -> nn.Module:
     model = getattr(pl_module, "model", None)
     if not isinstance(model, nn.Module):
@@ -129,7 +135,7 @@ class PostTrainingDataSparsity(_CallbackBase):
         data_sparsifier_class(**args)  # fail now, not after a whole training run
         self.data_sparsifier_class = data_sparsifier_class
         self.data_sparsifier_args = args
-        self.log_prefix = log_prefix
+        self.log_prefix = _check_prefix(log_prefix)
         self.data_sparsifier: BaseDataSparsifier | None = None
         self.sparsified: nn.Module | None = None
         self.sparsity: dict[str, float] = {}
@@ -196,7 +202,7 @@ class TrainingAwareDataSparsity(_CallbackBase):
         self.data_sparsifier_args = sparsifier_args
         self.data_scheduler_class = data_scheduler_class
         self.data_scheduler_args = scheduler_args
-        self.log_prefix = log_prefix
+        self.log_prefix = _check_prefix(log_prefix)
         self.data_sparsifier: BaseDataSparsifier | None = None
         self.data_scheduler: BaseDataScheduler | None = None
         self.sparsified: nn.Module | None = None
