@@ -184,6 +184,9 @@ def test_training_aware_follows_the_step_schedule(tmp_path: Path) -> None:
     assert callback.sparsity["overall"] == final
     saved = callback.data_sparsifier_state_dict
     assert saved is not None and set(saved["state"]) == set(names)
+    for name, value in module.model.named_parameters():  # squashing left the saved data dense
+        original = saved["_container"][f"parametrizations.{_get_valid_name(name)}.original"]
+        assert torch.equal(original, value.detach())
 
 
 def test_training_aware_state_dict_is_none_before_the_first_epoch_ends(tmp_path: Path) -> None:

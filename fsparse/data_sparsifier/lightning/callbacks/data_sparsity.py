@@ -257,8 +257,13 @@ class TrainingAwareDataSparsity(_CallbackBase):
         )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.data_sparsifier is not None:
-            self.data_sparsifier.squash_mask()
+        if self.data_sparsifier is None:
+            return
+        saved = self.data_sparsifier_state_dict
+        if saved is not None:  # its tensors share storage with the data squashing writes to
+            tensors = {key: value.clone() for key, value in saved["_container"].items()}
+            self.data_sparsifier_state_dict = {**saved, "_container": tensors}
+        self.data_sparsifier.squash_mask()
 
     def _config_from_state(self, model: nn.Module) -> dict[str, dict[str, Any]]:
         """Each layer's current config (empty before the first epoch ends)."""
