@@ -350,6 +350,8 @@ def loaded() -> DataNormSparsifier:
         (lambda sp: sp.add_data("a.b", torch.randn(2, 2)), ValueError, "'.'"),
         (lambda sp: sp.add_data("", torch.randn(2, 2)), ValueError, "name"),
         (lambda sp: sp.add_data(3, torch.randn(2, 2)), TypeError, "name"),
+        (lambda sp: sp.add_data("items", torch.randn(2, 2)), ValueError, "'items' clashes"),
+        (lambda sp: sp.add_data("training", torch.randn(2, 2)), ValueError, "clashes"),
         (lambda sp: sp.add_data("n", [1.0, 2.0]), TypeError, "list"),
         (lambda sp: sp.add_data("n", nn.Linear(2, 2)), TypeError, "Linear"),
         (lambda sp: sp.add_data("w", torch.randn(8, 4)), ValueError, "reuse_mask"),

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
+from torch import nn
 from torch.nn.utils import parametrize
 
 from fsparse._src.config import SparsityConfig, validate_name
@@ -110,10 +111,15 @@ class BaseDataSparsifier(abc.ABC):
         never applied to the old tensor.
         """
         validate_name(name)
+        replacing = name in self._core
+        if not replacing and (hasattr(nn.ModuleDict, name) or hasattr(self._container, name)):
+            raise ValueError(
+                f"name {name!r} clashes with an attribute of the nn.Module container that "
+                "holds the parametrizations; choose another name"
+            )
         weight = extract_weight(data)
         local_args = copy.deepcopy(self.defaults)
         local_args.update(config)
-        replacing = name in self._core
         group = copy.deepcopy(self.data_groups[name]) if replacing else local_args
         if replacing:
             group.update(config)
