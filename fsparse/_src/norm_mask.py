@@ -20,6 +20,8 @@ Semantics (torch.ao's, made exact):
 No function here sorts the whole tensor or repeats it per block element: the
 threshold is found with ``kthvalue`` on the block means. All functions are
 vmap- and compile-friendly; the NaN/Inf check runs only outside transforms.
+Large tensors are handled unit by unit in :mod:`fsparse._src.chunked_mask`
+(same masks, temporaries of a fixed size).
 """
 
 from __future__ import annotations
@@ -102,7 +104,9 @@ def _smallest_in_blocks(scores: torch.Tensor, block: tuple[int, int], zeros: int
     return smallest.scatter(-1, order[..., :zeros], True)
 
 
-def _to_elements(per_block: torch.Tensor, block: tuple[int, int], shape: torch.Size) -> torch.Tensor:
+def _to_elements(
+    per_block: torch.Tensor, block: tuple[int, int], shape: torch.Size
+) -> torch.Tensor:
     """Lay ``(nbh, nbw, bh*bw)`` block contents back out as a ``shape[-2:]`` matrix."""
     nbh, nbw, _ = per_block.shape
     bh, bw = block
@@ -125,8 +129,30 @@ def _check_finite(means: torch.Tensor, data: torch.Tensor, norm: str) -> None:
     raise ValueError(f"norm {norm!r} overflows for this data; use norm='L1' or rescale it")
 
 
+# From this many elements on, masks are computed unit by unit (fsparse._src.chunked_mask).
+CHUNKED_MIN_NUMEL = 1 << 14
+
+
 def config_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
-    """:func:`norm_mask` with its arguments taken from ``config``."""
+    """:func:`norm_mask` with its arguments taken from ``config``.
+
+    Large tensors outside ``torch.func`` transforms and ``torch.compile`` take the
+    chunked path; everything else the vectorised reference path. Both give the
+    same mask.
+    """
+    if (
+        data.numel() >= CHUNKED_MIN_NUMEL
+        and data.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+        and not _under_transform(data)
+    ):
+        from fsparse._src.chunked_mask import large_norm_mask  # it imports this module
+
+        return large_norm_mask(data, config)
+    return reference_norm_mask(data, config)
+
+
+def reference_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
+    """The whole-tensor path of :func:`config_norm_mask`; safe under vmap and compile."""
     if data.numel() == 0:
         return torch.ones_like(data, dtype=torch.bool)
     level = min(max(config.sparsity_level, 0.0), 1.0)

@@ -1,0 +1,295 @@
+"""Block geometry and per-unit kernels for the chunked norm block mask.
+
+A :class:`BlockPlan` walks a data matrix in *units* of whole block rows (or, for
+very wide matrices, of block columns within one block row). For each unit it
+computes scores and block means into scratch buffers allocated once, and writes
+the unit's part of the mask. Block means are the same float sums in the same
+order as ``avg_pool2d(..., ceil_mode=True)``, so they are bit-identical to the
+reference path's. Inside a block the ``zeros_per_block`` smallest scores (ties
+by position) are found by pairwise comparisons, counted one byte per element.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from fsparse._src.config import SparsityConfig
+
+__all__ = ["SCORE_DTYPES", "BlockPlan", "Unit"]
+
+PAIRWISE_MAX = 16  # blocks up to this size: unrolled sums and pairwise ranks
+SCORE_DTYPES = {
+    torch.float16: torch.float32,
+    torch.bfloat16: torch.float32,
+    torch.float32: torch.float32,
+    torch.float64: torch.float64,
+}
+_SPREAD = {
+    1: (torch.uint8, 0x01),
+    2: (torch.int16, 0x0101),
+    4: (torch.int32, 0x01010101),
+    8: (torch.int64, 0x0101010101010101),
+}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Block rows ``[i0, i1)`` and block columns ``[j0, j1)``."""
+
+    i0: int
+    i1: int
+    j0: int
+    j1: int
+
+
+@dataclass(frozen=True)
+class _Region:
+    """Part of a unit whose blocks share one (possibly edge-clipped) shape."""
+
+    rows: slice
+    cols: slice
+    brows: slice
+    bcols: slice
+    shape: tuple[int, int]
+
+
+class BlockPlan:
+    """Geometry of one mask computation, its scratch buffers, and the per-unit steps."""
+
+    def __init__(self, matrix: torch.Tensor, config: SparsityConfig, chunk: int) -> None:
+        self.matrix = matrix
+        self.height, self.width = matrix.shape
+        self.block = bh, bw = config.sparse_block_shape
+        self.zeros = config.zeros_per_block
+        self.norm = config.norm
+        self.dtype = SCORE_DTYPES[matrix.dtype]
+        self.nbh, self.nbw = -(-self.height // bh), -(-self.width // bw)
+        self.n_blocks = self.nbh * self.nbw
+        if bh * self.width <= chunk:
+            step = max(1, chunk // (bh * self.width))
+            self.units = [Unit(i, min(i + step, self.nbh), 0, self.nbw)
+                          for i in range(0, self.nbh, step)]
+        else:
+            step = max(1, chunk // (bh * bw))
+            self.units = [Unit(i, i + 1, j, min(j + step, self.nbw))
+                          for i in range(self.nbh) for j in range(0, self.nbw, step)]
+        first = self.units[0]
+        elems = (first.i1 - first.i0) * bh * (first.j1 - first.j0) * bw
+        blocks = (first.i1 - first.i0) * (first.j1 - first.j0)
+        device = matrix.device
+        self.scores_buf = torch.empty(elems, dtype=self.dtype, device=device)
+        self.means_buf = torch.empty(blocks, dtype=self.dtype, device=device)
+        self.flags_buf = torch.empty(3, blocks, dtype=torch.bool, device=device)
+        partial = self.zeros < bh * bw
+        self.rank_buf = torch.empty(elems if partial else 0, dtype=torch.uint8, device=device)
+
+    def flags(self, slot: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
+        """Scratch bool tensor of ``shape`` (at most a unit's block count); slot 2 is internal."""
+        n = math.prod(shape)
+        return self.flags_buf[slot, :n].view(shape)
+
+    def regions(self, unit: Unit) -> Iterator[_Region]:
+        """The unit's full blocks, then its edge-clipped right column and bottom row."""
+        bh, bw = self.block
+        rows = min(unit.i1 * bh, self.height) - unit.i0 * bh
+        cols = min(unit.j1 * bw, self.width) - unit.j0 * bw
+        full_r, full_c = rows // bh, cols // bw
+        row_parts = [(slice(0, full_r * bh), slice(0, full_r), bh)] if full_r else []
+        if rows % bh:
+            row_parts.append((slice(full_r * bh, rows), slice(full_r, full_r + 1), rows % bh))
+        col_parts = [(slice(0, full_c * bw), slice(0, full_c), bw)] if full_c else []
+        if cols % bw:
+            col_parts.append((slice(full_c * bw, cols), slice(full_c, full_c + 1), cols % bw))
+        for rs, brs, h in row_parts:
+            for cs, bcs, w in col_parts:
+                yield _Region(rs, cs, brs, bcs, (h, w))
+
+    def window(self, tensor: torch.Tensor, unit: Unit) -> torch.Tensor:
+        """The unit's rectangle of an ``(H, W)`` tensor."""
+        bh, bw = self.block
+        return tensor[unit.i0 * bh : unit.i1 * bh, unit.j0 * bw : unit.j1 * bw]
+
+    def scores(self, unit: Unit) -> torch.Tensor:
+        """``|x|`` or ``x * x`` over the unit, in the score dtype (a scratch view)."""
+        part = self.window(self.matrix, unit)
+        out = self.scores_buf[: part.numel()].view(part.shape)
+        if part.dtype != self.dtype:
+            out.copy_(part)
+            part = out
+        if self.norm == "L1":
+            return torch.abs(part, out=out)
+        return torch.mul(part, part, out=out)
+
+    def means(self, unit: Unit, scores: torch.Tensor) -> torch.Tensor:
+        """Block means, bit-identical to ``avg_pool2d(..., ceil_mode=True)`` (a scratch view)."""
+        shape = (unit.i1 - unit.i0, unit.j1 - unit.j0)
+        if self.block == (1, 1):
+            return scores
+        out = self.means_buf[: shape[0] * shape[1]].view(shape)
+        for region in self.regions(unit):
+            _pool_into(_blocks4d(scores[region.rows, region.cols], region.shape),
+                       out[region.brows, region.bcols])
+        return out
+
+    def write(
+        self, mask: torch.Tensor, unit: Unit, scores: torch.Tensor, selected: torch.Tensor
+    ) -> None:
+        """Write the unit's part of ``mask`` given which of its blocks are selected."""
+        target = self.window(mask, unit)
+        for region in self.regions(unit):
+            h, w = region.shape
+            out4 = _blocks4d(target[region.rows, region.cols], region.shape)
+            chosen = selected[region.brows, region.bcols]
+            zeros = min(self.zeros, h * w)
+            keep = torch.logical_not(chosen, out=self.flags(1, chosen.shape))
+            if zeros == h * w:
+                _spread(out4, keep)
+                continue
+            blocks = _blocks4d(scores[region.rows, region.cols], (h, w))
+            if h * w <= PAIRWISE_MAX:
+                self._write_ranked(out4, blocks, keep, zeros)
+            else:
+                pruned = _sorted_smallest(blocks, zeros)
+                pruned &= chosen[:, None, :, None]
+                torch.logical_not(pruned, out=out4)
+
+    def _write_ranked(
+        self, out: torch.Tensor, blocks: torch.Tensor, keep: torch.Tensor, zeros: int
+    ) -> None:
+        """Keep all of a block if ``keep``, else all but its ``zeros`` smallest (ties by position).
+
+        Ranks are counted by pairwise comparisons into one byte per element, with
+        a block row's bytes packed in one integer where the layout allows, so the
+        mask is written a block row at a time. Byte value ``rank + 64 - zeros``
+        (plus 32 for kept blocks) has bit 6 set exactly when the element stays.
+        """
+        a, h, b, w = blocks.shape
+        width = w if _word_viewable(out) else 1
+        int_dtype, ones = _SPREAD[width]
+        words = self.rank_buf[: out.numel()].view(int_dtype).view(a, h, b, w // width)
+        cells = [(r, c) for r in range(h) for c in range(w)]
+        pairs = [(p, q) for i, p in enumerate(cells) for q in cells[i + 1 :]]
+        base = [[64 - zeros] * w for _ in range(h)]
+        for (rp, cp), (rq, cq) in pairs:
+            if (rp, cp // width) == (rq, cq // width):
+                base[rp][cp] += 1  # p ranks above q, unless s_p <= s_q moves the one to q
+        for r in range(h):
+            for j in range(w // width):
+                words[:, r, :, j].fill_(_pack(base[r][j * width : (j + 1) * width]))
+        before = self.flags(2, (a, b))
+        for (rp, cp), (rq, cq) in pairs:
+            torch.le(blocks[:, rp, :, cp], blocks[:, rq, :, cq], out=before)
+            word_p = words[:, rp, :, cp // width]
+            word_q = words[:, rq, :, cq // width]
+            if (rp, cp // width) == (rq, cq // width):
+                word_q.add_(before, alpha=(1 << 8 * (cq % width)) - (1 << 8 * (cp % width)))
+            else:
+                word_q.add_(before, alpha=1 << 8 * (cq % width))
+                word_p.add_(before.logical_not_(), alpha=1 << 8 * (cp % width))
+        words.add_(keep[:, None, :, None], alpha=32 * ones)
+        words.bitwise_right_shift_(6).bitwise_and_(ones)
+        if width > 1:
+            out.view(int_dtype).copy_(words)
+        else:
+            out.copy_(words)
+
+    def rewrite_blocks(self, mask: torch.Tensor, blocks: torch.Tensor) -> None:
+        """Mark the blocks with (row-major) indices ``blocks`` as selected in ``mask``."""
+        if blocks.numel() == 0:
+            return
+        rows, cols, valid = self.block_elements(blocks.to(mask.device))
+        if self.zeros >= self.block[0] * self.block[1]:
+            mask[rows[valid], cols[valid]] = False
+            return
+        vals = self.gather_scores(rows, cols).masked_fill(~valid, math.inf)
+        order = vals.sort(dim=1, stable=True).indices[:, : self.zeros]
+        pruned = torch.zeros_like(valid).scatter_(1, order, True)
+        mask[rows[valid], cols[valid]] = ~pruned[valid]
+
+    def block_elements(self, blocks: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Row and column of each element of each block, clamped, and which are real."""
+        bh, bw = self.block
+        device = blocks.device
+        offsets_r = torch.arange(bh, device=device).repeat_interleave(bw)
+        offsets_c = torch.arange(bw, device=device).repeat(bh)
+        rows = (blocks // self.nbw)[:, None] * bh + offsets_r
+        cols = (blocks % self.nbw)[:, None] * bw + offsets_c
+        valid = (rows < self.height) & (cols < self.width)
+        return rows.clamp_(max=self.height - 1), cols.clamp_(max=self.width - 1), valid
+
+    def gather_scores(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Scores at ``(rows, cols)`` in the score dtype."""
+        if self.matrix.is_contiguous():
+            flat = (rows * self.width + cols).reshape(-1)
+            vals = self.matrix.reshape(-1).index_select(0, flat).view(rows.shape)
+        else:
+            vals = self.matrix[rows, cols]
+        vals = vals.to(self.dtype)
+        return vals.abs() if self.norm == "L1" else vals * vals
+
+
+def _blocks4d(matrix: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """View an exactly tiled ``(a*h, b*w)`` matrix as ``(a, h, b, w)``."""
+    h, w = shape
+    return matrix.unflatten(0, (-1, h)).unflatten(2, (-1, w))
+
+
+def _word_viewable(out: torch.Tensor) -> bool:
+    """Whether each block row of the ``(a, h, b, w)`` bool view is one aligned integer."""
+    w = out.shape[3]
+    return w in _SPREAD and out.stride(3) == 1 and out.stride(2) == w and (
+        out.stride(0) % w == 0 and out.stride(1) % w == 0 and out.storage_offset() % w == 0
+    )
+
+
+def _pack(byte_values: list[int]) -> int:
+    """Little-endian integer with the given bytes (all below 128, so it stays positive)."""
+    return sum(v << (8 * i) for i, v in enumerate(byte_values))
+
+
+def _spread(out: torch.Tensor, values: torch.Tensor) -> None:
+    """Set block ``(i, :, j, :)`` of the bool ``(a, h, b, w)`` view ``out`` to ``values[i, j]``.
+
+    Contiguous blocks of width 2, 4 or 8 are written one integer per block row
+    (a broadcasting copy would go element by element).
+    """
+    if _word_viewable(out):
+        int_dtype, ones = _SPREAD[out.shape[3]]
+        words = out.view(int_dtype)[..., 0]
+        words.copy_(values[:, None, :])
+        words.mul_(ones)
+        return
+    out.copy_(values[:, None, :, None].expand_as(out))
+
+
+def _sorted_smallest(blocks: torch.Tensor, zeros: int) -> torch.Tensor:
+    """Bool ``(a, h, b, w)``: the ``zeros`` smallest of each block, ties by position."""
+    a, h, b, w = blocks.shape
+    flat = blocks.permute(0, 2, 1, 3).reshape(a, b, h * w)
+    order = flat.sort(dim=-1, stable=True).indices[..., :zeros]
+    smallest = torch.zeros(flat.shape, dtype=torch.bool, device=flat.device)
+    smallest.scatter_(-1, order, True)
+    return smallest.view(a, b, h, w).permute(0, 2, 1, 3)
+
+
+def _pool_into(blocks: torch.Tensor, out: torch.Tensor) -> None:
+    """Mean of each ``(h, w)`` block, summed row-major from its first element as avg_pool2d does."""
+    a, h, b, w = blocks.shape
+    count = h * w
+    if count > PAIRWISE_MAX:
+        pooled = F.avg_pool2d(blocks.reshape(1, 1, a * h, b * w), (h, w))
+        out.copy_(pooled[0, 0])
+        return
+    planes = [blocks[:, r, :, c] for r in range(h) for c in range(w)]
+    if count == 1:
+        out.copy_(planes[0])
+        return
+    torch.add(planes[0], planes[1], out=out)
+    for plane in planes[2:]:
+        out.add_(plane)
+    out.div_(count)

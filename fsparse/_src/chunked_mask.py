@@ -1,0 +1,249 @@
+"""The norm block mask for large tensors: exact, and lean in time and memory.
+
+Same rule and same masks as the reference path in :mod:`fsparse._src.norm_mask`;
+only the evaluation differs. The data matrix is walked in *units* of whole
+block rows (or, for very wide matrices, of block columns within one block row),
+and every temporary is unit-sized and allocated once:
+
+1. The means of a random sample of blocks bracket the ``k``-th smallest block
+   mean in ``[lo, hi]``.
+2. One pass computes each unit's block means (the same float sums in the same
+   order as ``avg_pool2d``, so the values are bit-identical), marks the blocks
+   below ``lo`` as selected, writes that unit's mask, and keeps the blocks
+   inside the bracket as candidates.
+3. The exact threshold is selected among the candidates (ties by block index)
+   and only the chosen candidate blocks are rewritten.
+
+If the bracket misses, or ties crowd it, an exact radix select over the means'
+bit patterns (16 bits per pass) finds the threshold and a final pass writes the
+mask. Nothing sorts the whole tensor or repeats it per block element; inside a
+block, the ``zeros_per_block`` smallest are found by pairwise comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fsparse._src.block_plan import SCORE_DTYPES, BlockPlan
+from fsparse._src.config import SparsityConfig
+from fsparse._src.norm_mask import _as_matrix
+
+__all__ = ["DEFAULT_CHUNK_ELEMENTS", "chunked_norm_mask", "large_norm_mask", "sample_size"]
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 20
+_Z_SCORE = 5.0
+
+
+def sample_size(n_blocks: int) -> int:
+    """How many block means the bracket estimate samples."""
+    return min(max(n_blocks >> 8, 1 << 16), 1 << 20)
+
+
+def _sample_means(plan: BlockPlan, size: int) -> torch.Tensor:
+    """Means of ``size`` blocks drawn at random (an estimate: rounding may differ)."""
+    generator = torch.Generator().manual_seed(0)
+    blocks = torch.randint(plan.n_blocks, (size,), generator=generator)
+    rows, cols, valid = plan.block_elements(blocks.to(plan.matrix.device))
+    vals = plan.gather_scores(rows, cols).masked_fill_(~valid, 0)
+    return vals.sum(1) / valid.sum(1)
+
+
+def _bracket(sample: torch.Tensor, q: float) -> tuple[float, float]:
+    """Sample quantiles around ``q``, wide enough to hold the true quantile."""
+    m = sample.numel()
+    delta = _Z_SCORE * math.sqrt(q * (1 - q) / m) + 2 / m
+    lo_rank, hi_rank = math.floor((q - delta) * m), math.ceil((q + delta) * m)
+    lo = sample.kthvalue(lo_rank + 1).values.item() if lo_rank >= 0 else -math.inf
+    hi = sample.kthvalue(hi_rank + 1).values.item() if hi_rank < m else math.inf
+    return lo, hi
+
+
+def _radix_threshold(plan: BlockPlan, k: int) -> tuple[torch.Tensor, int]:
+    """Exact ``k``-th smallest block mean (1-based) and how many means lie below it.
+
+    Means are non-negative, so their bit patterns order like their values; each
+    pass histograms the next 16 bits of the means that share the prefix so far.
+    """
+    int_dtype = torch.int32 if plan.dtype == torch.float32 else torch.int64
+    n_digits = 2 if int_dtype == torch.int32 else 4
+    prefix, below, remaining = 0, 0, k
+    for level in range(n_digits):
+        shift = 16 * (n_digits - 1 - level)
+        hist = torch.zeros(1 << 16, dtype=torch.int64, device=plan.matrix.device)
+        for unit in plan.units:
+            keys = plan.means(unit, plan.scores(unit)).reshape(-1).view(int_dtype)
+            if level:
+                keys = keys[(keys >> (shift + 16)) == prefix]
+            hist += torch.bincount(((keys >> shift) & 0xFFFF).long(), minlength=1 << 16)
+        cum = hist.cumsum(0)
+        digit = int(torch.searchsorted(cum, torch.tensor([remaining], device=cum.device)).item())
+        skipped = int(cum[digit].item() - hist[digit].item())
+        below += skipped
+        remaining -= skipped
+        prefix = (prefix << 16) | digit
+    threshold = torch.tensor([prefix], dtype=int_dtype).view(plan.dtype)[0]
+    return threshold.to(plan.matrix.device), below
+
+
+def _raise_non_finite(maxima: list[torch.Tensor], plan: BlockPlan) -> None:
+    if not maxima or bool(torch.stack(maxima).isfinite().all()):
+        return
+    if not bool(torch.isfinite(plan.matrix).all()):
+        raise ValueError(
+            "data contains NaN or Inf; fsparse refuses to rank non-finite values "
+            "(clean the tensor, e.g. with torch.nan_to_num, before sparsifying)"
+        )
+    raise ValueError(f"norm {plan.norm!r} overflows for this data; use norm='L1' or rescale it")
+
+
+def _select(means: torch.Tensor, threshold: torch.Tensor, ties: int, out: torch.Tensor) -> int:
+    """``out = means < threshold``, plus the first ``ties`` means equal to it; returns #equal."""
+    torch.lt(means, threshold, out=out)
+    if ties <= 0:
+        return 0
+    equal = means == threshold
+    out |= equal & (equal.reshape(-1).cumsum(0).view(equal.shape) <= ties)
+    return int(equal.sum().item())
+
+
+def _threshold_pass(
+    plan: BlockPlan, mask: torch.Tensor, threshold: torch.Tensor, ties: int
+) -> None:
+    """Write the mask selecting the means below ``threshold`` and the first ``ties`` equal to it."""
+    maxima = []
+    for unit in plan.units:
+        scores = plan.scores(unit)
+        means = plan.means(unit, scores)
+        maxima.append(means.amax())
+        selected = plan.flags(0, means.shape)
+        ties -= _select(means, threshold, ties, selected)
+        plan.write(mask, unit, scores, selected)
+    _raise_non_finite(maxima, plan)
+
+
+def _single_unit(plan: BlockPlan, mask: torch.Tensor, k: int) -> None:
+    """Select exactly on the means of a matrix that fits in one unit, then write it."""
+    unit = plan.units[0]
+    scores = plan.scores(unit)
+    means = plan.means(unit, scores)
+    _raise_non_finite([means.amax()], plan)
+    threshold = means.reshape(-1).kthvalue(k).values
+    selected = plan.flags(0, means.shape)
+    _select(means, threshold, k - int((means < threshold).sum().item()), selected)
+    plan.write(mask, unit, scores, selected)
+
+
+def _bracket_pass(
+    plan: BlockPlan, mask: torch.Tensor, k: int, bracket: tuple[float, float], budget: int
+) -> bool:
+    """One pass with the bracket ``[lo, hi]``; ``False`` if it missed (the mask is then junk)."""
+    lo, hi = bracket
+    below = torch.zeros((), dtype=torch.int64, device=mask.device)
+    maxima: list[torch.Tensor] = []
+    values: list[torch.Tensor] = []
+    blocks: list[torch.Tensor] = []
+    n_cand = 0
+    for unit in plan.units:
+        scores = plan.scores(unit)
+        means = plan.means(unit, scores)
+        maxima.append(means.amax())
+        selected = torch.lt(means, lo, out=plan.flags(0, means.shape))
+        below += selected.sum()
+        inside = torch.le(means, hi, out=plan.flags(1, means.shape))
+        inside ^= selected  # lo <= mean <= hi, as mean < lo implies mean <= hi
+        local = inside.view(-1).nonzero().squeeze(1)
+        n_cand += local.numel()
+        if n_cand > budget:
+            _raise_non_finite(maxima, plan)
+            return False
+        width = unit.j1 - unit.j0
+        values.append(means.reshape(-1).index_select(0, local))
+        blocks.append((local // width + unit.i0) * plan.nbw + local % width + unit.j0)
+        plan.write(mask, unit, scores, selected)
+    _raise_non_finite(maxima, plan)
+    need = k - int(below.item())
+    if not 0 <= need <= n_cand:
+        return False
+    if need:
+        cand = torch.cat(values)
+        threshold = cand.kthvalue(need).values
+        chosen = torch.empty_like(cand, dtype=torch.bool)
+        _select(cand, threshold, need - int((cand < threshold).sum().item()), chosen)
+        plan.rewrite_blocks(mask, torch.cat(blocks)[chosen])
+    return True
+
+
+def chunked_norm_mask(
+    matrix: torch.Tensor,
+    config: SparsityConfig,
+    k: int,
+    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """Bool mask of the 2-D ``matrix`` with the ``k`` lowest-mean blocks pruned per ``config``.
+
+    ``1 <= k <= n_blocks``. Temporaries are about ``chunk_elements`` in size.
+    Raises ``ValueError`` for NaN/Inf data.
+
+    >>> from fsparse import make_config
+    >>> x = torch.arange(1.0, 9.0).reshape(2, 4)
+    >>> chunked_norm_mask(x, make_config(sparse_block_shape=(1, 2)), 2, 4).int()
+    tensor([[0, 0, 0, 0],
+            [1, 1, 1, 1]], dtype=torch.int32)
+    """
+    if matrix.dim() != 2 or matrix.dtype not in SCORE_DTYPES or matrix.numel() == 0:
+        raise ValueError(
+            f"matrix must be a non-empty 2-D float16/bfloat16/float32/float64 tensor, "
+            f"got shape {tuple(matrix.shape)} and dtype {matrix.dtype}"
+        )
+    if chunk_elements < 1:
+        raise ValueError(f"chunk_elements must be positive, got {chunk_elements}")
+    plan = BlockPlan(matrix, config, chunk_elements)
+    if not 1 <= k <= plan.n_blocks:
+        raise ValueError(f"k must be in [1, {plan.n_blocks}], got {k}")
+    mask = torch.empty(matrix.shape, dtype=torch.bool, device=matrix.device)
+    m = sample_size(plan.n_blocks)
+    if k == plan.n_blocks:
+        _threshold_pass(plan, mask, torch.tensor(math.inf, dtype=plan.dtype), 0)
+    elif len(plan.units) == 1 and plan.n_blocks <= 4 * m:
+        _single_unit(plan, mask, k)
+    elif plan.n_blocks <= m:
+        means = torch.cat([plan.means(u, plan.scores(u)).flatten().clone() for u in plan.units])
+        _raise_non_finite([means.amax()], plan)
+        threshold = means.kthvalue(k).values
+        _threshold_pass(plan, mask, threshold, k - int((means < threshold).sum().item()))
+    else:
+        sample = _sample_means(plan, m)
+        bracket = _bracket(sample, k / plan.n_blocks)
+        crowd = float(((sample >= bracket[0]) & (sample <= bracket[1])).float().mean().item())
+        cap = max(plan.n_blocks // 32, m)
+        budget = min(int(4 * crowd * plan.n_blocks) + 4096, cap)
+        if not (crowd * plan.n_blocks < cap and _bracket_pass(plan, mask, k, bracket, budget)):
+            threshold, below = _radix_threshold(plan, k)
+            _threshold_pass(plan, mask, threshold, k - below)
+    return mask
+
+
+def large_norm_mask(
+    data: torch.Tensor, config: SparsityConfig, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
+) -> torch.Tensor:
+    """``config_norm_mask(data, config)`` computed unit by unit (same mask, lean temporaries).
+
+    >>> from fsparse import make_config
+    >>> x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+    >>> large_norm_mask(x, make_config(sparse_block_shape=(1, 2)), chunk_elements=2).int()
+    tensor([[0, 0, 0, 0],
+            [1, 1, 1, 1]], dtype=torch.int32)
+    """
+    matrix = _as_matrix(data.detach())
+    if matrix.numel() == 0:
+        return torch.ones_like(data, dtype=torch.bool)
+    bh, bw = config.sparse_block_shape
+    n_blocks = -(-matrix.shape[0] // bh) * -(-matrix.shape[1] // bw)
+    k = round(min(max(config.sparsity_level, 0.0), 1.0) * n_blocks)
+    if k == 0 or config.zeros_per_block == 0:
+        plan = BlockPlan(matrix, config, chunk_elements)
+        _raise_non_finite([plan.means(u, plan.scores(u)).amax() for u in plan.units], plan)
+        return torch.ones_like(data, dtype=torch.bool)
+    return chunked_norm_mask(matrix, config, k, chunk_elements).view(data.shape)
