@@ -68,11 +68,15 @@ __all__ = [
     "unpack_mask",
 ]
 
+from fsparse._src.batching import stacked_norm_mask
 from fsparse._src.mask_types import (
     block_scores,
     channels_last_mask,
     existing_zeros_mask,
     global_levels,
 )
+from fsparse._src.packing import load_masks, masks_state_dict
 
 __all__ += ["block_scores", "channels_last_mask", "existing_zeros_mask", "global_levels"]
+
+__all__ += ["load_masks", "masks_state_dict", "stacked_norm_mask"]

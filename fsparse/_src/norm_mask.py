@@ -46,13 +46,7 @@ def _as_matrix(data: torch.Tensor) -> torch.Tensor:
     return squeezed
 
 
-def norm_scores(data: torch.Tensor, norm: str) -> torch.Tensor:
-    """Element scores as a matrix: ``|x|`` for ``"L1"``, ``x * x`` for ``"L2"``.
-
-    >>> norm_scores(torch.tensor([-2.0, 1.0]), "L2")
-    tensor([[4., 1.]])
-    """
-    matrix = _as_matrix(data)
+def _scores(matrix: torch.Tensor, norm: str) -> torch.Tensor:
     if matrix.dtype in (torch.float16, torch.bfloat16):
         matrix = matrix.float()
     if norm == "L1":
@@ -62,20 +56,35 @@ def norm_scores(data: torch.Tensor, norm: str) -> torch.Tensor:
     raise ValueError(f"norm must be one of ('L1', 'L2'), got {norm!r}")
 
 
+def norm_scores(data: torch.Tensor, norm: str) -> torch.Tensor:
+    """Element scores as a matrix: ``|x|`` for ``"L1"``, ``x * x`` for ``"L2"``.
+
+    >>> norm_scores(torch.tensor([-2.0, 1.0]), "L2")
+    tensor([[4., 1.]])
+    """
+    return _scores(_as_matrix(data), norm)
+
+
 def block_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     """Mean score of each block over its valid elements, shape ``(n_block_rows, n_block_cols)``.
+
+    Leading dims of ``scores`` are batch dims: ``(..., H, W)`` gives ``(..., nbh, nbw)``.
 
     >>> block_means(torch.arange(6.0).reshape(1, 6), (1, 4))
     tensor([[1.5000, 4.5000]])
     """
-    pooled = F.avg_pool2d(scores[None, None], kernel_size=block, stride=block, ceil_mode=True)
-    return pooled[0, 0]
+    lead, (height, width) = scores.shape[:-2], scores.shape[-2:]
+    pooled = F.avg_pool2d(
+        scores.reshape(-1, height, width), kernel_size=block, stride=block, ceil_mode=True
+    )
+    return pooled.reshape(*lead, *pooled.shape[-2:])
 
 
 def select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask over 1-D ``values`` marking the ``k`` smallest; ties go to lower indices.
 
     Uses ``kthvalue`` (selection, not sorting); the tie rule matches a stable sort.
+    Leading dims are batch dims (each row selects its own ``k``).
 
     >>> select_k_smallest(torch.tensor([3.0, 1.0, 1.0, 2.0]), 1)
     tensor([False,  True, False, False])
@@ -93,25 +102,44 @@ def select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _smallest_in_blocks(scores: torch.Tensor, block: tuple[int, int], zeros: int) -> torch.Tensor:
-    """Bool ``(nbh, nbw, bh*bw)``: the ``zeros`` smallest scores of each block (padding last)."""
-    height, width = scores.shape
+    """Bool ``(..., nbh, nbw, bh*bw)``: the ``zeros`` smallest scores per block (padding last)."""
+    *lead, height, width = scores.shape
     bh, bw = block
     nbh, nbw = math.ceil(height / bh), math.ceil(width / bw)
     padded = F.pad(scores, (0, nbw * bw - width, 0, nbh * bh - height), value=math.inf)
-    blocks = padded.reshape(nbh, bh, nbw, bw).permute(0, 2, 1, 3).reshape(nbh, nbw, bh * bw)
+    blocks = padded.reshape(*lead, nbh, bh, nbw, bw).transpose(-3, -2)
+    blocks = blocks.reshape(*lead, nbh, nbw, bh * bw)
     order = blocks.sort(dim=-1, stable=True).indices
     smallest = torch.zeros_like(blocks, dtype=torch.bool)
     return smallest.scatter(-1, order[..., :zeros], True)
 
 
 def _to_elements(
-    per_block: torch.Tensor, block: tuple[int, int], shape: torch.Size
+    per_block: torch.Tensor, block: tuple[int, int], shape: tuple[int, int]
 ) -> torch.Tensor:
-    """Lay ``(nbh, nbw, bh*bw)`` block contents back out as a ``shape[-2:]`` matrix."""
-    nbh, nbw, _ = per_block.shape
+    """Lay ``(..., nbh, nbw, bh*bw)`` block contents back out as ``(..., *shape)`` matrices."""
+    *lead, nbh, nbw, _ = per_block.shape
     bh, bw = block
-    full = per_block.reshape(nbh, nbw, bh, bw).permute(0, 2, 1, 3).reshape(nbh * bh, nbw * bw)
-    return full[: shape[0], : shape[1]]
+    full = per_block.reshape(*lead, nbh, nbw, bh, bw).transpose(-3, -2)
+    full = full.reshape(*lead, nbh * bh, nbw * bw)
+    return full[..., : shape[0], : shape[1]]
+
+
+def keep_mask(
+    scores: torch.Tensor, means: torch.Tensor, config: SparsityConfig, k: int
+) -> torch.Tensor:
+    """Bool ``(..., H, W)``: ``False`` in the ``k`` lowest-mean blocks' pruned elements.
+
+    ``scores`` is ``(..., H, W)`` and ``means`` its :func:`block_means`; each
+    leading index is one independent matrix.
+    """
+    block, zeros = config.sparse_block_shape, config.zeros_per_block
+    selected = select_k_smallest(means.flatten(-2), k).view(means.shape)
+    if zeros == config.block_size:
+        per_block = selected[..., None].expand(*selected.shape, config.block_size)
+    else:
+        per_block = _smallest_in_blocks(scores, block, zeros) & selected[..., None]
+    return ~_to_elements(per_block, block, (scores.shape[-2], scores.shape[-1]))
 
 
 def _under_transform(data: torch.Tensor) -> bool:
@@ -156,22 +184,13 @@ def reference_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Ten
     if data.numel() == 0:
         return torch.ones_like(data, dtype=torch.bool)
     level = min(max(config.sparsity_level, 0.0), 1.0)
-    block = config.sparse_block_shape
     scores = norm_scores(data, config.norm)
-    means = block_means(scores, block)
+    means = block_means(scores, config.sparse_block_shape)
     _check_finite(means, data, config.norm)
-    n_blocks = means.numel()
-    k = round(level * n_blocks)
-    zeros = config.zeros_per_block
-    if k == 0 or zeros == 0:
+    k = round(level * means.numel())
+    if k == 0 or config.zeros_per_block == 0:
         return torch.ones_like(data, dtype=torch.bool)
-    selected = select_k_smallest(means.reshape(-1), k).reshape(means.shape)
-    if zeros == config.block_size:
-        per_block = selected[..., None].expand(*selected.shape, config.block_size)
-    else:
-        per_block = _smallest_in_blocks(scores, block, zeros) & selected[..., None]
-    pruned = _to_elements(per_block, block, scores.shape)
-    return (~pruned).reshape(data.shape)
+    return keep_mask(scores, means, config, k).reshape(data.shape)
 
 
 def norm_mask(

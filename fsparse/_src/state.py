@@ -16,6 +16,7 @@ import torch
 import torch.utils._pytree as torch_pytree
 from torch import nn
 
+from fsparse._src.batching import batched_norm_masks
 from fsparse._src.config import MaskFn, SparsityConfig, make_config, validate_name
 from fsparse._src.norm_mask import config_norm_mask
 
@@ -207,11 +208,15 @@ def step(state: SparsifierState, mask_fn: MaskFn | None = None) -> SparsifierSta
 
     Each entry uses ``mask_fn`` if given, else its config's ``mask_fn``, else the
     norm block mask. A mask function maps ``(data, config)`` to a mask of the
-    data's shape; non-bool results are converted with ``!= 0``.
+    data's shape; non-bool results are converted with ``!= 0``. Small same-shaped
+    entries on the norm mask are computed together in batches (same masks).
     """
     with torch.no_grad():
+        batched = batched_norm_masks(state.entries, mask_fn)
         entries = {
-            name: Entry(e.data, _mask_for(e, name, mask_fn), e.config)
+            name: Entry(
+                e.data, batched[name] if name in batched else _mask_for(e, name, mask_fn), e.config
+            )
             for name, e in state.entries.items()
         }
     return SparsifierState(entries, state.defaults)
