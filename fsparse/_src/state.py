@@ -224,7 +224,9 @@ def step(state: SparsifierState, mask_fn: MaskFn | None = None) -> SparsifierSta
 
 def sparsified(state: SparsifierState) -> dict[str, torch.Tensor]:
     """``data * mask`` per name; differentiable with respect to the data."""
-    return {name: e.data * e.mask for name, e in state.entries.items()}
+    # Converting the mask first is ~2x faster than a mixed bool/float multiply
+    # (forward and backward), and gives the same values.
+    return {name: e.data * e.mask.to(e.data.dtype) for name, e in state.entries.items()}
 
 
 def squash(state: SparsifierState) -> dict[str, torch.Tensor]:
