@@ -1,7 +1,11 @@
-"""The benchmark cases. Each runs in a fresh worker process and prints result lines.
+"""The benchmark cases. Each phase of a case runs in a fresh worker process.
 
-A worker prints ``RESULT {json}`` lines as it goes, fsparse's before torch.ao's,
-so a torch.ao run that dies (out of memory) still leaves fsparse's figures.
+The ``time`` phase times fsparse and torch.ao on the same data and compares
+their masks; the ``memory`` phase, in a process started with glibc's mmap
+threshold fixed (see ``measure``), measures the peak extra memory of one step
+of each on the same data. Workers print ``RESULT {json}`` lines as they go,
+fsparse's before torch.ao's, so a torch.ao run that dies (out of memory) still
+leaves fsparse's figures.
 """
 
 from __future__ import annotations
@@ -14,14 +18,7 @@ import warnings
 from typing import Any
 
 import torch
-from measure import (
-    available_bytes,
-    best_time,
-    exact_memory_accounting,
-    limit_address_space,
-    peak_extra,
-    tie_free,
-)
+from measure import available_bytes, best_time, limit_address_space, peak_extra, tie_free
 from torch import nn
 from torch.ao.pruning._experimental.data_sparsifier import DataNormSparsifier
 from torch.ao.pruning.sparsifier.utils import FakeSparsity
@@ -94,28 +91,42 @@ def _compare(
     }
 
 
-def block_case(case: str, scale: float, repeats: int, ao_repeats: int) -> None:
+def memory_phase(data: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """Peak extra memory of one fsparse step, then of one torch.ao step, on ``data``."""
+    _fsparse_peak(data, config)
+    try:
+        sparsifier = _ao_sparsifier(data, **config)
+        _, _, extra = peak_extra(sparsifier.step)
+    except (RuntimeError, MemoryError) as err:
+        emit("torch.ao", skipped=f"out of memory: {str(err).splitlines()[0][:120]}")
+        return
+    emit("torch.ao", peak_extra=extra)
+
+
+def _fsparse_peak(data: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    state = fsparse.init(data, **config)
+    _, _, extra = peak_extra(lambda: fsparse.step(state))
+    emit("fsparse", peak_extra=extra)
+
+
+def block_case(case: str, scale: float, repeats: int, ao_repeats: int, phase: str) -> None:
     spec = BLOCK_CASES[case]
     block, zeros = spec["block"], spec["zeros"]
     rows = max(4, round(1_000_000 * scale) // 4 * 4)
     x = torch.randn(rows, 64, generator=torch.Generator().manual_seed(int(case)))
+    config = {"sparsity_level": LEVEL, "sparse_block_shape": block, "zeros_per_block": zeros}
+    if phase == "memory":
+        memory_phase({"w": x}, config)
+        return
     emit("data", shape=[rows, 64], bytes=x.nbytes)
     emit("read", seconds=best_time(lambda: x.abs().sum(), repeats))
-    config = {"sparsity_level": LEVEL, "sparse_block_shape": block, "zeros_per_block": zeros}
-
     state = fsparse.init({"w": x}, **config)
-    seconds = best_time(lambda: fsparse.step(state), repeats)
+    stepped = fsparse.step(state)
+    emit("fsparse", seconds=best_time(lambda: fsparse.step(state), repeats))
     sparsifier = _ao_sparsifier({"w": x}, **config)
-    ao_seconds = best_time(sparsifier.step, ao_repeats)
-    exact_memory_accounting()
-    stepped, _, extra = peak_extra(lambda: fsparse.step(state))
-    emit("fsparse", seconds=seconds, peak_extra=extra)
-    ours = stepped["w"].mask
-    _, _, extra = peak_extra(sparsifier.step)
+    seconds = best_time(sparsifier.step, ao_repeats)
     theirs = sparsifier.get_mask("w").bool()
-    emit("torch.ao", seconds=ao_seconds, peak_extra=extra,
-         **_compare(x, ours, theirs, block, zeros))  # fmt: skip
-
+    emit("torch.ao", seconds=seconds, **_compare(x, stepped["w"].mask, theirs, block, zeros))
     if case == "1":
         storage(stepped, sparsifier, repeats)
     del sparsifier, theirs
@@ -157,72 +168,79 @@ def storage(state: fsparse.SparsifierState, sparsifier: DataNormSparsifier, repe
     )
 
 
-def small_case(scale: float, repeats: int, ao_repeats: int) -> None:
+def small_case(scale: float, repeats: int, ao_repeats: int, phase: str) -> None:
     count = 1000  # per-entry overhead: the same at every scale (and quick anyway)
     gen = torch.Generator().manual_seed(5)
     data = {f"t{i}": torch.randn(64, 64, generator=gen) for i in range(count)}
+    config = {"sparsity_level": LEVEL}
+    if phase == "memory":
+        memory_phase(data, config)
+        return
     emit("data", shape=[count, 64, 64], bytes=sum(t.nbytes for t in data.values()))
     emit("read", seconds=best_time(lambda: [t.abs().sum() for t in data.values()], repeats))
-    state = fsparse.init(data, sparsity_level=LEVEL)
+    state = fsparse.init(data, **config)
+    stepped = fsparse.step(state)
     seconds = best_time(lambda: fsparse.step(state), repeats)
     one_by_one = best_time(lambda: fsparse.step(state, mask_fn=_one_by_one), repeats)
-    sparsifier = _ao_sparsifier(data, sparsity_level=LEVEL)
-    ao_seconds = best_time(sparsifier.step, ao_repeats)
-    exact_memory_accounting()
-    stepped, _, extra = peak_extra(lambda: fsparse.step(state))
-    emit("fsparse", seconds=seconds, peak_extra=extra, unbatched_seconds=one_by_one)
-    _, _, extra = peak_extra(sparsifier.step)
+    emit("fsparse", seconds=seconds, unbatched_seconds=one_by_one)
+    sparsifier = _ao_sparsifier(data, **config)
+    seconds = best_time(sparsifier.step, ao_repeats)
     same = [torch.equal(stepped[n].mask, sparsifier.get_mask(n).bool()) for n in data]
-    emit("torch.ao", seconds=ao_seconds, peak_extra=extra, identical=all(same),
-         diff_tensors=same.count(False), ties_only=all(same))  # fmt: skip
+    emit("torch.ao", seconds=seconds, identical=all(same), diff_tensors=same.count(False),
+         ties_only=all(same))  # fmt: skip
 
 
 def _one_by_one(data: torch.Tensor, config: fsparse.SparsityConfig) -> torch.Tensor:
     return fsparse.config_norm_mask(data, config)  # not the norm mask object: never batched
 
 
-def dlrm_case(scale: float, repeats: int, ao_repeats: int) -> None:
+def dlrm_case(scale: float, repeats: int, ao_repeats: int, phase: str) -> None:
     gen = torch.Generator().manual_seed(6)
     tables = {
         f"t{i}": torch.randn(max(1, round(rows * scale)), 16, generator=gen)
         for i, rows in enumerate(DLRM_ROWS)
     }
+    config = {"sparsity_level": LEVEL}
     data_bytes = sum(t.nbytes for t in tables.values())
-    emit("data", shape=[sum(t.shape[0] for t in tables.values()), 16], bytes=data_bytes)
-    emit("read", seconds=best_time(lambda: [t.abs().sum() for t in tables.values()], repeats))
-    ours = _fsparse_step(tables, repeats)
-
-    largest = max(t.nbytes for t in tables.values())
-    need = 2 * data_bytes + 8 * largest  # its float masks, plus one table's sort temporaries
-    if available_bytes() < need:
+    if phase == "memory":
+        _fsparse_peak(tables, config)
+    else:
+        emit("data", shape=[sum(t.shape[0] for t in tables.values()), 16], bytes=data_bytes)
+        emit("read", seconds=best_time(lambda: [t.abs().sum() for t in tables.values()], repeats))
+        ours = _fsparse_masks(tables, config, repeats)
+    need = 2 * data_bytes + 8 * max(t.nbytes for t in tables.values())
+    if available_bytes() < need:  # torch.ao: float masks, plus one table's sort temporaries
         emit("torch.ao", skipped=f"needs about {need / 2**30:.1f} GiB, "
              f"{available_bytes() / 2**30:.1f} GiB available")  # fmt: skip
         return
     limit_address_space()
     try:
-        sparsifier = _ao_sparsifier(tables, sparsity_level=LEVEL)
-        _, ao_seconds, extra = peak_extra(sparsifier.step)  # one step: it takes a while
+        sparsifier = _ao_sparsifier(tables, **config)
+        _, seconds, extra = peak_extra(sparsifier.step)  # one step: it takes a while
     except (RuntimeError, MemoryError) as err:
         emit("torch.ao", skipped=f"out of memory: {str(err).splitlines()[0][:120]}")
+        return
+    if phase == "memory":
+        emit("torch.ao", peak_extra=extra)
         return
     verdicts = [
         _compare(tables[n], ours[n], sparsifier.get_mask(n).bool(), (1, 4), 4) for n in tables
     ]
     emit(
-        "torch.ao", seconds=ao_seconds, peak_extra=extra,
+        "torch.ao", seconds=seconds,
         identical=all(v["identical"] for v in verdicts),
         diff_elements=sum(v["diff_elements"] for v in verdicts),
         ties_only=all(v["ties_only"] for v in verdicts),
     )  # fmt: skip
 
 
-def _fsparse_step(tables: dict[str, torch.Tensor], repeats: int) -> dict[str, torch.Tensor]:
-    """Time and measure ``fsparse.step`` over ``tables``; only the new masks outlive it."""
-    state = fsparse.init(tables, sparsity_level=LEVEL)
-    seconds = best_time(lambda: fsparse.step(state), repeats)
-    exact_memory_accounting()
-    stepped, _, extra = peak_extra(lambda: fsparse.step(state))
-    emit("fsparse", seconds=seconds, peak_extra=extra)
+def _fsparse_masks(
+    tables: dict[str, torch.Tensor], config: dict[str, Any], repeats: int
+) -> dict[str, torch.Tensor]:
+    """Time ``fsparse.step`` over ``tables``; only the new masks outlive it."""
+    state = fsparse.init(tables, **config)
+    stepped = fsparse.step(state)
+    emit("fsparse", seconds=best_time(lambda: fsparse.step(state), repeats))
     return {name: stepped[name].mask for name in tables}
 
 
@@ -298,15 +316,17 @@ def train_case(scale: float, repeats: int, ao_repeats: int) -> None:
     emit("train", **best, same_masks=same_masks, same_loss=same_loss)
 
 
-def run(case: str, scale: float, repeats: int, ao_repeats: int) -> None:
+def run(case: str, scale: float, repeats: int, ao_repeats: int, phase: str) -> None:
+    """Run one case's ``"time"`` or ``"memory"`` phase (training has no memory phase)."""
     torch.set_grad_enabled(case == "train")
     if case in BLOCK_CASES:
-        block_case(case, scale, repeats, ao_repeats)
+        block_case(case, scale, repeats, ao_repeats, phase)
     elif case == "5":
-        small_case(scale, repeats, ao_repeats)
+        small_case(scale, repeats, ao_repeats, phase)
     elif case == "6":
-        dlrm_case(scale, repeats, ao_repeats)
+        dlrm_case(scale, repeats, ao_repeats, phase)
     elif case == "train":
-        train_case(scale, repeats, ao_repeats)
+        if phase == "time":
+            train_case(scale, repeats, ao_repeats)
     else:
         raise ValueError(f"unknown case {case!r}")

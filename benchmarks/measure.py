@@ -3,17 +3,16 @@
 Peak extra memory is read from the kernel: ``/proc/self/clear_refs`` resets the
 process's peak resident set (``VmHWM``), the measured call runs, and the peak
 minus the resident set just before the call is the memory the call needed.
-Before memory is measured, :func:`exact_memory_accounting` fixes glibc's mmap
-threshold at 128 KiB and trims the heap, so large blocks are mapped and
-unmapped one by one and memory freed earlier cannot hide a call's needs.
-torch's CPU allocator does not cache, so this sees every tensor allocation
-(tracemalloc would see none of them). Times are taken before that, with the
-allocator's default behaviour.
+Memory is measured in a fresh process started with ``MALLOC_MMAP_THRESHOLD_``
+(see :data:`MEMORY_ENV`), so large blocks are mapped and unmapped one by one
+and memory freed earlier cannot hide a call's needs. torch's CPU allocator
+does not cache, so this sees every tensor allocation (tracemalloc would see
+none of them). Times are taken in another process, with the allocator's
+default behaviour.
 """
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
 import platform
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 
 MIB = 1 << 20
+MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
 def _status_kib(field: str) -> int:
@@ -44,15 +44,6 @@ def can_reset_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-def exact_memory_accounting() -> None:
-    """Make large allocations come and go as separate mappings (see the module doc)."""
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD (also stops it adapting)
-    libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
-    gc.collect()
-    libc.malloc_trim(0)
 
 
 def peak_extra(fn: Callable[[], Any]) -> tuple[Any, float, int]:

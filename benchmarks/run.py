@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,27 +33,29 @@ TITLES = {
 }
 
 
-def run_worker(case: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Run one case in a fresh process; collect its RESULT lines by kind."""
+def run_worker(case: str, phase: str, args: argparse.Namespace,
+               results: dict[str, Any]) -> None:  # fmt: skip
+    """Run one phase of a case in a fresh process; merge its RESULT lines into ``results``."""
+    from measure import MEMORY_ENV
+
+    env = dict(os.environ, **MEMORY_ENV) if phase == "memory" else None
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", case,
-               "--scale", str(args.scale), "--repeats", str(args.repeats),
+               "--phase", phase, "--scale", str(args.scale), "--repeats", str(args.repeats),
                "--ao-repeats", str(args.ao_repeats)]  # fmt: skip
-    results: dict[str, Any] = {}
-    start = time.perf_counter()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("RESULT "):
                 item = json.loads(line[len("RESULT ") :])
-                results[item.pop("kind")] = item
-                print(f"  case {case}: {line[7:].strip()[:150]}", flush=True)
+                results.setdefault(item.pop("kind"), {}).update(item)
+                print(f"  case {case} ({phase}): {line[7:].strip()[:150]}", flush=True)
     if proc.returncode != 0:
-        results["crash"] = f"worker exited with status {proc.returncode}"
+        results.setdefault("crash", []).append(
+            f"{phase} worker exited with status {proc.returncode}"
+        )
         if "fsparse" in results and "torch.ao" not in results:
             results["torch.ao"] = {"skipped": f"worker died (status {proc.returncode}): "
                                    "most likely out of memory"}  # fmt: skip
-    results["wall"] = time.perf_counter() - start
-    return results
 
 
 def _ms(seconds: float | None) -> str:
@@ -114,6 +117,7 @@ def _verdict(ok: bool | None) -> str:
 
 
 def targets(results: dict[str, dict[str, Any]], scale: float) -> list[str]:
+    """Each target, what was measured, and whether it is met (only judged at full scale)."""
     rows: list[tuple[str, str, bool | None]] = []
     for case in ["1", "2", "3", "4"]:
         res = results.get(case, {})
@@ -139,8 +143,7 @@ def targets(results: dict[str, dict[str, Any]], scale: float) -> list[str]:
     if "fsparse" in res:
         fs, data = res["fsparse"], res["data"]["bytes"]
         full = scale == 1.0
-        rows.append(("case 6: one step < 5 s (full scale)",
-                     _ms(fs["seconds"]) + ("" if full else f" at scale {scale}"),
+        rows.append(("case 6: one step < 5 s (full scale)", _ms(fs["seconds"]),
                      fs["seconds"] < 5 if full else None))  # fmt: skip
         rows.append(("case 6: peak extra < 1x data", f"{fs['peak_extra'] / data:.2f}x",
                      fs["peak_extra"] < data))  # fmt: skip
@@ -161,6 +164,8 @@ def targets(results: dict[str, dict[str, Any]], scale: float) -> list[str]:
                      f"{ratio:.1f}x smaller", ratio >= 8))  # fmt: skip
         rows.append(("packed masks load back exactly", str(st["round_trip_exact"]),
                      st["round_trip_exact"]))  # fmt: skip
+    if scale != 1.0:  # sizes, speedups and fixed overheads all depend on the scale
+        rows = [(f"{name} (at scale {scale})", value, None) for name, value, _ in rows]
     lines = ["| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {name} | {value} | {_verdict(ok)} |" for name, value, ok in rows]
     return lines
@@ -193,30 +198,30 @@ def details(results: dict[str, dict[str, Any]]) -> list[str]:
             f"{_ms(st['pack_seconds'])}, unpack {_ms(st['unpack_seconds'])}."
         )
     for case, res in results.items():
-        if "crash" in res:
-            lines.append(f"- Case {case}: {res['crash']}.")
+        for crash in res.get("crash", []):
+            lines.append(f"- Case {case}: {crash}.")
     return lines
 
 
 METHOD = """\
 ## Method
 
-- Each case runs in a fresh worker process; fsparse and torch.ao run there on the
-  same data (random normal fp32, fixed seeds). Times are the best of several
+- Each case runs in two fresh worker processes, one for times and mask checks,
+  one for memory; in each, fsparse and torch.ao run on the same data (random
+  normal fp32, fixed seeds). Times are the best of several
   runs (`--repeats` for fsparse and the read pass, `--ao-repeats` for torch.ao,
-  whose steps take seconds each; in case 6 torch.ao's time is that of the single
-  step whose memory is measured). One step means `fsparse.step(state)` and
+  whose steps take seconds each; in case 6 torch.ao is timed on a single step).
+  One step means `fsparse.step(state)` and
   `DataNormSparsifier.step()` on the same data and config (level 0.5).
-- **Peak extra memory**: measured on one more step of each, after the timed
-  ones. The kernel's peak resident set size (`VmHWM`) is reset through
+- **Peak extra memory**: one step of fsparse, then one of torch.ao, in the
+  memory worker. The kernel's peak resident set size (`VmHWM`) is reset through
   `/proc/self/clear_refs` just before the step and read after it; the figure is
-  the peak minus the resident size just before. For this step glibc's mmap
-  threshold is fixed at 128 KiB and the heap trimmed first (`mallopt`,
-  `malloc_trim`), so large blocks are mapped and unmapped one by one and memory
-  freed earlier cannot hide a later allocation. torch's CPU allocator does not
-  cache, so this counts every tensor the step allocates, the new masks included
-  (tracemalloc would see none of them). Timed steps run with the allocator's
-  defaults.
+  the peak minus the resident size just before. That worker starts with
+  `MALLOC_MMAP_THRESHOLD_=131072`, so every block over 128 KiB is mapped and
+  unmapped on its own and memory freed earlier cannot hide a later allocation.
+  torch's CPU allocator does not cache, so this counts every tensor the step
+  allocates, the new masks included (tracemalloc would see none of them). The
+  time worker runs with the allocator's defaults.
 - **Masks identical**: the fsparse mask is compared with torch.ao's (as bool)
   on the timed random data, and again on *tie-free* data of the same shape
   (each block's elements sit a few ulps apart around a base value; the bases
@@ -271,6 +276,7 @@ def main() -> None:
                         help="report path (default benchmarks/RESULTS.md for a full-scale run "
                              "of every case, else none)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["time", "memory"], help=argparse.SUPPRESS)
     args = parser.parse_args()  # fmt: skip
     if args.scale <= 0 or args.repeats < 1 or args.ao_repeats < 1:
         parser.error("--scale must be positive and --repeats/--ao-repeats at least 1")
@@ -278,7 +284,7 @@ def main() -> None:
         sys.path.insert(0, str(HERE))
         from cases import run
 
-        run(args.worker, args.scale, args.repeats, args.ao_repeats)
+        run(args.worker, args.scale, args.repeats, args.ao_repeats, args.phase or "time")
         return
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = sorted(set(cases) - set(ALL_CASES))
@@ -295,7 +301,9 @@ def main() -> None:
     results = {}
     for case in cases:
         print(f"case {case} ...", flush=True)
-        results[case] = run_worker(case, args)
+        results[case] = {}
+        for phase in ("time", "memory"):
+            run_worker(case, phase, args, results[case])
     elapsed = time.perf_counter() - start
     print("\n" + "\n".join(table(results)))
     print("\n".join(["", *details(results), "", *targets(results, args.scale)]))

@@ -26,7 +26,7 @@ from fsparse._src.norm_mask import (
 
 __all__ = ["MAX_BATCH_ELEMENTS", "batched_norm_masks", "stacked_norm_mask"]
 
-MAX_BATCH_ELEMENTS = 1 << 22  # elements stacked per batch (bounds the stacked copy)
+MAX_BATCH_ELEMENTS = 1 << 19  # elements per batch: bounds the stacked copy, stays in cache
 
 
 class _EntryLike(Protocol):
