@@ -214,9 +214,11 @@ METHOD = """\
   One step means `fsparse.step(state)` and
   `DataNormSparsifier.step()` on the same data and config (level 0.5).
 - **Peak extra memory**: one step of fsparse, then one of torch.ao, in the
-  memory worker. The kernel's peak resident set size (`VmHWM`) is reset through
-  `/proc/self/clear_refs` just before the step and read after it; the figure is
-  the peak minus the resident size just before. That worker starts with
+  memory worker, each after a warm-up step on a small slice of the data (so
+  that one-time process costs such as code pages are not counted). The
+  kernel's peak resident set size (`VmHWM`) is reset through
+  `/proc/self/clear_refs` just before the step and read after it; the figure
+  is the peak minus the resident size just before. That worker starts with
   `MALLOC_MMAP_THRESHOLD_=131072`, so every block over 128 KiB is mapped and
   unmapped on its own and memory freed earlier cannot hide a later allocation.
   torch's CPU allocator does not cache, so this counts every tensor the step

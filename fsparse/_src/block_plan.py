@@ -23,6 +23,7 @@ from fsparse._src.config import SparsityConfig
 __all__ = ["SCORE_DTYPES", "BlockPlan", "Unit"]
 
 PAIRWISE_MAX = 16  # blocks up to this size: unrolled sums and pairwise ranks
+_REWRITE_SLICE = 1 << 15  # blocks rewritten per slice
 SCORE_DTYPES = {
     torch.float16: torch.float32,
     torch.bfloat16: torch.float32,
@@ -83,7 +84,8 @@ class BlockPlan:
         blocks = (first.i1 - first.i0) * (first.j1 - first.j0)
         device = matrix.device
         self.scores_buf = torch.empty(elems, dtype=self.dtype, device=device)
-        self.means_buf = torch.empty(blocks, dtype=self.dtype, device=device)
+        pooled = blocks if self.block != (1, 1) else 0  # (1, 1): the means are the scores
+        self.means_buf = torch.empty(pooled, dtype=self.dtype, device=device)
         self.flags_buf = torch.empty(3, blocks, dtype=torch.bool, device=device)
         partial = self.zeros < bh * bw
         self.rank_buf = torch.empty(elems if partial else 0, dtype=torch.uint8, device=device)
@@ -199,17 +201,24 @@ class BlockPlan:
             out.copy_(words)
 
     def rewrite_blocks(self, mask: torch.Tensor, blocks: torch.Tensor) -> None:
-        """Mark the blocks with (row-major) indices ``blocks`` as selected in ``mask``."""
-        if blocks.numel() == 0:
-            return
-        rows, cols, valid = self.block_elements(blocks.to(mask.device))
-        if self.zeros >= self.block[0] * self.block[1]:
-            mask[rows[valid], cols[valid]] = False
-            return
-        vals = self.gather_scores(rows, cols).masked_fill(~valid, math.inf)
-        order = vals.sort(dim=1, stable=True).indices[:, : self.zeros]
-        pruned = torch.zeros_like(valid).scatter_(1, order, True)
-        mask[rows[valid], cols[valid]] = ~pruned[valid]
+        """Mark the blocks with (row-major) indices ``blocks`` as selected in ``mask``.
+
+        ``mask`` must be contiguous. Works through the blocks in slices, so its
+        temporaries stay small however many blocks there are.
+        """
+        flat = mask.view(-1)
+        whole = self.zeros >= self.block[0] * self.block[1]
+        for start in range(0, blocks.numel(), _REWRITE_SLICE):
+            part = blocks[start : start + _REWRITE_SLICE].to(mask.device)
+            rows, cols, valid = self.block_elements(part)
+            where = (rows * self.width + cols)[valid]
+            if whole:
+                flat.index_fill_(0, where, False)
+                continue
+            vals = self.gather_scores(rows, cols).masked_fill_(~valid, math.inf)
+            order = vals.sort(dim=1, stable=True).indices[:, : self.zeros]
+            pruned = torch.zeros_like(valid).scatter_(1, order, True)
+            flat.index_put_((where,), ~pruned[valid])
 
     def block_elements(self, blocks: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Row and column of each element of each block, clamped, and which are real."""

@@ -161,6 +161,7 @@ def _bracket_pass(
         width = unit.j1 - unit.j0
         values.append(means.reshape(-1).index_select(0, local))
         blocks.append((local // width + unit.i0) * plan.nbw + local % width + unit.j0)
+        del local
         plan.write(mask, unit, scores, selected)
     _raise_non_finite(maxima, plan)
     need = k - int(below.item())
