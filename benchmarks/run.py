@@ -208,11 +208,11 @@ METHOD = """\
 
 - Each case runs in two fresh worker processes, one for times and mask checks,
   one for memory; in each, fsparse and torch.ao run on the same data (random
-  normal fp32, fixed seeds). Times are the best of several
-  runs (`--repeats` for fsparse and the read pass, `--ao-repeats` for torch.ao,
-  whose steps take seconds each; in case 6 torch.ao is timed on a single step).
-  One step means `fsparse.step(state)` and
-  `DataNormSparsifier.step()` on the same data and config (level 0.5).
+  normal fp32, fixed seeds). Times are the best of several runs (`--repeats`
+  for fsparse and the read pass, `--ao-repeats` for torch.ao, whose steps take
+  seconds each; in case 6 torch.ao is timed on a single step). One step means
+  `fsparse.step(state)` and `DataNormSparsifier.step()` on the same data and
+  config (level 0.5).
 - **Peak extra memory**: one step of fsparse, then one of torch.ao, in the
   memory worker, each after a warm-up step on a small slice of the data (so
   that one-time process costs such as code pages are not counted). The
@@ -232,7 +232,9 @@ METHOD = """\
   sort then picks either, fsparse picks the lower index. The table says so
   when that is the only difference.
 - **Read pass**: `x.abs().sum()` over the same data, best of the same number of
-  runs: the memory-bandwidth yardstick.
+  runs: the memory-bandwidth yardstick. It writes the `abs` result to fresh
+  memory before summing, so it costs more than a bare read; fsparse's chunked
+  pass writes only unit-sized scratch and the mask.
 - The machine is shared with other work; the load average at the start is
   given above. Timings on a 2-core box vary by 10-30% between runs.
 """
