@@ -2,10 +2,18 @@
 
 The functional core lives in ``fsparse._src``; this module re-exports it.
 The torch.ao-compatible classes live in ``fsparse.data_sparsifier`` and
-``fsparse.data_scheduler``.
+``fsparse.data_scheduler``; recipes in ``fsparse.create``; the Lightning
+callbacks in ``fsparse.lightning``.
 """
 
+from fsparse._src.batching import stacked_norm_mask
 from fsparse._src.config import NORMS, MaskFn, SparsityConfig, make_config
+from fsparse._src.mask_types import (
+    block_scores,
+    channels_last_mask,
+    existing_zeros_mask,
+    global_levels,
+)
 from fsparse._src.norm_mask import (
     block_means,
     config_norm_mask,
@@ -13,7 +21,7 @@ from fsparse._src.norm_mask import (
     norm_scores,
     select_k_smallest,
 )
-from fsparse._src.packing import pack_mask, unpack_mask
+from fsparse._src.packing import load_masks, masks_state_dict, pack_mask, unpack_mask
 from fsparse._src.scheduler import Scheduler, SchedulerState, schedule
 from fsparse._src.schedules import Schedule, cubic, lambda_sl, linear, polynomial, step_sl
 from fsparse._src.state import (
@@ -46,13 +54,19 @@ __all__ = [
     "SparsityConfig",
     "add",
     "block_means",
+    "block_scores",
+    "channels_last_mask",
     "config_norm_mask",
     "cubic",
+    "existing_zeros_mask",
     "extract_weight",
+    "global_levels",
     "init",
     "lambda_sl",
     "linear",
+    "load_masks",
     "make_config",
+    "masks_state_dict",
     "norm_mask",
     "norm_scores",
     "pack_mask",
@@ -63,20 +77,8 @@ __all__ = [
     "sparsified",
     "sparsity",
     "squash",
+    "stacked_norm_mask",
     "step",
     "step_sl",
     "unpack_mask",
 ]
-
-from fsparse._src.batching import stacked_norm_mask
-from fsparse._src.mask_types import (
-    block_scores,
-    channels_last_mask,
-    existing_zeros_mask,
-    global_levels,
-)
-from fsparse._src.packing import load_masks, masks_state_dict
-
-__all__ += ["block_scores", "channels_last_mask", "existing_zeros_mask", "global_levels"]
-
-__all__ += ["load_masks", "masks_state_dict", "stacked_norm_mask"]

@@ -17,11 +17,12 @@ Semantics (torch.ao's, made exact):
 5. Inside each selected block the ``min(zeros_per_block, valid)`` smallest
    scores are zeroed (ties by position); every other element is kept.
 
-No function here sorts the whole tensor or repeats it per block element: the
-threshold is found with ``kthvalue`` on the block means. All functions are
-vmap- and compile-friendly; the NaN/Inf check runs only outside transforms.
-Large tensors are handled unit by unit in :mod:`fsparse._src.chunked_mask`
-(same masks, temporaries of a fixed size).
+No function here sorts the whole tensor or repeats it per block element. This
+module holds the reference path: the threshold is found with ``kthvalue`` on the
+block means; it is vmap- and compile-friendly, and the NaN/Inf check runs only
+outside transforms. Large tensors (outside transforms) take the exact chunked
+path in :mod:`fsparse._src.chunked_mask` instead (same masks, fixed-size
+temporaries, a sampled threshold refined exactly).
 """
 
 from __future__ import annotations
