@@ -22,6 +22,7 @@ from typing import Any
 import hypothesis.strategies as st
 import pytest
 import torch
+from dropin_subclasses import AoImplemented, FsImplemented
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from torch import nn
@@ -35,22 +36,6 @@ from fsparse import data_sparsifier as fs_sparse
 NAMES = ("a", "b", "c", "d")
 KINDS = ("tensor", "parameter", "embedding", "embedding_bag")
 BLOCKS = ((1, 4), (2, 2), (1, 1), (3, 2))
-
-
-def update_mask_in_place(self: Any, name: str, data: torch.Tensor, **kwargs: Any) -> None:
-    """A user's update_mask written for torch.ao: mutates the mask, keeps a counter."""
-    mask = self.get_mask(name)
-    mask[0] = 0
-    entry = self.state[name]
-    entry["step_count"] = entry.get("step_count", 0) + 1
-
-
-class AoImplemented(ao_sparse.BaseDataSparsifier):
-    update_mask = update_mask_in_place
-
-
-class FsImplemented(fs_sparse.BaseDataSparsifier):
-    update_mask = update_mask_in_place
 
 
 class AoStepSL(ao_sched.BaseDataScheduler):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from dropin_subclasses import AoImplemented, FsImplemented
 from torch import nn
 from torch.ao.pruning._experimental import data_sparsifier as ao_sparse
 from torch.nn.utils.parametrize import is_parametrized
@@ -20,22 +21,6 @@ from fsparse import data_sparsifier as fs_sparse
 from fsparse.data_sparsifier import BaseDataSparsifier, DataNormSparsifier
 
 LIBS = {"fsparse": fs_sparse, "torch.ao": ao_sparse}
-
-
-def update_mask_in_place(self: Any, name: str, data: torch.Tensor, **kwargs: Any) -> None:
-    """torch.ao's own test subclass: zero the first row in place, count the steps."""
-    mask = self.get_mask(name)
-    mask[0] = 0
-    entry = self.state[name]
-    entry["step_count"] = entry.get("step_count", 0) + 1
-
-
-class FsImplemented(fs_sparse.BaseDataSparsifier):
-    update_mask = update_mask_in_place
-
-
-class AoImplemented(ao_sparse.BaseDataSparsifier):
-    update_mask = update_mask_in_place
 
 
 IMPLEMENTED = {"fsparse": FsImplemented, "torch.ao": AoImplemented}
