@@ -22,6 +22,7 @@ from fsparse._src.norm_mask import (
     block_means,
     config_norm_mask,
     keep_mask,
+    pruned_block_count,
 )
 
 __all__ = ["MAX_BATCH_ELEMENTS", "batched_norm_masks", "stacked_norm_mask"]
@@ -62,8 +63,7 @@ def stacked_norm_mask(stack: torch.Tensor, config: SparsityConfig) -> torch.Tens
             _check_finite(means[bad], stack[bad], config.norm)
         except ValueError as err:
             raise ValueError(f"stack[{bad}]: {err}") from None
-    level = min(max(config.sparsity_level, 0.0), 1.0)
-    k = round(level * means[0].numel())
+    k = pruned_block_count(config.sparsity_level, means[0].numel())
     if k == 0 or config.zeros_per_block == 0:
         return torch.ones_like(stack, dtype=torch.bool)
     return keep_mask(scores, means, config, k).reshape(stack.shape)

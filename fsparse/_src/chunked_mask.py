@@ -28,7 +28,7 @@ import torch
 
 from fsparse._src.block_plan import SCORE_DTYPES, BlockPlan
 from fsparse._src.config import SparsityConfig
-from fsparse._src.norm_mask import _as_matrix
+from fsparse._src.norm_mask import _as_matrix, non_finite_error, pruned_block_count
 
 __all__ = ["DEFAULT_CHUNK_ELEMENTS", "chunked_norm_mask", "large_norm_mask", "sample_size"]
 
@@ -90,12 +90,7 @@ def _radix_threshold(plan: BlockPlan, k: int) -> tuple[torch.Tensor, int]:
 def _raise_non_finite(maxima: list[torch.Tensor], plan: BlockPlan) -> None:
     if not maxima or bool(torch.stack(maxima).isfinite().all()):
         return
-    if not bool(torch.isfinite(plan.matrix).all()):
-        raise ValueError(
-            "data contains NaN or Inf; fsparse refuses to rank non-finite values "
-            "(clean the tensor, e.g. with torch.nan_to_num, before sparsifying)"
-        )
-    raise ValueError(f"norm {plan.norm!r} overflows for this data; use norm='L1' or rescale it")
+    raise non_finite_error(plan.matrix, plan.norm)
 
 
 def _select(means: torch.Tensor, threshold: torch.Tensor, ties: int, out: torch.Tensor) -> int:
@@ -242,7 +237,7 @@ def large_norm_mask(
         return torch.ones_like(data, dtype=torch.bool)
     bh, bw = config.sparse_block_shape
     n_blocks = -(-matrix.shape[0] // bh) * -(-matrix.shape[1] // bw)
-    k = round(min(max(config.sparsity_level, 0.0), 1.0) * n_blocks)
+    k = pruned_block_count(config.sparsity_level, n_blocks)
     if k == 0 or config.zeros_per_block == 0:
         plan = BlockPlan(matrix, config, chunk_elements)
         _raise_non_finite([plan.means(u, plan.scores(u)).amax() for u in plan.units], plan)

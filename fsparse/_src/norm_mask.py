@@ -147,15 +147,29 @@ def _under_transform(data: torch.Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(data) or torch.compiler.is_compiling()
 
 
-def _check_finite(means: torch.Tensor, data: torch.Tensor, norm: str) -> None:
-    if _under_transform(data) or bool(torch.isfinite(means).all()):
-        return
+def non_finite_error(data: torch.Tensor, norm: str) -> ValueError:
+    """The error for block means that are not finite: NaN/Inf data, or an L2 overflow."""
     if not bool(torch.isfinite(data).all()):
-        raise ValueError(
+        return ValueError(
             "data contains NaN or Inf; fsparse refuses to rank non-finite values "
             "(clean the tensor, e.g. with torch.nan_to_num, before sparsifying)"
         )
-    raise ValueError(f"norm {norm!r} overflows for this data; use norm='L1' or rescale it")
+    return ValueError(f"norm {norm!r} overflows for this data; use norm='L1' or rescale it")
+
+
+def _check_finite(means: torch.Tensor, data: torch.Tensor, norm: str) -> None:
+    if _under_transform(data) or bool(torch.isfinite(means).all()):
+        return
+    raise non_finite_error(data, norm)
+
+
+def pruned_block_count(sparsity_level: float, n_blocks: int) -> int:
+    """``round(clamp(sparsity_level, 0, 1) * n_blocks)``: how many blocks the mask selects.
+
+    >>> pruned_block_count(0.5, 5), pruned_block_count(-0.3, 5), pruned_block_count(1.7, 5)
+    (2, 0, 5)
+    """
+    return round(min(max(sparsity_level, 0.0), 1.0) * n_blocks)
 
 
 # From this many elements on, masks are computed unit by unit (fsparse._src.chunked_mask).
@@ -184,11 +198,10 @@ def reference_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Ten
     """The whole-tensor path of :func:`config_norm_mask`; safe under vmap and compile."""
     if data.numel() == 0:
         return torch.ones_like(data, dtype=torch.bool)
-    level = min(max(config.sparsity_level, 0.0), 1.0)
     scores = norm_scores(data, config.norm)
     means = block_means(scores, config.sparse_block_shape)
     _check_finite(means, data, config.norm)
-    k = round(level * means.numel())
+    k = pruned_block_count(config.sparsity_level, means.numel())
     if k == 0 or config.zeros_per_block == 0:
         return torch.ones_like(data, dtype=torch.bool)
     return keep_mask(scores, means, config, k).reshape(data.shape)
