@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from fsparse._src.config import NORMS, SparsityConfig, make_config
+from fsparse._src.config import SparsityConfig, make_config
 from fsparse._src.norm_mask import config_norm_mask
 from fsparse.data_sparsifier.base_data_sparsifier import BaseDataSparsifier
 
@@ -38,20 +38,14 @@ class DataNormSparsifier(BaseDataSparsifier):
         zeros_per_block: int | None = None,
         norm: str = "L1",
     ):
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        config = make_config(
-            sparsity_level=sparsity_level,
-            sparse_block_shape=sparse_block_shape,
-            zeros_per_block=zeros_per_block,
-            norm=norm,
-        )
+        self.norm = norm
         defaults = {
             "sparsity_level": sparsity_level,
             "sparse_block_shape": sparse_block_shape,
-            "zeros_per_block": config.zeros_per_block,
+            "zeros_per_block": zeros_per_block,
         }
-        self.norm = norm
+        # validates every argument (norm included) and resolves zeros_per_block=None
+        defaults["zeros_per_block"] = self._config_from_group(defaults).zeros_per_block
         super().__init__(data_list=data_list, **defaults)
 
     def _config_from_group(self, group: Mapping[str, Any]) -> SparsityConfig:
@@ -68,11 +62,12 @@ class DataNormSparsifier(BaseDataSparsifier):
         **kwargs: Any,
     ) -> None:
         """Write the norm block mask of ``data`` into ``self.get_mask(name)`` as int8."""
-        config = make_config(
-            sparsity_level=sparsity_level,
-            sparse_block_shape=sparse_block_shape,
-            zeros_per_block=zeros_per_block,
-            norm=self.norm,
+        config = self._config_from_group(
+            {
+                "sparsity_level": sparsity_level,
+                "sparse_block_shape": sparse_block_shape,
+                "zeros_per_block": zeros_per_block,
+            }
         )
         try:
             mask = config_norm_mask(data, config)
