@@ -15,7 +15,6 @@ from torch import nn
 
 from fsparse._src.config import MaskFn
 from fsparse._src.mask_types import channels_last_mask, existing_zeros_mask, global_levels
-from fsparse._src.scheduler import Scheduler, SchedulerState, schedule
 from fsparse._src.state import SparsifierState, add, init, step
 from fsparse.create.modifiers import ALL_PRUNABLE, ConstantPruning, GradualPruning
 from fsparse.create.recipe_variables import parse_mask_type
@@ -123,11 +122,11 @@ def update_masks(
     if modifier.global_sparsity:
         data = {name: e.data for name, e in state.entries.items()}
         configs = {name: e.config for name, e in state.entries.items()}
-        for name, value in global_levels(data, configs, level).items():
-            state = add(state, name, state[name].data, sparsity_level=value)
+        levels = global_levels(data, configs, level)
     else:
-        scheduler = Scheduler(lambda _: level)
-        _, state = schedule(scheduler, SchedulerState(step_index - 1, {}), state)
+        levels = dict.fromkeys(state.entries, level)
+    for name, value in levels.items():
+        state = add(state, name, state[name].data, sparsity_level=value)
     return step(state)
 
 

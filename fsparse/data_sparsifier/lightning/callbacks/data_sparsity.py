@@ -23,7 +23,6 @@ from fsparse.data_scheduler.base_data_scheduler import BaseDataScheduler
 from fsparse.data_sparsifier.base_data_sparsifier import BaseDataSparsifier
 from fsparse.data_sparsifier.lightning.callbacks._data_sparstity_utils import (
     _attach_model_to_data_sparsifier,
-    _get_valid_name,
     _log_sparsified_level,
     _sparsity_by_layer,
 )
@@ -239,10 +238,9 @@ class TrainingAwareDataSparsity(_CallbackBase):
         sparsifier, scheduler = self.data_sparsifier, self.data_scheduler
         if sparsifier is None or scheduler is None:
             raise RuntimeError("on_train_epoch_end ran before on_train_start")
-        model = _model_of(pl_module)
-        self.sparsified = copy.deepcopy(model)
-        config = self._config_from_state(model)
-        _attach_model_to_data_sparsifier(self.sparsified, sparsifier, config=config)
+        self.sparsified = copy.deepcopy(_model_of(pl_module))
+        # replacing a name keeps its config and mask, so no per-layer config is passed
+        _attach_model_to_data_sparsifier(self.sparsified, sparsifier)
         sparsifier.step()
         scheduler.step()
         self.data_sparsifier_state_dict = sparsifier.state_dict()
@@ -264,14 +262,6 @@ class TrainingAwareDataSparsity(_CallbackBase):
             tensors = {key: value.clone() for key, value in saved["_container"].items()}
             self.data_sparsifier_state_dict = {**saved, "_container": tensors}
         self.data_sparsifier.squash_mask()
-
-    def _config_from_state(self, model: nn.Module) -> dict[str, dict[str, Any]]:
-        """Each layer's current config (empty before the first epoch ends)."""
-        if self.data_sparsifier is None or self.data_sparsifier_state_dict is None:
-            return {}
-        groups = self.data_sparsifier.data_groups
-        names = (_get_valid_name(name) for name, _ in model.named_parameters())
-        return {name: dict(groups[name]) for name in names if name in groups}
 
     # -- checkpointing -----------------------------------------------------------------
     @property
