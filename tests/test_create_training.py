@@ -546,13 +546,22 @@ def _round_trip(obj: Any) -> Any:
     return torch.load(buffer, weights_only=False)
 
 
-@pytest.mark.parametrize("checkpoint_at", [2, 7, 10])
-def test_resume_is_bit_identical(checkpoint_at: int) -> None:
-    total = 12  # pruning to step 3, QAT from step 6, observers and BN frozen from step 9
-    model, manager, opt = _fresh_run()
-    _train(model, opt, manager, total)
-    reference = model.state_dict()
+RESUME_TOTAL = 12  # pruning to step 3, QAT from step 6, observers and BN frozen from step 9
 
+
+@pytest.fixture(scope="module")
+def uninterrupted() -> dict[str, torch.Tensor]:
+    """The model's state after ``RESUME_TOTAL`` steps without a break (shared by the resumes)."""
+    model, manager, opt = _fresh_run()
+    _train(model, opt, manager, RESUME_TOTAL)
+    return model.state_dict()
+
+
+@pytest.mark.parametrize("checkpoint_at", [2, 7, 10])
+def test_resume_is_bit_identical(
+    checkpoint_at: int, uninterrupted: dict[str, torch.Tensor]
+) -> None:
+    total, reference = RESUME_TOTAL, uninterrupted
     model, manager, opt = _fresh_run()
     _train(model, opt, manager, checkpoint_at)
     ckpt = _round_trip(
