@@ -20,7 +20,7 @@ from fsparse.cli.checkpoint_io import (
 )
 from fsparse.cli.console import human_bytes
 from fsparse.cli.selection import load_per_tensor, parse_block, select
-from fsparse.cli.sparsify import bitmap_bytes, sparsify_tensor
+from fsparse.cli.sparsify import bitmap_bytes, sparsify_checkpoint, sparsify_tensor
 
 
 @pytest.mark.parametrize(("text", "want"), [("1x4", (1, 4)), ("2X2", (2, 2)), (" 8 x 1 ", (8, 1))])
@@ -124,6 +124,23 @@ def test_sparsify_tensor_uses_the_core_mask() -> None:
     assert torch.equal(out, torch.tensor([[0.0, 0.0, 0.0, 0.0], [5.0, 6.0, 7.0, 8.0]]))
     assert achieved == 0.5 and mask.dtype == torch.bool
     assert torch.equal(x[0], torch.tensor([1.0, 2.0, 3.0, 4.0]))  # input untouched
+
+
+def test_sparsify_totals_count_each_weight_once(tmp_path: Path) -> None:
+    src = tmp_path / "in.pt"
+    torch.save({"w": torch.randn(8, 16), "b": torch.randn(16)}, src)
+    config = make_config(sparsity_level=0.5)
+    first = sparsify_checkpoint(src, tmp_path / "a.pt", config, packed_masks=True)
+    (row,) = first.tensors
+    assert row.compressed_bytes == 128 // 8 + 64 * 4  # half the elements kept, plus the bitmap
+    assert first.total_dense_bytes == (128 + 16) * 4
+    assert first.total_compressed_bytes == row.compressed_bytes + 16 * 4  # dense bias is smaller
+    # re-sparsifying: the stored masks of the input are not weights, on either side
+    again = sparsify_checkpoint(tmp_path / "a.pt", tmp_path / "b.pt", config, packed_masks=True)
+    assert (again.total_dense_bytes, again.total_compressed_bytes) == (
+        first.total_dense_bytes,
+        first.total_compressed_bytes,
+    )
 
 
 def test_bitmap_bytes_and_human_bytes() -> None:

@@ -45,13 +45,17 @@ class SparsifyResult:
     total_compressed_bytes: int
 
 
+def _dense_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
 def bitmap_bytes(tensor: torch.Tensor) -> int:
     """Bytes of ``tensor`` stored as a 1-bit mask plus its nonzero values (or dense, if smaller).
 
     >>> bitmap_bytes(torch.tensor([0.0, 0.0, 0.0, 1.0]))
     5
     """
-    dense = tensor.numel() * tensor.element_size()
+    dense = _dense_bytes(tensor)
     if not tensor.is_floating_point():
         return dense
     packed = math.ceil(tensor.numel() / 8) + int(tensor.count_nonzero()) * tensor.element_size()
@@ -101,44 +105,48 @@ def sparsify_checkpoint(
         for k, v in ckpt.state_dict.items()
         if not (k.endswith(io.MASK_SUFFIX) and k[: -len(io.MASK_SUFFIX)] in selection.configs)
     }
-    masks: dict[str, torch.Tensor] = {}
-    reports: list[TensorReport] = []
+    masks: dict[str, torch.Tensor] = {}  # kept only for --packed-masks
+    reports: dict[str, TensorReport] = {}
     with progress_bar(disable=not show_progress) as bar:
         task = bar.add_task("sparsifying", total=len(selection.configs))
         for name, config in selection.configs.items():
             bar.update(task, description=name)
             tensor = ckpt.state_dict[name]
             try:
-                out[name], masks[name], achieved = sparsify_tensor(tensor, config)
+                out[name], mask, achieved = sparsify_tensor(tensor, config)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{name}: {err}") from err
-            dense = tensor.numel() * tensor.element_size()
-            reports.append(
-                TensorReport(
-                    name,
-                    tuple(tensor.shape),
-                    config.sparsity_level,
-                    achieved,
-                    dense,
-                    bitmap_bytes(out[name]),
-                )
+            if packed_masks:
+                masks[name] = mask
+            reports[name] = TensorReport(
+                name,
+                tuple(tensor.shape),
+                config.sparsity_level,
+                achieved,
+                _dense_bytes(tensor),
+                bitmap_bytes(out[name]),
             )
             bar.advance(task)
+    # The totals count the weights written, not masks (the bitmap size already holds
+    # one); the sparsified tensors reuse their rows' figures instead of a second pass.
+    rows = tuple(reports.values())
+    passed = [
+        v
+        for k, v in out.items()
+        if isinstance(v, torch.Tensor) and k not in reports and not k.endswith(io.MASK_SUFFIX)
+    ]
     if packed_masks:
         out = io.with_masks(out, masks)
     out = io.like_state_dict(out, ckpt.state_dict)
     records = {name: _config_record(cfg) for name, cfg in selection.configs.items()}
     dropped = io.save_checkpoint(dst, out, fmt, like=ckpt, metadata=io.metadata_json(records))
-    tensors = [  # packed masks are not counted: the bitmap size already holds a mask
-        v for k, v in out.items() if isinstance(v, torch.Tensor) and not k.endswith(io.MASK_SUFFIX)
-    ]
     return SparsifyResult(
-        tuple(reports),
+        rows,
         selection.passed_through,
         tuple(dropped),
         fmt,
-        sum(t.numel() * t.element_size() for t in ckpt.tensors.values()),
-        sum(bitmap_bytes(t) for t in tensors),
+        sum(r.dense_bytes for r in rows) + sum(_dense_bytes(t) for t in passed),
+        sum(r.compressed_bytes for r in rows) + sum(bitmap_bytes(t) for t in passed),
     )
 
 
