@@ -83,6 +83,15 @@ def _check_args(value: object, argument: str, reserved: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _checked_sparsifier(
+    data_sparsifier_class: type[BaseDataSparsifier], data_sparsifier_args: object
+) -> tuple[dict[str, Any], BaseDataSparsifier]:
+    """Checked args and a throwaway sparsifier: bad ones fail now, not after training."""
+    _check_class(data_sparsifier_class, BaseDataSparsifier, "data_sparsifier_class")
+    args = _check_args(data_sparsifier_args, "data_sparsifier_args", "data_list")
+    return args, data_sparsifier_class(**args)
+
+
 def _check_prefix(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"log_prefix must be a non-empty str, got {value!r}")
@@ -129,9 +138,7 @@ class PostTrainingDataSparsity(_CallbackBase):
         log_prefix: str = "post_training_sparsity",
     ) -> None:
         super().__init__()
-        _check_class(data_sparsifier_class, BaseDataSparsifier, "data_sparsifier_class")
-        args = _check_args(data_sparsifier_args, "data_sparsifier_args", "data_list")
-        data_sparsifier_class(**args)  # fail now, not after a whole training run
+        args, _ = _checked_sparsifier(data_sparsifier_class, data_sparsifier_args)
         self.data_sparsifier_class = data_sparsifier_class
         self.data_sparsifier_args = args
         self.log_prefix = _check_prefix(log_prefix)
@@ -189,13 +196,11 @@ class TrainingAwareDataSparsity(_CallbackBase):
         log_prefix: str = "sparsity",
     ) -> None:
         super().__init__()
-        _check_class(data_sparsifier_class, BaseDataSparsifier, "data_sparsifier_class")
+        sparsifier_args, probe = _checked_sparsifier(data_sparsifier_class, data_sparsifier_args)
         _check_class(data_scheduler_class, BaseDataScheduler, "data_scheduler_class")
-        sparsifier_args = _check_args(data_sparsifier_args, "data_sparsifier_args", "data_list")
         scheduler_args = _check_args(
             data_scheduler_args, "data_scheduler_args", "data_sparsifier"
         )
-        probe = data_sparsifier_class(**sparsifier_args)  # fail now, not at train start
         data_scheduler_class(data_sparsifier=probe, **copy.deepcopy(scheduler_args))
         self.data_sparsifier_class = data_sparsifier_class
         self.data_sparsifier_args = sparsifier_args
