@@ -16,7 +16,6 @@ ranking goes through :mod:`fsparse._src.norm_mask`.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 
 import torch
@@ -82,7 +81,7 @@ def global_levels(
     :func:`block_scores`); ``round(level * total_blocks)`` of them are chosen with
     ``kthvalue`` (ties go to earlier tensors, then lower indices). Tensor ``i``
     gets ``k_i / n_i``, so the norm mask with that level selects exactly its
-    ``k_i`` lowest blocks. Memory: one float copy of all block means.
+    ``k_i`` lowest blocks. Memory: all block means, concatenated into one tensor.
 
     >>> from fsparse import make_config
     >>> cfg = make_config(sparse_block_shape=(1, 1))
@@ -98,26 +97,25 @@ def global_levels(
             f"data and configs must have the same names, got {sorted(data)} and {sorted(configs)}"
         )
     level = min(max(float(level), 0.0), 1.0)
-    scores = {name: block_scores(tensor, configs[name]) for name, tensor in data.items()}
-    sizes = {name: s.numel() for name, s in scores.items()}
-    total = sum(sizes.values())
+    scores = [block_scores(tensor, configs[name]) for name, tensor in data.items()]
+    sizes = [s.numel() for s in scores]
+    total = sum(sizes)
     k = round(level * total)
     if k == 0 or total == 0:
         return dict.fromkeys(data, 0.0)
     if k >= total:
         return dict.fromkeys(data, 1.0)
-    dtype = functools.reduce(torch.promote_types, (s.dtype for s in scores.values()))
-    scores = {name: s.to(dtype) for name, s in scores.items()}
-    flat = torch.cat(list(scores.values()))
+    flat = torch.cat(scores)  # promotes to a common dtype
+    del scores
     if not bool(torch.isfinite(flat).all()):
         raise ValueError("data contains NaN or Inf; cannot rank it for global pruning")
     threshold = flat.kthvalue(k).values
-    del flat
-    below = {name: int((s < threshold).sum()) for name, s in scores.items()}
-    ties_left = k - sum(below.values())
-    counts = {}
-    for name, s in scores.items():
-        take = min(int((s == threshold).sum()), ties_left)
+    parts = flat.split(sizes)
+    below = [int((part < threshold).sum()) for part in parts]
+    ties_left = k - sum(below)
+    levels = {}
+    for name, part, count, size in zip(data, parts, below, sizes, strict=True):
+        take = min(int((part == threshold).sum()), ties_left)
         ties_left -= take
-        counts[name] = below[name] + take
-    return {name: counts[name] / sizes[name] if sizes[name] else 0.0 for name in data}
+        levels[name] = (count + take) / size if size else 0.0
+    return levels
