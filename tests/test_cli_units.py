@@ -141,6 +141,7 @@ def test_sparsify_totals_count_each_weight_once(tmp_path: Path) -> None:
         first.total_dense_bytes,
         first.total_compressed_bytes,
     )
+    assert first.passed_through == again.passed_through == ("b",)  # the old mask was replaced
 
 
 def test_bitmap_bytes_and_human_bytes() -> None:

@@ -130,6 +130,7 @@ def sparsify_checkpoint(
     # The totals count the weights written, not masks (the bitmap size already holds
     # one); the sparsified tensors reuse their rows' figures instead of a second pass.
     rows = tuple(reports.values())
+    passed_through = tuple(k for k in selection.passed_through if k in out)  # not stale masks
     passed = [
         v
         for k, v in out.items()
@@ -142,7 +143,7 @@ def sparsify_checkpoint(
     dropped = io.save_checkpoint(dst, out, fmt, like=ckpt, metadata=io.metadata_json(records))
     return SparsifyResult(
         rows,
-        selection.passed_through,
+        passed_through,
         tuple(dropped),
         fmt,
         sum(r.dense_bytes for r in rows) + sum(_dense_bytes(t) for t in passed),
