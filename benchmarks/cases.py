@@ -161,7 +161,7 @@ def storage(state: fsparse.SparsifierState, sparsifier: DataNormSparsifier, repe
     restored = fsparse.load_masks(state, torch.load(buffer, weights_only=True))
     emit(
         "storage",
-        sparsity=1 - mask.float().mean().item(),
+        sparsity=fsparse.sparsity(state)["w"],
         bool_bytes=mask.numel(),
         packed_bytes=packed["w"]["bits"].nbytes,
         coo_bytes=coo.indices().nbytes + coo.values().nbytes,
