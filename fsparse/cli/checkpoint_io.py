@@ -40,6 +40,7 @@ __all__ = [
     "save_checkpoint",
     "split_masks",
     "with_masks",
+    "with_packed_masks",
 ]
 
 FORMATS: tuple[str, ...] = ("pt", "safetensors")
@@ -262,14 +263,21 @@ def with_masks(state_dict: Mapping[str, Any], masks: Mapping[str, torch.Tensor])
     >>> list(with_masks({"w": torch.ones(3), "b": torch.ones(1)}, {"w": torch.ones(3) > 0}))
     ['w', 'w.fsparse_mask', 'b']
     """
+    return with_packed_masks(state_dict, {name: pack_mask(m) for name, m in masks.items()})
+
+
+def with_packed_masks(
+    state_dict: Mapping[str, Any], packed: Mapping[str, torch.Tensor]
+) -> dict[str, Any]:
+    """:func:`with_masks` for masks already packed by :func:`fsparse.pack_mask`."""
     out: dict[str, Any] = {}
     for name, value in state_dict.items():
         out[name] = value
-        if name in masks:
+        if name in packed:
             key = name + MASK_SUFFIX
             if key in state_dict:
                 raise CheckpointError(f"cannot store the mask of {name!r}: {key!r} already exists")
-            out[key] = pack_mask(masks[name])
+            out[key] = packed[name]
     return out
 
 

@@ -13,6 +13,7 @@ import click
 import torch
 
 from fsparse._src.config import NORMS, SparsityConfig, make_config
+from fsparse._src.packing import pack_mask
 from fsparse._src.state import init, sparsity, squash, step
 from fsparse.cli import checkpoint_io as io
 from fsparse.cli.console import human_bytes, progress_bar, stderr_console, stdout_console
@@ -105,7 +106,7 @@ def sparsify_checkpoint(
         for k, v in ckpt.state_dict.items()
         if not (k.endswith(io.MASK_SUFFIX) and k[: -len(io.MASK_SUFFIX)] in selection.configs)
     }
-    masks: dict[str, torch.Tensor] = {}  # kept only for --packed-masks
+    packed: dict[str, torch.Tensor] = {}  # --packed-masks: 1 bit per element, not a bool byte
     reports: dict[str, TensorReport] = {}
     with progress_bar(disable=not show_progress) as bar:
         task = bar.add_task("sparsifying", total=len(selection.configs))
@@ -117,7 +118,7 @@ def sparsify_checkpoint(
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{name}: {err}") from err
             if packed_masks:
-                masks[name] = mask
+                packed[name] = pack_mask(mask)
             reports[name] = TensorReport(
                 name,
                 tuple(tensor.shape),
@@ -137,7 +138,7 @@ def sparsify_checkpoint(
         if isinstance(v, torch.Tensor) and k not in reports and not k.endswith(io.MASK_SUFFIX)
     ]
     if packed_masks:
-        out = io.with_masks(out, masks)
+        out = io.with_packed_masks(out, packed)
     out = io.like_state_dict(out, ckpt.state_dict)
     records = {name: _config_record(cfg) for name, cfg in selection.configs.items()}
     dropped = io.save_checkpoint(dst, out, fmt, like=ckpt, metadata=io.metadata_json(records))
