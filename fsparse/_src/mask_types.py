@@ -21,7 +21,12 @@ from collections.abc import Mapping
 import torch
 
 from fsparse._src.config import SparsityConfig
-from fsparse._src.norm_mask import block_means, config_norm_mask, norm_scores
+from fsparse._src.norm_mask import (
+    block_means,
+    config_norm_mask,
+    norm_scores,
+    pruned_block_count,
+)
 
 __all__ = ["block_scores", "channels_last_mask", "existing_zeros_mask", "global_levels"]
 
@@ -96,11 +101,10 @@ def global_levels(
         raise ValueError(
             f"data and configs must have the same names, got {sorted(data)} and {sorted(configs)}"
         )
-    level = min(max(float(level), 0.0), 1.0)
     scores = [block_scores(tensor, configs[name]) for name, tensor in data.items()]
     sizes = [s.numel() for s in scores]
     total = sum(sizes)
-    k = round(level * total)
+    k = pruned_block_count(float(level), total)
     if k == 0 or total == 0:
         return dict.fromkeys(data, 0.0)
     if k >= total:
