@@ -8,13 +8,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
+from rich.table import Table
 
 from fsparse.cli import checkpoint_io as io
 from fsparse.cli.console import human_bytes, stdout_console
+from fsparse.cli.paths import NonEmptyPath, check_output
 
-__all__ = ["TensorSparsity", "command", "plot_sparsity", "tensor_sparsity"]
+__all__ = [
+    "PLOT_FORMATS",
+    "TensorSparsity",
+    "command",
+    "plot_format",
+    "plot_sparsity",
+    "tensor_sparsity",
+]
 
 _MAX_BARS = 80
+PLOT_FORMATS: dict[str, str] = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +69,28 @@ def tensor_sparsity(ckpt: io.Checkpoint) -> list[TensorSparsity]:
     return rows
 
 
+def plot_format(path: str | os.PathLike[str]) -> str:
+    """The image format named by ``path``'s suffix (case-insensitive), or a ``ValueError``.
+
+    >>> plot_format("chart.SVG")
+    'svg'
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in PLOT_FORMATS:
+        raise ValueError(
+            f"--plot {path}: the file name must end in one of {', '.join(PLOT_FORMATS)} "
+            f"(the image format follows it), got {suffix or 'no suffix'!r}"
+        )
+    return PLOT_FORMATS[suffix]
+
+
 def plot_sparsity(rows: Sequence[TensorSparsity], path: str | os.PathLike[str], title: str) -> None:
-    """A horizontal bar chart of zero fraction per tensor (the largest 80 if more), as PNG."""
+    """A horizontal bar chart of zero fraction per tensor (the largest 80 if more).
+
+    The format follows ``path``'s suffix (:data:`PLOT_FORMATS`); the file is written
+    atomically (a temporary file beside it, then a rename).
+    """
+    fmt = plot_format(path)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,57 +114,76 @@ def plot_sparsity(rows: Sequence[TensorSparsity], path: str | os.PathLike[str], 
         )
         ax.text(x, i, f"{r.zeros:.1%}", va="center", ha=ha, color=color, fontsize=8)
     fig.tight_layout()
-    with io.atomic_write(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    try:
+        with io.atomic_write(Path(path)) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=100)
+    finally:
+        plt.close(fig)
 
 
-@click.command("inspect", short_help="Show the sparsity of each tensor in a checkpoint.")
-@click.argument("ckpt", metavar="CKPT", type=click.Path(path_type=Path))
-@click.option(
-    "--plot",
-    type=click.Path(path_type=Path),
-    metavar="FILE.png",
-    help="Also draw a bar chart of sparsity per tensor.",
-)
-def command(ckpt: Path, plot: Path | None) -> None:
-    """Print the sparsity (fraction of exact zeros) of each floating-point tensor in CKPT.
-
-    CKPT is a .pt/.pth state dict (or a dict holding one) or a .safetensors file.
-    Masks stored by 'fsparse sparsify --packed-masks' are shown in a 'mask' column.
-    """
-    if plot is not None and not plot.parent.is_dir():
-        raise click.UsageError(f"--plot: directory {plot.parent} does not exist")
-    loaded = io.load_checkpoint(ckpt)
-    rows = tensor_sparsity(loaded)
-    if not rows:
-        raise ValueError(f"{ckpt}: holds no floating-point tensors")
-    from rich.table import Table
-
+def _table(ckpt: Path, fmt: str, rows: Sequence[TensorSparsity]) -> Table:
     has_masks = any(r.mask_sparsity is not None for r in rows)
-    table = Table(title=f"{ckpt} ({loaded.format})", title_justify="left")
+    table = Table(title=f"{ckpt} ({fmt})", title_justify="left")
     table.add_column("name", overflow="fold")
     table.add_column("shape")
     table.add_column("dtype")
+    table.add_column("bytes", justify="right")
     table.add_column("sparsity", justify="right")
     if has_masks:
         table.add_column("mask", justify="right")
     for r in rows:
-        cells = [r.name, "x".join(map(str, r.shape)) or "scalar", r.dtype, f"{r.zeros:.3f}"]
+        cells = [
+            r.name,
+            "x".join(map(str, r.shape)) or "scalar",
+            r.dtype,
+            human_bytes(r.numel * r.itemsize),
+            f"{r.zeros:.3f}",
+        ]
         if has_masks:
             cells.append("-" if r.mask_sparsity is None else f"{r.mask_sparsity:.3f}")
         table.add_row(*cells)
     total = sum(r.numel for r in rows)
     zeros = sum(r.zeros * r.numel for r in rows)
+    dtypes = {r.dtype for r in rows}
     table.add_section()
     table.add_row(
         f"all {len(rows)} floating-point tensors",
         f"{total:,} elements",
+        dtypes.pop() if len(dtypes) == 1 else "mixed",
         human_bytes(sum(r.numel * r.itemsize for r in rows)),
         f"{zeros / max(total, 1):.3f}",
         *([""] if has_masks else []),
     )
-    stdout_console().print(table)
+    return table
+
+
+@click.command("inspect", short_help="Show the sparsity of each tensor in a checkpoint.")
+@click.argument("ckpt", metavar="CKPT", type=NonEmptyPath())
+@click.option(
+    "--plot",
+    type=NonEmptyPath(),
+    metavar="FILE.png|.svg|.pdf",
+    help="Also draw a bar chart of sparsity per tensor; the suffix picks the format.",
+)
+@click.option("--force", is_flag=True, help="Replace the --plot file if it exists.")
+def command(ckpt: Path, plot: Path | None, force: bool) -> None:
+    """Print the sparsity (fraction of exact zeros) of each floating-point tensor in CKPT.
+
+    CKPT is a .pt/.pth state dict (or a dict holding one) or a .safetensors file.
+    Masks stored by 'fsparse sparsify --packed-masks' are shown in a 'mask' column.
+    The --plot file is written atomically and is never CKPT itself.
+    """
+    if plot is not None:
+        check_output(plot, "--plot", {"CKPT": ckpt}, force=force)
+        try:
+            plot_format(plot)
+        except ValueError as err:
+            raise click.UsageError(str(err)) from err
+    loaded = io.load_checkpoint(ckpt)
+    rows = tensor_sparsity(loaded)
+    if not rows:
+        raise ValueError(f"{ckpt}: holds no floating-point tensors")
+    stdout_console().print(_table(ckpt, loaded.format, rows))
     if plot is not None:
         plot_sparsity(rows, plot, f"sparsity per tensor: {ckpt.name}")
         stdout_console().print(f"wrote {plot}")

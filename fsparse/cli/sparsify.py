@@ -17,6 +17,7 @@ from fsparse._src.packing import pack_mask
 from fsparse._src.state import init, sparsity, squash, step
 from fsparse.cli import checkpoint_io as io
 from fsparse.cli.console import human_bytes, progress_bar, stderr_console, stdout_console
+from fsparse.cli.paths import NonEmptyPath, check_output
 from fsparse.cli.selection import load_per_tensor, parse_block, select
 
 __all__ = ["SparsifyResult", "TensorReport", "bitmap_bytes", "command", "sparsify_checkpoint"]
@@ -203,8 +204,8 @@ Masks stored by --packed-masks come back with:
 @click.command(
     "sparsify", short_help="Sparsify a .pt/.pth/.safetensors checkpoint.", epilog=_EPILOG
 )
-@click.argument("src", metavar="IN", type=click.Path(path_type=Path))
-@click.argument("dst", metavar="OUT", type=click.Path(path_type=Path))
+@click.argument("src", metavar="IN", type=NonEmptyPath())
+@click.argument("dst", metavar="OUT", type=NonEmptyPath())
 @click.option(
     "--sparsity-level",
     type=click.FloatRange(0.0, 1.0),
@@ -237,7 +238,7 @@ Masks stored by --packed-masks come back with:
 )
 @click.option(
     "--per-tensor",
-    type=click.Path(path_type=Path),
+    type=NonEmptyPath(),
     metavar="CONFIG.yaml",
     help="YAML mapping of GLOB -> {sparsity_level, block, zeros_per_block, norm}.",
 )
@@ -282,12 +283,7 @@ def command(
     untouched. A pattern matching no key is an error. --per-tensor overrides
     from every matching pattern apply in file order; later ones win.
     """
-    if dst.exists() and src.exists() and os.path.samefile(src, dst):
-        raise click.UsageError("OUT must differ from IN (IN is never modified)")
-    if dst.exists() and not force:
-        raise click.UsageError(f"OUT {dst} exists; pass --force to replace it")
-    if not dst.parent.is_dir():
-        raise click.UsageError(f"OUT's directory {dst.parent} does not exist")
+    check_output(dst, "OUT", {"IN": src}, force=force)
     try:
         base = make_config(
             sparsity_level=sparsity_level,
