@@ -9,14 +9,18 @@ and :meth:`RecipeManager.after_step` around every optimizer step.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from fsparse._src.checks import check_int, check_tensor, short_repr
+from fsparse._src.mask_types import global_levels
 from fsparse._src.state import SparsifierState, add, sparsity
+from fsparse._src.untrusted import load_mask
 from fsparse.create import distillation as kd
 from fsparse.create import quantization as qat
 from fsparse.create.masks import (
@@ -35,6 +39,7 @@ from fsparse.create.modifiers import (
     Quantization,
 )
 from fsparse.create.recipe import Recipe
+from fsparse.create.recipe_variables import parse_mask_type
 from fsparse.create.schedules import (
     distillation_active,
     first_step,
@@ -45,9 +50,13 @@ from fsparse.create.schedules import (
     qat_flags,
 )
 
-__all__ = ["STATE_KEYS", "RecipeManager"]
+__all__ = ["MAX_STEPS_PER_EPOCH", "STATE_KEYS", "STATE_VERSION", "RecipeManager"]
 
 STATE_KEYS = ("version", "recipe", "steps_per_epoch", "step", "finalized", "masks", "teacher")
+STATE_VERSION = 1
+# With epochs capped at modifiers.MAX_EPOCH, steps stay far inside float precision.
+MAX_STEPS_PER_EPOCH = 2**31
+_MAX_STEP = 2**62
 
 
 class RecipeManager:
@@ -69,9 +78,10 @@ class RecipeManager:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int):
-            raise TypeError(f"steps_per_epoch must be an int, got {steps_per_epoch!r}")
+            raise TypeError(f"steps_per_epoch must be an int, got {short_repr(steps_per_epoch)}")
         if steps_per_epoch <= 0:
-            raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch!r}")
+            raise ValueError(f"steps_per_epoch must be positive, got {steps_per_epoch}")
+        check_int(steps_per_epoch, "steps_per_epoch", low=1, high=MAX_STEPS_PER_EPOCH)
         if teacher is not None and not isinstance(teacher, nn.Module):
             raise TypeError(f"distillation_teacher must be an nn.Module, got {type(teacher)}")
         self.recipe = recipe
@@ -148,13 +158,24 @@ class RecipeManager:
     def target_sparsity(self, epoch: float | None = None) -> dict[str, float]:
         """Per weight, the element sparsity its gradual pruning modifier targets at ``epoch``.
 
-        With global sparsity this is the overall target; layers differ around it.
+        Layer by layer, every weight gets the modifier's level. With global sparsity
+        each weight gets its own level: the share of the overall target that the
+        global ranking of the current weights gives it (what a mask update would
+        use now); after pruning ends these are the levels of the held masks.
         """
         t = first_step(self._at(epoch), self.steps_per_epoch)
         out = {}
         for modifier, state in self._pruning:
-            if isinstance(modifier, GradualPruning):
-                level = pruning_level(modifier, t, self.steps_per_epoch)
+            if not isinstance(modifier, GradualPruning):
+                continue
+            level = pruning_level(modifier, t, self.steps_per_epoch)
+            if modifier.global_sparsity:
+                width, zeros, _ = parse_mask_type(modifier.mask_type)
+                data = {n: e.data.detach() for n, e in state.entries.items()}
+                configs = {n: e.config for n, e in state.entries.items()}
+                blocks = global_levels(data, configs, level * width / zeros)
+                out.update({self._names[n]: b * zeros / width for n, b in blocks.items()})
+            else:
                 out.update({self._names[n]: level for n in state.names})
         return out
 
@@ -287,53 +308,108 @@ class RecipeManager:
         """Resume from :meth:`state_dict`. Load it into a manager made like the saved one,
         before loading the model's and the optimizer's state: it replays QAT so that
         the model's structure matches the checkpoint.
+
+        Everything (version, recipe, step, masks, self-teacher) is checked before the
+        model is touched: a bad ``state_dict`` raises ``ValueError``/``TypeError`` and
+        changes nothing.
         """
-        if not isinstance(state_dict, dict) or set(state_dict) != set(STATE_KEYS):
-            got = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
+        if not isinstance(state_dict, Mapping) or set(state_dict) != set(STATE_KEYS):
+            got = (
+                short_repr(list(state_dict), 200)
+                if isinstance(state_dict, Mapping)
+                else type(state_dict).__name__
+            )
             raise ValueError(f"state_dict must have keys {sorted(STATE_KEYS)}, got {got}")
+        version = state_dict["version"]
+        if isinstance(version, bool) or version != STATE_VERSION:
+            raise ValueError(
+                f"state_dict version must be {STATE_VERSION}, got {short_repr(version)}; "
+                "it was saved by an unknown version of fsparse.create"
+            )
         if Recipe.from_yaml(state_dict["recipe"]) != self.recipe:
             raise ValueError("state_dict was saved with a different recipe")
         if state_dict["steps_per_epoch"] != self.steps_per_epoch:
             raise ValueError(
-                f"state_dict has steps_per_epoch {state_dict['steps_per_epoch']!r}, "
+                f"state_dict has steps_per_epoch {short_repr(state_dict['steps_per_epoch'])}, "
                 f"this manager {self.steps_per_epoch}"
             )
         step = state_dict["step"]
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"state_dict step must be a non-negative int, got {step!r}")
+        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= _MAX_STEP:
+            raise ValueError(
+                f"state_dict step must be a non-negative int, got {short_repr(step)}"
+            )
+        finalized = state_dict["finalized"]
+        if not isinstance(finalized, bool):
+            raise ValueError(f"state_dict finalized must be a bool, got {short_repr(finalized)}")
         events = self._events()
         if any(at > step and name in self._done for at, name, _ in events):
             raise ValueError(
                 f"this manager has already run past step {step}; load into a fresh one"
             )
         expects_teacher = any(name == "teacher" and at <= step for at, name, _ in events)
-        if (state_dict["teacher"] is not None) != expects_teacher:
-            has = "has" if state_dict["teacher"] is not None else "lacks"
+        teacher_state = state_dict["teacher"]
+        if (teacher_state is not None) != expects_teacher:
+            has = "has" if teacher_state is not None else "lacks"
             wants = "has" if expects_teacher else "has no"
             raise ValueError(
                 f"state_dict {has} a self-teacher, but at step {step} this recipe {wants} one"
             )
-        masks = state_dict["masks"]
-        current = self.masks
-        if not isinstance(masks, dict) or set(masks) != set(current):
-            raise ValueError(f"state_dict masks must be for {sorted(current)}")
-        for name, mask in masks.items():
-            if not isinstance(mask, torch.Tensor) or mask.shape != current[name].shape:
-                raise ValueError(f"state_dict mask for {name!r} must have shape "
-                                 f"{tuple(current[name].shape)}")
+        restored = self._restored_pruning(state_dict["masks"])
+        if expects_teacher:
+            self._check_teacher(teacher_state, step, events)
+        # everything checked: commit
         self._run_events(step)
         if self._self_teacher is not None:
-            self._self_teacher.load_state_dict(state_dict["teacher"])
+            self._self_teacher.load_state_dict(teacher_state)
+        self._pruning = restored
+        self.step = step
+        if finalized:
+            self.finalize()
+
+    def _restored_pruning(
+        self, masks: object
+    ) -> list[tuple[GradualPruning | ConstantPruning, SparsifierState]]:
+        """The pruning states with the checkpoint's masks, validated (nothing is committed)."""
+        current = self.masks
+        if not isinstance(masks, Mapping) or set(masks) != set(current):
+            raise ValueError(f"state_dict masks must be for {short_repr(sorted(current), 400)}")
         restored = []
         for modifier, state in self._pruning:
             for name, entry in state.entries.items():
-                mask = masks[self._names[name]].to(entry.data.device)
-                state = add(state, name, entry.data, mask=mask)
+                param = self._names[name]
+                arg = f"state_dict masks[{short_repr(param)}]"
+                mask = load_mask(masks[param], tuple(entry.data.shape), arg)
+                state = add(state, name, entry.data, mask=mask.to(entry.data.device))
             restored.append((modifier, state))
-        self._pruning = restored
-        self.step = step
-        if state_dict["finalized"]:
-            self.finalize()
+        return restored
+
+    def _check_teacher(
+        self, teacher_state: object, step: int, events: list[tuple[int, str, Any]]
+    ) -> None:
+        """Load ``teacher_state`` into a scratch teacher made as the run would make it."""
+        if not isinstance(teacher_state, Mapping):
+            raise TypeError(
+                f"state_dict teacher must be a state dict, got {type(teacher_state).__name__}"
+            )
+        for key, value in teacher_state.items():
+            check_tensor(value, f"state_dict teacher[{short_repr(key)}]", floating=False)
+        teacher = copy.deepcopy(self._self_teacher)
+        if teacher is None:  # replay the structural events on a scratch copy of the model
+            scratch = copy.deepcopy(self.model)
+            for at, name, _ in events:
+                if at > step or name in self._done:
+                    continue
+                if name == "teacher":
+                    teacher = kd.frozen_copy(scratch)
+                elif name == "qat":
+                    qat.prepare_qat(scratch)
+        assert teacher is not None  # expects_teacher: the teacher event is due
+        try:
+            teacher.load_state_dict(teacher_state)
+        except (RuntimeError, KeyError) as err:
+            raise ValueError(
+                f"state_dict teacher does not fit the model: {str(err)[:300]}"
+            ) from None
 
     def __str__(self) -> str:
         return str(self.recipe)

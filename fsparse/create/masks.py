@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fsparse._src.checks import short_repr
 from fsparse._src.config import MaskFn
 from fsparse._src.mask_types import channels_last_mask, existing_zeros_mask, global_levels
 from fsparse._src.state import SparsifierState, add, init, step
@@ -84,8 +85,8 @@ def init_pruning(
         unknown = [n for n in modifier.params if n not in prunable]
         if unknown:
             raise ValueError(
-                f"{owner}.params names {unknown}, which are not prunable weights of the model; "
-                f"prunable: {sorted(prunable)}"
+                f"{owner}.params names {short_repr(unknown, 200)}, which are not prunable "
+                f"weights of the model; prunable: {short_repr(sorted(prunable), 400)}"
             )
         chosen = {n: prunable[n] for n in modifier.params}
     mask_type = modifier.mask_type if isinstance(modifier, GradualPruning) else "unstructured"

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Union
 
+from fsparse._src.checks import short_repr
 from fsparse.create.recipe_variables import max_sparsity, parse_mask_type
 
 __all__ = [
@@ -31,23 +32,38 @@ __all__ = [
 
 ALL_PRUNABLE = "__ALL_PRUNABLE__"
 LR_FUNCTIONS = ("linear", "cosine", "cyclic_linear")
+# Epoch fields are capped so that ``epoch * steps_per_epoch`` stays a finite float.
+MAX_EPOCH = 1e9
+_EPOCH_FIELDS = frozenset(
+    {"start_epoch", "end_epoch", "update_frequency", "cycle_epochs",
+     "disable_observer_epoch", "freeze_bn_stats_epoch"}
+)
 
 
 def _float(owner: str, field: str, value: object) -> float:
     """``value`` as a finite float; numeric strings such as YAML's ``1e-7`` are accepted."""
-    if isinstance(value, str):
+    given = value
+    if isinstance(value, str) and len(value) <= 64:
         try:
             value = float(value)
         except ValueError:
             pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{owner}.{field} must be a finite number, got {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{owner}.{field} must be a finite number, got {short_repr(given)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{owner}.{field} must be a finite number, got {short_repr(given)}")
+    if field in _EPOCH_FIELDS and abs(number) > MAX_EPOCH:
+        raise ValueError(f"{owner}.{field} must be at most {MAX_EPOCH:g}, got {short_repr(given)}")
+    return number
 
 
 def _in_range(owner: str, field: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
-        raise ValueError(f"{owner}.{field} must be in [{low}, {high}], got {value!r}")
+        raise ValueError(f"{owner}.{field} must be in [{low}, {high}], got {short_repr(value)}")
 
 
 class _Base:
@@ -78,7 +94,7 @@ def _params(owner: str, value: object) -> str | tuple[str, ...]:
         return tuple(value)
     raise ValueError(
         f"{owner}.params must be {ALL_PRUNABLE!r} or a non-empty list of parameter names, "
-        f"got {value!r}"
+        f"got {short_repr(value)}"
     )
 
 
@@ -118,9 +134,10 @@ class LearningRateFunction(_Base):
         for field in ("init_lr", "final_lr"):
             if getattr(self, field) < 0:
                 raise ValueError(f"LearningRateFunction.{field} must be >= 0")
-        if self.lr_func not in LR_FUNCTIONS:
+        if not isinstance(self.lr_func, str) or self.lr_func not in LR_FUNCTIONS:
             raise ValueError(
-                f"LearningRateFunction.lr_func must be one of {LR_FUNCTIONS}, got {self.lr_func!r}"
+                f"LearningRateFunction.lr_func must be one of {LR_FUNCTIONS}, "
+                f"got {short_repr(self.lr_func)}"
             )
         if self.cycle_epochs <= 0:
             raise ValueError(
@@ -163,7 +180,8 @@ class GradualPruning(_Base):
         _in_range("GradualPruning", "init_sparsity", self.init_sparsity, 0.0, self.final_sparsity)
         if not isinstance(self.global_sparsity, bool):
             raise ValueError(
-                f"GradualPruning.global_sparsity must be a bool, got {self.global_sparsity!r}"
+                "GradualPruning.global_sparsity must be a bool, "
+                f"got {short_repr(self.global_sparsity)}"
             )
         object.__setattr__(self, "params", _params("GradualPruning", self.params))
 
@@ -262,16 +280,20 @@ def modifier_from_dict(data: Mapping[str, Any]) -> Modifier:
     EpochRange(start_epoch=0.0, end_epoch=3.0)
     """
     if not isinstance(data, Mapping):
-        raise ValueError(f"a modifier must be a mapping, got {data!r}")
+        raise ValueError(f"a modifier must be a mapping, got {short_repr(data)}")
     kind = data.get("type")
     cls = MODIFIER_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ValueError(f"modifier type must be one of {sorted(MODIFIER_TYPES)}, got {kind!r}")
+        raise ValueError(
+            f"modifier type must be one of {sorted(MODIFIER_TYPES)}, got {short_repr(kind)}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     given = {k: v for k, v in data.items() if k != "type"}
-    unknown = sorted(set(given) - set(fields))
+    unknown = [k for k in given if k not in fields]
     if unknown:
-        raise ValueError(f"{kind} has unknown keys {unknown}; known keys: {sorted(fields)}")
+        raise ValueError(
+            f"{kind} has unknown keys {short_repr(unknown, 200)}; known keys: {sorted(fields)}"
+        )
     missing = sorted(
         name
         for name, f in fields.items()

@@ -1,6 +1,7 @@
 """A recipe: an immutable tuple of modifiers, with a YAML round trip.
 
-YAML is read with ``yaml.safe_load`` (plain data only: no tags, no code) and
+YAML is read with :func:`fsparse._src.untrusted.safe_yaml_load` (plain data
+only: no tags, no code, no anchors or aliases, bounded size and nesting) and
 written with ``yaml.safe_dump``::
 
     version: 1
@@ -18,6 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from fsparse._src.checks import short_repr
+from fsparse._src.untrusted import MAX_YAML_BYTES, safe_yaml_load
 from fsparse.create.modifiers import (
     ALL_PRUNABLE,
     MODIFIER_TYPES,
@@ -80,7 +83,7 @@ class Recipe:
             raise ValueError("a recipe needs at least one modifier, got none")
         for modifier in modifiers:
             if not isinstance(modifier, tuple(MODIFIER_TYPES.values())):
-                raise TypeError(f"not a recipe modifier: {modifier!r}")
+                raise TypeError(f"not a recipe modifier: {short_repr(modifier)}")
         for kind in _SINGLETONS:
             if sum(isinstance(m, kind) for m in modifiers) > 1:
                 raise ValueError(f"a recipe may hold at most one {kind.__name__} modifier")
@@ -117,27 +120,29 @@ class Recipe:
         """Inverse of :meth:`to_dict`; raises ``ValueError`` on anything else."""
         if not isinstance(data, dict):
             hint = " (a recipe file path must end in .yaml or .yml)" * isinstance(data, str)
-            raise ValueError(f"a recipe must be a mapping with 'modifiers', got {data!r}{hint}")
-        unknown = sorted(set(data) - {"version", "modifiers"})
+            raise ValueError(
+                f"a recipe must be a mapping with 'modifiers', got {short_repr(data)}{hint}"
+            )
+        unknown = [key for key in data if key not in ("version", "modifiers")]
         if unknown:
-            raise ValueError(f"recipe has unknown keys {unknown}; known keys: version, modifiers")
+            raise ValueError(
+                f"recipe has unknown keys {short_repr(unknown, 200)}; "
+                "known keys: version, modifiers"
+            )
         version = data.get("version", RECIPE_VERSION)
-        if version != RECIPE_VERSION:
-            raise ValueError(f"recipe version must be {RECIPE_VERSION}, got {version!r}")
+        if isinstance(version, bool) or version != RECIPE_VERSION:
+            raise ValueError(f"recipe version must be {RECIPE_VERSION}, got {short_repr(version)}")
         modifiers = data.get("modifiers")
         if not isinstance(modifiers, list):
-            raise ValueError(f"recipe 'modifiers' must be a list, got {modifiers!r}")
+            raise ValueError(f"recipe 'modifiers' must be a list, got {short_repr(modifiers)}")
         return cls(tuple(modifier_from_dict(m) for m in modifiers))
 
     @classmethod
     def from_yaml(cls, text: str) -> Recipe:
-        """Parse YAML text with ``yaml.safe_load``."""
-        yaml = _yaml()
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ValueError(f"recipe is not valid YAML: {err}") from err
-        return cls.from_dict(data)
+        """Parse YAML text with :func:`~fsparse._src.untrusted.safe_yaml_load`: anchors,
+        aliases, tags, deep nesting and texts over 1 MiB raise ``ValueError``."""
+        _yaml()  # the install hint when PyYAML is missing
+        return cls.from_dict(safe_yaml_load(text, "recipe"))
 
     def __str__(self) -> str:
         return self.to_yaml()
@@ -152,7 +157,7 @@ def load_recipe(recipe: Recipe | str | os.PathLike[str]) -> Recipe:
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, os.PathLike):
-        return Recipe.from_yaml(Path(recipe).read_text())
+        return Recipe.from_yaml(_read(Path(recipe)))
     if not isinstance(recipe, str):
         raise TypeError(
             f"recipe must be a Recipe, a path or YAML text, got {type(recipe).__name__}"
@@ -160,6 +165,20 @@ def load_recipe(recipe: Recipe | str | os.PathLike[str]) -> Recipe:
     if "\n" not in recipe and recipe.strip().endswith((".yaml", ".yml")):
         path = Path(recipe)
         if not path.is_file():
-            raise ValueError(f"recipe file {recipe!r} does not exist")
-        return Recipe.from_yaml(path.read_text())
+            raise ValueError(f"recipe file {short_repr(recipe, 200)} does not exist")
+        return Recipe.from_yaml(_read(path))
     return Recipe.from_yaml(recipe)
+
+
+def _read(path: Path) -> str:
+    """The text of a recipe file, reading at most one byte past the YAML size limit."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_YAML_BYTES + 1)
+    except OSError as err:
+        raise ValueError(f"cannot read recipe file {short_repr(str(path), 200)}: {err}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ValueError(
+            f"recipe file {short_repr(str(path), 200)} is over {MAX_YAML_BYTES} bytes"
+        )
+    return data.decode("utf-8", errors="replace")

@@ -8,12 +8,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from fsparse._src.checks import short_repr
+
 __all__ = ["TARGETS", "RecipeVariables", "max_sparsity", "parse_mask_type", "to_variables"]
 
 # Deployment targets and the mask type each one needs.
 TARGETS: dict[str, str] = {"vnni": "block4", "tensorrt": "2:4"}
 
-_NM = re.compile(r"^(\d+):(\d+)$")
+_NM = re.compile(r"^(\d{1,6}):(\d{1,6})$")
 
 
 def parse_mask_type(mask_type: object, field: str = "mask_type") -> tuple[int, int, int]:
@@ -32,7 +34,8 @@ def parse_mask_type(mask_type: object, field: str = "mask_type") -> tuple[int, i
     match = _NM.match(mask_type) if isinstance(mask_type, str) else None
     if match is None:
         raise ValueError(
-            f"{field} must be 'unstructured', 'block4' or 'N:M' such as '2:4', got {mask_type!r}"
+            f"{field} must be 'unstructured', 'block4' or 'N:M' such as '2:4' "
+            f"(N, M below a million), got {short_repr(mask_type)}"
         )
     kept, size = int(match[1]), int(match[2])
     if not 0 < kept < size:
@@ -51,9 +54,15 @@ def max_sparsity(mask_type: str) -> float:
 
 
 def _number(field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{field} must be a finite number, got {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{field} must be a finite number, got {short_repr(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{field} must be a finite number, got {short_repr(value)}")
+    return number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +102,10 @@ class RecipeVariables:
             if value < 0:
                 raise ValueError(f"{field} must be non-negative, got {value!r}")
             set_(self, field, value)
-        if self.target is not None and self.target not in TARGETS:
+        known_target = isinstance(self.target, str) and self.target in TARGETS
+        if self.target is not None and not known_target:
             raise ValueError(
-                f"target must be None or one of {sorted(TARGETS)}, got {self.target!r}"
+                f"target must be None or one of {sorted(TARGETS)}, got {short_repr(self.target)}"
             )
         needed = TARGETS.get(self.target) if self.target is not None else None
         mask_type = self.mask_type if self.mask_type is not None else needed or "unstructured"
@@ -117,7 +127,9 @@ class RecipeVariables:
             )
         set_(self, "sparsity", sparsity)
         if not isinstance(self.global_sparsity, bool):
-            raise ValueError(f"global_sparsity must be a bool, got {self.global_sparsity!r}")
+            raise ValueError(
+                f"global_sparsity must be a bool, got {short_repr(self.global_sparsity)}"
+            )
         hardness = _number("hardness", self.hardness)
         if not 0 <= hardness <= 1:
             raise ValueError(f"hardness must be in [0, 1], got {hardness!r}")
@@ -143,9 +155,10 @@ def to_variables(value: RecipeVariables | Mapping[str, Any] | None) -> RecipeVar
             f"recipe_variables must be RecipeVariables, a dict or None, got {type(value).__name__}"
         )
     known = {f.name for f in dataclasses.fields(RecipeVariables)}
-    unknown = sorted(set(value) - known)
+    unknown = [key for key in value if not (isinstance(key, str) and key in known)]
     if unknown:
         raise ValueError(
-            f"recipe_variables has unknown keys {unknown}; known keys: {sorted(known)}"
+            f"recipe_variables has unknown keys {short_repr(unknown, 200)}; "
+            f"known keys: {sorted(known)}"
         )
     return RecipeVariables(**value)

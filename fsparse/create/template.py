@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fsparse._src.checks import short_repr
 from fsparse.create.modifiers import (
     LR_FUNCTIONS,
     ConstantPruning,
@@ -39,18 +40,18 @@ def _check_options(pruning: object, quantization: object, lr: object, distillati
         pruning is option or (isinstance(option, str) and pruning == option)
         for option in PRUNING_OPTIONS
     ):
-        raise ValueError(f"pruning must be one of {PRUNING_OPTIONS}, got {pruning!r}")
+        raise ValueError(f"pruning must be one of {PRUNING_OPTIONS}, got {short_repr(pruning)}")
     if pruning in LATER_PRUNING:
         raise NotImplementedError(
             f"pruning={pruning!r} is not built yet (a later issue adds acdc, movement, obs and "
             "mfac); use True, False, 'constant', 'transfer' or 'sparse-transfer'"
         )
     if not isinstance(quantization, bool):
-        raise ValueError(f"quantization must be True or False, got {quantization!r}")
+        raise ValueError(f"quantization must be True or False, got {short_repr(quantization)}")
     if lr not in LR_FUNCTIONS:
-        raise ValueError(f"lr must be one of {LR_FUNCTIONS}, got {lr!r}")
+        raise ValueError(f"lr must be one of {LR_FUNCTIONS}, got {short_repr(lr)}")
     if not isinstance(distillation, bool):
-        raise ValueError(f"distillation must be True or False, got {distillation!r}")
+        raise ValueError(f"distillation must be True or False, got {short_repr(distillation)}")
 
 
 def create_recipe(
