@@ -48,15 +48,21 @@ def test_select_default_and_non_float() -> None:
     assert list(chosen.configs) == ["w", "conv"]
     assert chosen.passed_through == ("b", "ints", "flags")
     # an include pattern never pulls in non-floating tensors
-    assert list(select(tensors, make_config(), include=["*"]).configs) == ["w", "b", "conv"]
+    assert list(select(tensors, make_config(), include=["*"], allow_1d=True).configs) == [
+        "w",
+        "b",
+        "conv",
+    ]
 
 
 def test_select_per_tensor_cascade() -> None:
     tensors = {"a.w": torch.ones(4, 4), "a.b": torch.ones(4), "c.w": torch.ones(4, 4)}
     rules = [("*", {"sparsity_level": 0.1}), ("a.*", {"sparsity_level": 0.2, "norm": "L2"})]
-    configs = select(tensors, make_config(sparsity_level=0.9), per_tensor=rules).configs
+    configs = select(
+        tensors, make_config(sparsity_level=0.9), per_tensor=rules, allow_1d=True
+    ).configs
     assert configs["a.w"].sparsity_level == 0.2 and configs["a.w"].norm == "L2"
-    assert configs["a.b"].sparsity_level == 0.2  # 1-D, selected by the file
+    assert configs["a.b"].sparsity_level == 0.2  # 1-D, selected by the file with allow_1d
     assert configs["c.w"].sparsity_level == 0.1 and configs["c.w"].norm == "L1"
 
 

@@ -13,8 +13,9 @@ import click
 import torch
 
 from fsparse._src.config import NORMS, SparsityConfig, make_config
+from fsparse._src.norm_mask import config_norm_mask
 from fsparse._src.packing import pack_mask
-from fsparse._src.state import init, sparsity, squash, step
+from fsparse._src.state import add, init, sparsity, squash
 from fsparse.cli import checkpoint_io as io
 from fsparse.cli.console import human_bytes, progress_bar, stderr_console, stdout_console
 from fsparse.cli.paths import NonEmptyPath, check_output
@@ -25,14 +26,16 @@ __all__ = ["SparsifyResult", "TensorReport", "bitmap_bytes", "command", "sparsif
 
 @dataclasses.dataclass(frozen=True)
 class TensorReport:
-    """One sparsified tensor: target and achieved sparsity, bytes before and after."""
+    """One sparsified tensor: target and mask sparsity, the zeros written, and its size
+    dense and in a compact (bitmap) form."""
 
     name: str
     shape: tuple[int, ...]
     target: float
-    achieved: float
+    achieved: float  # the mask's sparsity
+    zeros: float  # fraction of exact zeros in the tensor written (zeros already there count)
     dense_bytes: int
-    compressed_bytes: int
+    compressed_bytes: int  # a 1-bit mask plus the nonzero values, or dense if smaller
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,7 @@ class SparsifyResult:
     format: str
     total_dense_bytes: int
     total_compressed_bytes: int
+    below_2d: tuple[str, ...] = ()  # matched by a glob, left dense by the 2+ dims rule
 
 
 def _dense_bytes(tensor: torch.Tensor) -> int:
@@ -57,19 +61,28 @@ def bitmap_bytes(tensor: torch.Tensor) -> int:
     >>> bitmap_bytes(torch.tensor([0.0, 0.0, 0.0, 1.0]))
     5
     """
+    nonzero = int(tensor.count_nonzero()) if tensor.is_floating_point() else 0
+    return _bitmap_bytes(tensor, nonzero)
+
+
+def _bitmap_bytes(tensor: torch.Tensor, nonzero: int) -> int:
     dense = _dense_bytes(tensor)
     if not tensor.is_floating_point():
         return dense
-    packed = math.ceil(tensor.numel() / 8) + int(tensor.count_nonzero()) * tensor.element_size()
-    return min(dense, packed)
+    return min(dense, math.ceil(tensor.numel() / 8) + nonzero * tensor.element_size())
 
 
 def sparsify_tensor(
     tensor: torch.Tensor, config: SparsityConfig
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """``(sparsified tensor, bool mask, achieved sparsity)`` via the functional core."""
-    state = step(init({"t": tensor}, defaults=config))
-    return squash(state)["t"], state["t"].mask, sparsity(state)["t"]
+    """``(sparsified tensor, bool mask, achieved sparsity)`` via the functional core.
+
+    A bad tensor or config raises the core's ``ValueError``/``TypeError``, whose
+    message the caller prefixes with the tensor's name.
+    """
+    mask = config_norm_mask(tensor.detach(), config)
+    state = add(init(defaults=config), "t", tensor, mask=mask)
+    return squash(state)["t"], mask, sparsity(state)["t"]
 
 
 def _config_record(config: SparsityConfig) -> dict[str, Any]:
@@ -92,6 +105,7 @@ def sparsify_checkpoint(
     fmt: str | None = None,
     packed_masks: bool = False,
     show_progress: bool = False,
+    allow_1d: bool = False,
 ) -> SparsifyResult:
     """Sparsify ``src`` into ``dst`` (written atomically); ``src`` is only read.
 
@@ -101,7 +115,7 @@ def sparsify_checkpoint(
     dst = Path(dst)
     fmt = fmt or ("safetensors" if dst.suffix == ".safetensors" else "pt")
     ckpt = io.load_checkpoint(src)
-    selection = select(ckpt.tensors, base, include, exclude, per_tensor)
+    selection = select(ckpt.tensors, base, include, exclude, per_tensor, allow_1d=allow_1d)
     out: dict[str, Any] = {  # old masks of re-sparsified tensors are stale: drop them
         k: v
         for k, v in ckpt.state_dict.items()
@@ -120,13 +134,15 @@ def sparsify_checkpoint(
                 raise ValueError(f"{name}: {err}") from err
             if packed_masks:
                 packed[name] = pack_mask(mask)
+            nonzero = int(out[name].count_nonzero())  # one pass: zeros written and bitmap size
             reports[name] = TensorReport(
-                name,
-                tuple(tensor.shape),
-                config.sparsity_level,
-                achieved,
-                _dense_bytes(tensor),
-                bitmap_bytes(out[name]),
+                name=name,
+                shape=tuple(tensor.shape),
+                target=config.sparsity_level,
+                achieved=achieved,
+                zeros=1.0 - nonzero / max(tensor.numel(), 1),
+                dense_bytes=_dense_bytes(tensor),
+                compressed_bytes=_bitmap_bytes(out[name], nonzero),
             )
             bar.advance(task)
     # The totals count the weights written, not masks (the bitmap size already holds
@@ -150,7 +166,12 @@ def sparsify_checkpoint(
         fmt,
         sum(r.dense_bytes for r in rows) + sum(_dense_bytes(t) for t in passed),
         sum(r.compressed_bytes for r in rows) + sum(bitmap_bytes(t) for t in passed),
+        selection.below_2d,
     )
+
+
+def _names(names: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
 
 
 def _print_summary(result: SparsifyResult, dst: Path) -> None:
@@ -159,7 +180,7 @@ def _print_summary(result: SparsifyResult, dst: Path) -> None:
     table = Table(title=f"fsparse sparsify -> {dst}", title_justify="left")
     table.add_column("name", overflow="fold")
     table.add_column("shape")
-    for col in ("target", "achieved", "bytes", "compressed"):
+    for col in ("target", "mask", "zeros", "bytes", "as bitmap"):
         table.add_column(col, justify="right")
     for r in result.tensors:
         table.add_row(
@@ -167,6 +188,7 @@ def _print_summary(result: SparsifyResult, dst: Path) -> None:
             "x".join(map(str, r.shape)) or "scalar",
             f"{r.target:.3f}",
             f"{r.achieved:.3f}",
+            f"{r.zeros:.3f}",
             human_bytes(r.dense_bytes),
             human_bytes(r.compressed_bytes),
         )
@@ -176,24 +198,36 @@ def _print_summary(result: SparsifyResult, dst: Path) -> None:
         "",
         "",
         "",
+        "",
         human_bytes(result.total_dense_bytes),
         human_bytes(result.total_compressed_bytes),
     )
     console = stdout_console()
     console.print(table)
-    console.print(
+    written = f" ({human_bytes(dst.stat().st_size)} written)" if dst.is_file() else ""
+    notes = [
         f"{len(result.tensors)} tensors sparsified, {len(result.passed_through)} entries passed "
-        "through unchanged. compressed = a 1-bit-per-element mask plus the nonzero values, "
-        "the size a bitmap sparse encoding needs (dense if smaller).",
-        highlight=False,
-        style="dim",
-    )
+        "through unchanged.",
+        "mask = the fraction the mask zeroes; zeros = the exact zeros in the tensor written "
+        "(zeros already in the input count too).",
+        "as bitmap = the size the tensors would take in a compact form (a 1-bit-per-element "
+        f"mask plus the nonzero values, or dense if smaller); OUT stores them dense{written}.",
+    ]
+    if result.below_2d:
+        notes.append(
+            f"left dense by the 2+ dims rule: {len(result.below_2d)} tensors with fewer than 2 "
+            f"dims that a glob matched ({_names(result.below_2d)}); name them exactly or pass "
+            "--allow-1d."
+        )
+    for note in notes:
+        console.print(note, highlight=False, style="dim")
 
 
 _EPILOG = """\b
 Example --per-tensor file (later entries win):
   "*.weight": {sparsity_level: 0.5}
   "emb.*":    {sparsity_level: 0.9, block: 1x4, norm: L2}
+  # a glob never takes a 1-D tensor (LayerNorm weights, biases): see --allow-1d
 \b
 Masks stored by --packed-masks come back with:
   from fsparse.cli.checkpoint_io import load_checkpoint, split_masks
@@ -234,6 +268,11 @@ Masks stored by --packed-masks come back with:
     help="Sparsify matching tensors (repeatable)  [default: all with 2+ dims]",
 )
 @click.option(
+    "--allow-1d",
+    is_flag=True,
+    help="Let globs select tensors with fewer than 2 dims (biases, norm scales) too.",
+)
+@click.option(
     "--exclude", multiple=True, metavar="GLOB", help="Never sparsify matching tensors (repeatable)."
 )
 @click.option(
@@ -263,6 +302,7 @@ def command(
     zeros_per_block: int | None,
     norm: str,
     include: tuple[str, ...],
+    allow_1d: bool,
     exclude: tuple[str, ...],
     per_tensor: Path | None,
     fmt: str | None,
@@ -278,12 +318,20 @@ def command(
 
     Selection: GLOB patterns are shell globs matched case-sensitively against
     the whole key ('*' also matches dots: 'emb.*', '*.weight'). A floating-point
-    tensor is sparsified if it matches an --include (no --include: if it has 2+
-    dims) or a --per-tensor pattern, and no --exclude. Other entries pass through
-    untouched. A pattern matching no key is an error. --per-tensor overrides
-    from every matching pattern apply in file order; later ones win.
+    tensor is sparsified if it matches an --include (no --include: every tensor)
+    or a --per-tensor pattern, and no --exclude. The 2+ dims rule: a tensor with
+    fewer than 2 dims (a bias, a LayerNorm weight) is taken only when a pattern
+    names it exactly ('fc.bias') or with --allow-1d; the summary lists the ones a
+    glob matched. Other entries pass through untouched. A pattern matching no key
+    is an error. --per-tensor overrides from every matching pattern apply in file
+    order; later ones win.
     """
     check_output(dst, "OUT", {"IN": src}, force=force)
+    if zeros_per_block == 0:
+        raise click.UsageError(
+            "--zeros-per-block must be at least 1 (0 would zero nothing); leave it out to "
+            "zero whole blocks"
+        )
     try:
         base = make_config(
             sparsity_level=sparsity_level,
@@ -304,6 +352,7 @@ def command(
         fmt=fmt,
         packed_masks=packed_masks,
         show_progress=not quiet,
+        allow_1d=allow_1d,
     )
     if result.dropped:
         names = ", ".join(result.dropped[:5]) + (", ..." if len(result.dropped) > 5 else "")
