@@ -1,10 +1,11 @@
 """torch.ao-compatible ``BaseDataSparsifier``, a thin wrapper over the functional core.
 
-The entries live in an immutable :class:`fsparse.SparsifierState` (data by reference,
-bool mask, config). torch.ao's mutable views mirror it: ``data_groups`` (name -> config
-dict), ``state`` (name -> ``{"mask": tensor, ...}``) and ``_container`` (an ``nn.Module``
-whose parametrization multiplies each tensor by its mask). Those views are where torch.ao
-code mutates, so :meth:`BaseDataSparsifier.step` reads them back into the core.
+Each entry is its data (by reference) and a validated core config. torch.ao's mutable
+views hold the rest: ``data_groups`` (name -> config dict), ``state`` (name ->
+``{"mask": tensor, ...}``) and ``_container`` (an ``nn.Module`` whose parametrization
+multiplies each tensor by its mask). :attr:`BaseDataSparsifier.core_state` reads them
+into an immutable :class:`fsparse.SparsifierState`. Every call checks everything
+first and then commits, so a refused call changes nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from fsparse._src.checks import short_repr
 from fsparse._src.config import SparsityConfig, validate_name
 from fsparse._src.state import (
     EMBEDDING_TYPES,
@@ -27,20 +29,38 @@ from fsparse._src.state import (
     Entry,
     SparsifierState,
     extract_weight,
-    remove,
 )
 from fsparse.data_sparsifier._container import (
     FakeSparsity,
     _Container,
+    check_data,
+    check_free_name,
+    check_mask,
     check_shape,
-    parse_entry,
-    put,
+    overlaps,
 )
+from fsparse.data_sparsifier._mask_state import MaskState
+from fsparse.data_sparsifier._state_dict import Loaded, parse_state_dict, try_parametrization
 
 __all__ = ["EMBEDDING_TYPES", "SUPPORTED_TYPES", "BaseDataSparsifier", "FakeSparsity"]
 
 _STATE_DICT_KEYS = ("state", "data_groups", "_container")
-_VIEWS = frozenset({"state", "data_groups", "_container", "_core", "step"})
+_VIEWS = frozenset({"state", "data_groups", "_container", "_data", "_configs", "step"})
+_PLAIN = (int, float, str, bool, type(None))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether a config value is unchanged (plain values by value, objects by identity)."""
+    if isinstance(a, _PLAIN) or isinstance(b, _PLAIN):
+        return type(a) is type(b) and a == b
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return a is b
+
+
+def _ones_bool(data: torch.Tensor) -> torch.Tensor:
+    """An all-true bool mask of ``data``'s shape that allocates no data-sized memory."""
+    return torch.ones((), dtype=torch.bool, device=data.device).expand(data.shape)
 
 
 class BaseDataSparsifier(abc.ABC):
@@ -61,11 +81,13 @@ class BaseDataSparsifier(abc.ABC):
 
     def __init__(self, data_list: Iterable[tuple[str, Any]] | None = None, **defaults: Any):
         self.defaults: dict[str, Any] = defaults
-        self.state: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+        self.state: MaskState = MaskState()
         self.enable_mask_update = True
         self._container = _Container()
         self.data_groups: defaultdict[str, dict[str, Any]] = defaultdict(dict)
-        self._core = SparsifierState({}, self._config_from_group(self.defaults))
+        self._data: dict[str, torch.Tensor] = {}
+        self._configs: dict[str, tuple[dict[str, Any], SparsityConfig]] = {}
+        self._config_from_group(self.defaults)  # validates the defaults
         for name, data in data_list or ():
             self.add_data(name, data, **self.defaults)
 
@@ -87,19 +109,33 @@ class BaseDataSparsifier(abc.ABC):
     # -- entries -----------------------------------------------------------------------
     @property
     def core_state(self) -> SparsifierState:
-        """The entries as an immutable :class:`fsparse.SparsifierState`, synced from the views."""
-        self._sync_configs()
-        for name in self._core.names:
-            self._sync_mask(name)
-        return self._core
+        """The entries as an immutable :class:`fsparse.SparsifierState`, read from the views.
+
+        Masks are bool: ``mask != 0`` of each visible mask (an unmade all-ones mask
+        is an expanded all-true view).
+        """
+        configs = self._sync_configs()
+        entries = {}
+        for name, data in self._data.items():
+            mask = self._sync_mask(name)
+            core_mask = _ones_bool(data) if mask is None else mask
+            if core_mask.dtype != torch.bool:
+                core_mask = core_mask != 0
+            entries[name] = Entry(data, core_mask, configs[name])
+        return SparsifierState(entries, self._config_from_group(self.defaults))
 
     def _is_squashed(self, name: str) -> bool:
         return not parametrize.is_parametrized(self._container, name)
 
     def _known(self, name: object) -> str:
-        if not isinstance(name, str) or name not in self._core:
-            raise ValueError(f"no data named {name!r}; known names: {list(self._core.names)}")
+        if not isinstance(name, str) or name not in self._data:
+            raise ValueError(
+                f"no data named {short_repr(name)}; known names: {short_repr(list(self._data))}"
+            )
         return name
+
+    def _holder(self, name: str) -> nn.Module:
+        return getattr(self._container.parametrizations, name)[0]  # type: ignore[no-any-return]
 
     def add_data(
         self, name: str, data: Any, reuse_mask: bool = True, **config: Any
@@ -108,58 +144,92 @@ class BaseDataSparsifier(abc.ABC):
 
         Replacing a name warns, keeps its config (updated by ``config``), and keeps its
         mask object when ``reuse_mask`` (the shapes must then match). The old mask is
-        never applied to the old tensor.
+        never applied to the old tensor. A refused call changes nothing. A new default
+        mask (float ones, as in torch.ao) is only made when something reads it.
         """
-        validate_name(name)
-        replacing = name in self._core
-        if not replacing and (hasattr(nn.ModuleDict, name) or hasattr(self._container, name)):
-            raise ValueError(
-                f"name {name!r} clashes with an attribute of the nn.Module container that "
-                "holds the parametrizations; choose another name"
-            )
-        weight = extract_weight(data)
+        replacing = isinstance(name, str) and name in self._data
+        if replacing:
+            validate_name(name)
+        else:
+            check_free_name(self._container, name)
+        weight = check_data(extract_weight(data), "data")
         local_args = copy.deepcopy(self.defaults)
         local_args.update(config)
         group = copy.deepcopy(self.data_groups[name]) if replacing else local_args
         if replacing:
             group.update(config)
         core_config = self._config_from_group(group)
+        param_class = local_args.get("parametrization", FakeSparsity)
+        fake = param_class is FakeSparsity
+        mask: torch.Tensor | None
         if replacing and reuse_mask:
-            old = self._core[name].data
+            old = self._data[name]
             if weight.shape != old.shape:
                 raise ValueError(
                     f"reuse_mask=True needs the new data for {name!r} to have the old shape "
                     f"{tuple(old.shape)}, got {tuple(weight.shape)}"
                 )
-            mask = self.get_mask(name)
+            mask = self._sync_mask(name)
+            if mask is not None:
+                check_mask(mask, weight, f"mask of {name!r}", fake)
         else:
             given = local_args.get("mask")
-            mask = torch.ones_like(weight) if given is None else given
-            check_shape(mask, weight, f"mask for {name!r}")
-        param_class = local_args.get("parametrization", FakeSparsity)
-        promoted = torch.promote_types(mask.dtype, weight.dtype)
-        if param_class is FakeSparsity and promoted != weight.dtype:
-            raise TypeError(f"mask dtype {mask.dtype} would turn {name!r} into {promoted}")
+            mask = None if given is None else check_mask(given, weight, f"mask for {name!r}", fake)
+        if not fake:
+            mask = torch.ones_like(weight) if mask is None else mask
+            try_parametrization(param_class, mask, weight, name)
         if replacing:
             warnings.warn(
                 "Replacing existing data of the same name. - Did you mean a different name?",
                 stacklevel=2,
             )
             self._delete_data(name)
-        self._container.register_buffer(name, weight)
-        parametrize.register_parametrization(self._container, name, param_class(mask))
-        self.state[name]["mask"] = mask
+        self._register(self._container, self.state, name, weight, mask, param_class)
         self.data_groups[name] = group
-        self._core = put(self._core, name, Entry(weight, mask != 0, core_config))
+        self._data[name] = weight
+        self._configs[name] = (dict(group), core_config)
         return getattr(self._container, name)  # type: ignore[no-any-return]
+
+    def _register(
+        self,
+        container: nn.Module,
+        state: MaskState,
+        name: str,
+        weight: torch.Tensor,
+        mask: torch.Tensor | None,
+        param_class: Any,
+    ) -> None:
+        """Register ``weight`` and its parametrization; ``mask=None``: a pending ones mask."""
+        container.register_buffer(name, weight)
+        holder = FakeSparsity(mask) if param_class is FakeSparsity else param_class(mask)
+        if mask is not None:
+            parametrize.register_parametrization(container, name, holder)
+            state[name]["mask"] = mask
+            return
+
+        def make() -> torch.Tensor:
+            made = torch.ones_like(weight)
+            holder.set_mask(made)
+            live = self.state  # the view in use when the mask is first read
+            if isinstance(live, MaskState) and live.pending.get(name) is make:
+                del live.pending[name]
+                live.raw(name)["mask"] = made
+            return made
+
+        holder._first_read = make
+        parametrize.register_parametrization(container, name, holder)
+        state[name]  # the entry dict, without its mask yet
+        state.pending[name] = make
 
     def _delete_data(self, name: str) -> None:
         if not self._is_squashed(name):
             parametrize.remove_parametrizations(self._container, name, leave_parametrized=False)
         delattr(self._container, name)
-        self.state.pop(name, None)
+        self.state.pending.pop(name, None)
+        dict.pop(self.state, name, None)
         self.data_groups.pop(name, None)
-        self._core = remove(self._core, name)
+        self._data.pop(name, None)
+        self._configs.pop(name, None)
 
     def get_data(self, name: str, return_original: bool = True) -> torch.Tensor:
         """The data (``return_original=True``) or the data times its mask."""
@@ -175,29 +245,75 @@ class BaseDataSparsifier(abc.ABC):
         return self.state[self._known(name)]["mask"]  # type: ignore[no-any-return]
 
     # -- masks -------------------------------------------------------------------------
-    def _sync_configs(self) -> None:
-        unknown = [n for n in self.data_groups if n not in self._core]
-        if unknown:
-            raise ValueError(f"data_groups has names with no data: {unknown}")
-        configs = {n: self._config_from_group(g) for n, g in self.data_groups.items()}
-        entries = {n: Entry(e.data, e.mask, configs[n]) for n, e in self._core.entries.items()}
-        self._core = SparsifierState(entries, self._core.defaults)
+    def _sync_configs(self) -> dict[str, SparsityConfig]:
+        """Each entry's config, parsed from ``data_groups`` (only groups that changed)."""
+        groups = self.data_groups
+        if len(groups) != len(self._data) or any(n not in self._data for n in groups):
+            unknown = [n for n in groups if n not in self._data]
+            lost = [n for n in self._data if n not in groups]
+            raise ValueError(
+                f"data_groups must hold exactly the data names: unknown {short_repr(unknown)}, "
+                f"missing {short_repr(lost)}"
+            )
+        configs = {}
+        for name, group in groups.items():
+            if not isinstance(group, Mapping):
+                raise TypeError(f"data_groups[{name!r}] must be a dict, got {short_repr(group)}")
+            cached = self._configs.get(name)
+            if cached is None or not _same_group(cached[0], group):
+                try:
+                    config = self._config_from_group(group)
+                except (TypeError, ValueError) as err:
+                    raise type(err)(f"data_groups[{name!r}]: {err}") from None
+                cached = (dict(group), config)
+                self._configs[name] = cached
+            configs[name] = cached[1]
+        return configs
 
-    def _sync_mask(self, name: str) -> None:
-        """Read the visible mask of ``name`` back into the core (adopting a rebound one)."""
-        mask = check_shape(self.state[name]["mask"], self._core[name].data, f"mask of {name!r}")
+    def _sync_mask(self, name: str) -> torch.Tensor | None:
+        """The visible mask of ``name`` (``None`` while pending), adopted by the parametrization."""
+        if name in self.state.pending:
+            return None
+        entry = self.state.raw(name) if name in self.state else {}
+        if "mask" not in entry:
+            raise ValueError(f"state[{name!r}] has no 'mask'")
+        mask = check_shape(entry["mask"], self._data[name], f"mask of {name!r}")
         if not self._is_squashed(name):
-            holder = getattr(self._container.parametrizations, name)[0]
-            if getattr(holder, "mask", mask) is not mask:
+            holder = self._holder(name)
+            if isinstance(holder, FakeSparsity):
+                if holder.pending or holder._buffers.get("mask") is not mask:
+                    holder.set_mask(mask)
+            elif getattr(holder, "mask", mask) is not mask:
                 holder.mask = mask
-        entry = self._core[name]
-        self._core = put(self._core, name, Entry(entry.data, mask != 0, entry.config))
+        return mask
+
+    def _put_mask(self, name: str, value: torch.Tensor) -> None:
+        """Make ``value`` the mask's contents (torch.ao: ``mask.data = value``)."""
+        if name in self.state.pending:  # never read: ``value`` becomes the mask object
+            del self.state.pending[name]
+            self.state.raw(name)["mask"] = value
+            self._sync_mask(name)
+            return
+        self.state.raw(name)["mask"].data = value
+        self._sync_mask(name)
 
     def _set_mask(self, name: str, returned: object) -> None:
         what = f"mask returned by update_mask for {name!r}"
-        new = check_shape(returned, self._core[name].data, what)
+        new = check_shape(returned, self._data[name], what)
         stored = new.to(torch.int8) if new.dtype == torch.bool else new.detach().clone()
-        self.get_mask(name).data = stored
+        self._put_mask(name, stored)
+
+    def _check_step(self) -> dict[str, SparsityConfig]:
+        """Configs and masks checked, no entry squashed: else raise before any change."""
+        configs = self._sync_configs()
+        squashed = [n for n in self.data_groups if self._is_squashed(n)]
+        if squashed:
+            raise ValueError(
+                f"mask squashed for {short_repr(squashed)}; re-add the data to step it again"
+            )
+        for name in self._data:
+            self._sync_mask(name)
+        return configs
 
     def step(self) -> None:
         """Call ``update_mask(name, data, **config)`` for every entry (if enabled).
@@ -207,10 +323,7 @@ class BaseDataSparsifier(abc.ABC):
         """
         if not self.enable_mask_update:
             return
-        self._sync_configs()
-        squashed = [n for n in self.data_groups if self._is_squashed(n)]
-        if squashed:
-            raise ValueError(f"mask squashed for {squashed}; re-add the data to step it again")
+        self._check_step()
         with torch.no_grad():
             for name, config in self.data_groups.items():
                 new = self.update_mask(name, self.get_data(name), **config)
@@ -229,25 +342,49 @@ class BaseDataSparsifier(abc.ABC):
 
         With ``leave_parametrized`` the data times its mask is written into the data
         tensor in place (same object, same storage); otherwise the data is untouched.
+        Data whose elements share memory (expanded or ``as_strided`` views) is refused.
         """
         if names is None:
             todo = [n for n in self.data_groups if not self._is_squashed(n)]
         elif isinstance(names, str):
-            raise TypeError(f"names must be a list of names, not the str {names!r}")
+            raise TypeError(f"names must be a list of names, not the str {short_repr(names)}")
         else:
             todo = list(dict.fromkeys(names))
             for name in todo:
                 self._known(name)
             squashed = [n for n in todo if self._is_squashed(n)]
             if squashed:
-                raise ValueError(f"mask already squashed for {squashed}")
+                raise ValueError(f"mask already squashed for {short_repr(squashed)}")
+        if leave_parametrized:
+            for name in todo:
+                original = self.get_data(name)
+                if overlaps(original):
+                    raise ValueError(
+                        f"data {name!r} has elements that share memory (stride "
+                        f"{original.stride()}, e.g. an expanded view): squash_mask cannot "
+                        "write into it; pass leave_parametrized=False or add a clone"
+                    )
+                if isinstance(self._holder(name), FakeSparsity):
+                    self._sync_mask(name)
         for name in todo:
+            self._squash(name, leave_parametrized)
+
+    def _squash(self, name: str, leave_parametrized: bool) -> None:
+        holder = self._holder(name)
+        chain = getattr(self._container.parametrizations, name)
+        if not leave_parametrized or not isinstance(holder, FakeSparsity) or len(chain) != 1:
             with torch.no_grad():
                 sparse = getattr(self._container, name) if leave_parametrized else None
             parametrize.remove_parametrizations(self._container, name, leave_parametrized=False)
             if sparse is not None:
                 with torch.no_grad():
                     getattr(self._container, name).copy_(sparse)
+            return
+        mask = None if holder.pending else holder._buffers["mask"]
+        parametrize.remove_parametrizations(self._container, name, leave_parametrized=False)
+        if mask is not None:  # an unmade mask is all ones: the data stays as it is
+            with torch.no_grad():
+                getattr(self._container, name).mul_(mask)
 
     # -- serialisation -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -255,13 +392,15 @@ class BaseDataSparsifier(abc.ABC):
 
         It loads with ``torch.load(weights_only=True)`` when the configs hold plain values.
         """
-        state = {
-            name: {
-                key: value.to_sparse_coo() if key == "mask" else copy.deepcopy(value)
-                for key, value in entry.items()
-            }
-            for name, entry in self.state.items()
-        }
+        state = {}
+        for name in self.state:
+            entry = self.state.raw(name)
+            mask = entry.get("mask")
+            if name in self.state.pending:
+                mask = torch.ones_like(self._data[name])
+            out = {} if mask is None else {"mask": mask.to_sparse_coo()}
+            out.update({k: copy.deepcopy(v) for k, v in entry.items() if k != "mask"})
+            state[name] = out
         return {
             "state": state,
             "data_groups": {name: copy.deepcopy(dict(g)) for name, g in self.data_groups.items()},
@@ -273,7 +412,8 @@ class BaseDataSparsifier(abc.ABC):
 
         ``strict=True`` replaces every entry; ``strict=False`` keeps the current entries,
         which win over loaded ones of the same name. The data become copies from
-        ``state_dict``. Raises ``ValueError`` for a malformed dict and changes nothing.
+        ``state_dict``. Every tensor is checked (sparse mask indices included) before
+        use; a malformed dict raises ``TypeError``/``ValueError`` and changes nothing.
         """
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
@@ -282,45 +422,48 @@ class BaseDataSparsifier(abc.ABC):
             raise ValueError(f"state_dict is missing the keys {missing}")
         self._load(state_dict["state"], state_dict["data_groups"], state_dict["_container"], strict)
 
-    def _load(
-        self,
-        states: Mapping[str, Any],
-        groups: Mapping[str, Any],
-        tensors: Mapping[str, Any],
-        strict: bool,
-    ) -> None:
-        if not all(isinstance(part, Mapping) for part in (states, groups, tensors)):
-            raise TypeError("state_dict 'state', 'data_groups' and '_container' must be dicts")
-        if set(states) != set(groups):
-            raise ValueError(
-                f"state_dict 'state' names {sorted(states)} differ from its "
-                f"'data_groups' names {sorted(groups)}"
-            )
-        kept = {} if strict else dict(self._core.entries)
-        loaded = {
-            name: parse_entry(name, states[name], groups[name], tensors, self._config_from_group)
-            for name in states
-            if name not in kept
-        }
+    def _load(self, states: Any, groups: Any, tensors: Any, strict: bool) -> None:
+        kept = () if strict else tuple(self._data)
         container = _Container() if strict else self._container
-        new_state: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+        loaded = parse_state_dict(
+            states, groups, tensors, container, kept, self._config_from_group
+        )
+        order = [*(n for n in states if n not in kept), *kept]
+        new_state = MaskState()
         new_groups: defaultdict[str, dict[str, Any]] = defaultdict(dict)
-        entries: dict[str, Entry] = {}
-        for name in [*states, *(n for n in kept if n not in states)]:
-            if name in kept:  # torch.ao: current entries win when not strict
-                new_state[name], new_groups[name] = self.state[name], self.data_groups[name]
-                entries[name] = kept[name]
-                continue
-            item = loaded[name]
-            container.register_buffer(name, item.data)
-            if item.parametrized:
-                param_class = item.group.get("parametrization", FakeSparsity)
-                parametrize.register_parametrization(container, name, param_class(item.mask))
-            new_state[name] = {**item.extras, "mask": item.mask}
-            new_groups[name] = item.group
-            entries[name] = Entry(item.data, item.mask != 0, item.config)
+        new_data: dict[str, torch.Tensor] = {}
+        registered: list[str] = []
+        try:
+            for name in order:
+                if name in kept:  # torch.ao: current entries win when not strict
+                    if name in self.state.pending:
+                        new_state.pending[name] = self.state.pending[name]
+                    dict.__setitem__(new_state, name, self.state.raw(name))
+                    new_groups[name], new_data[name] = self.data_groups[name], self._data[name]
+                    continue
+                self._commit_loaded(container, new_state, name, loaded[name])
+                registered.append(name)
+                new_groups[name], new_data[name] = loaded[name].group, loaded[name].data
+        except BaseException:
+            if not strict:  # cannot happen after the checks; undo anyway
+                for name in registered:
+                    if parametrize.is_parametrized(container, name):
+                        parametrize.remove_parametrizations(container, name, False)
+                    delattr(container, name)
+            raise
         self._container, self.state, self.data_groups = container, new_state, new_groups
-        self._core = SparsifierState(entries, self._core.defaults)
+        self._data = new_data
+        self._configs = {n: (dict(loaded[n].group), loaded[n].config) for n in loaded}
+
+    def _commit_loaded(
+        self, container: nn.Module, state: MaskState, name: str, item: Loaded
+    ) -> None:
+        if item.parametrized:
+            self._register(container, state, name, item.data, item.mask, item.param_class)
+        else:
+            container.register_buffer(name, item.data)
+            state[name]["mask"] = item.mask
+        state.raw(name).update(item.extras)
 
     def __getstate__(self) -> dict[str, Any]:
         saved = {k: v for k, v in self.__dict__.items() if k not in _VIEWS}
@@ -328,12 +471,12 @@ class BaseDataSparsifier(abc.ABC):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        states, groups, tensors = (state.pop(key) for key in _STATE_DICT_KEYS)
+        states, groups, tensors = (state.pop(key, None) for key in _STATE_DICT_KEYS)
         self.__dict__.update(state)
         self.__dict__.setdefault("enable_mask_update", True)
         self._container = _Container()
-        self.state, self.data_groups = defaultdict(dict), defaultdict(dict)
-        self._core = SparsifierState({}, self._config_from_group(self.defaults))
+        self.state, self.data_groups = MaskState(), defaultdict(dict)
+        self._data, self._configs = {}, {}
         self._load(states, groups, tensors, strict=True)
 
     def __repr__(self) -> str:
@@ -344,3 +487,7 @@ class BaseDataSparsifier(abc.ABC):
                 if key != "data":
                     text += f"\t    {key}: {sparse_args[key]}\n"
         return text + ")"
+
+
+def _same_group(cached: Mapping[str, Any], group: Mapping[str, Any]) -> bool:
+    return cached.keys() == group.keys() and all(_same(cached[k], group[k]) for k in cached)

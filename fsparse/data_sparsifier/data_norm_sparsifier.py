@@ -9,7 +9,11 @@ import torch
 
 from fsparse._src.config import SparsityConfig, make_config
 from fsparse._src.norm_mask import config_norm_mask
-from fsparse.data_sparsifier.base_data_sparsifier import BaseDataSparsifier
+from fsparse._src.state import Entry, SparsifierState
+from fsparse._src.state import step as core_step
+from fsparse.data_sparsifier.base_data_sparsifier import BaseDataSparsifier, _ones_bool
+
+_KEYS = ("sparsity_level", "sparse_block_shape", "zeros_per_block")
 
 __all__ = ["DataNormSparsifier"]
 
@@ -21,7 +25,9 @@ class DataNormSparsifier(BaseDataSparsifier):
     mask is computed) and ``zeros_per_block`` the zeros inside each chosen block
     (``None``: the whole block). All three are defaults that ``add_data`` may override;
     ``norm`` applies to every entry. After :meth:`step` each mask is an int8 0/1 tensor
-    (the same object as before), as in torch.ao.
+    (the same object as before), as in torch.ao. :meth:`step` computes every new mask
+    through the pure core first and then commits them all, so a failure (NaN data,
+    a bad config) changes no mask.
 
     >>> sp = DataNormSparsifier(sparsity_level=0.5, sparse_block_shape=(1, 2))
     >>> _ = sp.add_data("w", torch.tensor([[1.0, 2.0, 3.0, 4.0]]))
@@ -51,6 +57,31 @@ class DataNormSparsifier(BaseDataSparsifier):
     def _config_from_group(self, group: Mapping[str, Any]) -> SparsityConfig:
         """Validated norm config; a ``norm`` key in the group is ignored, as in torch.ao."""
         return make_config(**{k: v for k, v in group.items() if k != "norm"}, norm=self.norm)
+
+    def step(self) -> None:
+        """New masks for every entry (if enabled); all computed before any is written.
+
+        A subclass that overrides :meth:`update_mask` is stepped entry by entry
+        through it, as in :class:`BaseDataSparsifier`.
+        """
+        if type(self).update_mask is not DataNormSparsifier.update_mask:
+            super().step()
+            return
+        if not self.enable_mask_update:
+            return
+        configs = self._check_step()
+        for name, group in self.data_groups.items():
+            absent = [key for key in _KEYS if key not in group]
+            if absent:
+                raise ValueError(f"data_groups[{name!r}] has no {absent}")
+        entries = {}
+        for name in self.data_groups:
+            data = self.get_data(name)
+            entries[name] = Entry(data, _ones_bool(data), configs[name])
+        new = core_step(SparsifierState(entries, configs[name] if entries else make_config()))
+        del entries
+        for name in self.data_groups:  # bool -> int8 reinterpreted, not copied
+            self._put_mask(name, new[name].mask.view(torch.int8))
 
     def update_mask(  # type: ignore[override]
         self,

@@ -1,0 +1,120 @@
+"""torch.ao's ``sparsifier.state`` view, whose default masks are made when first read.
+
+torch.ao gives every new entry a ``torch.ones_like(data)`` float mask: a full copy
+of the data that nothing reads until a step replaces it. :class:`MaskState` keeps
+such a mask *pending* instead: ``state[name]``, ``state.get``, ``items()``,
+``values()``, ``dict(state)``, copies and pickles all make it first, so every
+reader sees torch.ao's float-ones tensor (the same object as the parametrization's
+``mask``). A step that replaces a pending mask never makes it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+__all__ = ["MaskState"]
+
+
+class MaskState(defaultdict):  # type: ignore[type-arg]
+    """``name -> {"mask": tensor, ...}`` with pending (not yet made) float-ones masks.
+
+    ``pending[name]`` makes the mask of ``name``, stores it here and in the
+    parametrization, and returns it. Internal code reads the raw dict with
+    :meth:`raw` and :meth:`raw_mask` (which never makes a pending mask).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(dict)
+        self.pending: dict[str, Callable[[], torch.Tensor]] = {}
+
+    # -- internal access (no mask is made) ------------------------------------------------
+    def raw(self, name: str) -> dict[str, Any]:
+        """The entry dict of ``name`` as stored (a pending mask is absent)."""
+        return dict.__getitem__(self, name)  # type: ignore[no-any-return]
+
+    def raw_mask(self, name: str) -> torch.Tensor | None:
+        """The mask of ``name``, or ``None`` while it is pending."""
+        return None if name in self.pending else self.raw(name).get("mask")
+
+    def _make(self, name: object) -> None:
+        make = self.pending.get(name) if isinstance(name, str) else None
+        if make is not None:
+            make()
+
+    def _make_all(self) -> None:
+        for name in list(self.pending):
+            self._make(name)
+
+    # -- the dict API: every reader sees the made mask ------------------------------------
+    def __getitem__(self, name: Any) -> dict[str, Any]:
+        self._make(name)
+        return super().__getitem__(name)  # type: ignore[no-any-return]
+
+    def get(self, name: Any, default: Any = None) -> Any:
+        self._make(name)
+        return super().get(name, default)
+
+    def setdefault(self, name: Any, default: Any = None) -> Any:
+        self._make(name)
+        return super().setdefault(name, default)
+
+    def pop(self, name: Any, *default: Any) -> Any:
+        self._make(name)
+        return super().pop(name, *default)
+
+    def popitem(self) -> tuple[Any, Any]:
+        self._make_all()
+        return super().popitem()
+
+    def __setitem__(self, name: Any, value: Any) -> None:
+        self.pending.pop(name, None)  # a replaced entry dict drops its pending mask
+        super().__setitem__(name, value)
+
+    def __delitem__(self, name: Any) -> None:
+        self.pending.pop(name, None)
+        super().__delitem__(name)
+
+    def clear(self) -> None:
+        self.pending.clear()
+        super().clear()
+
+    def items(self) -> Any:
+        self._make_all()
+        return super().items()
+
+    def values(self) -> Any:
+        self._make_all()
+        return super().values()
+
+    def __iter__(self) -> Iterator[Any]:
+        # Overriding __iter__ makes dict(state) and {**state} go through __getitem__.
+        return super().__iter__()
+
+    def __eq__(self, other: object) -> bool:
+        self._make_all()
+        if isinstance(other, MaskState):
+            other._make_all()
+        return super().__eq__(other)  # type: ignore[no-any-return]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        self._make_all()
+        return super().__repr__()
+
+    def copy(self) -> defaultdict[str, dict[str, Any]]:  # type: ignore[override]
+        """A plain ``defaultdict`` copy (masks made)."""
+        return defaultdict(dict, self.items())
+
+    __copy__ = copy  # type: ignore[assignment]
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Copies and pickles are plain defaultdicts holding the made masks.
+        return (defaultdict, (dict,), None, None, iter(self.items()))
