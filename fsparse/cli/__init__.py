@@ -1,13 +1,16 @@
 """The ``fsparse`` command line: ``sparsify``, ``inspect`` and ``demo``.
 
 Every failure is reported as one line on stderr with a non-zero exit status:
-2 for a usage error (bad option or argument), 1 for anything else. Set
-``FSPARSE_DEBUG=1`` to get the traceback instead.
+2 for a usage error (bad option or argument), 1 for anything else, and
+128 + the signal number when SIGINT (130), SIGTERM (143) or SIGHUP (129) ends
+it, after removing any temporary file. Set ``FSPARSE_DEBUG=1`` to get the
+traceback instead.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +18,7 @@ from typing import Any
 import click
 
 from fsparse.cli import demo, inspection, sparsify
+from fsparse.cli.signals import Interrupted, exit_status, handled_signals
 
 __all__ = ["cli", "main"]
 
@@ -38,8 +42,12 @@ class _OneLineErrors(click.Group):
             return super().main(args, prog_name, complete_var, False, **extra)
         prog = prog_name or "fsparse"
         try:
-            code = super().main(args, prog, complete_var, False, **extra)
+            with handled_signals():
+                code = super().main(args, prog, complete_var, False, **extra)
             sys.exit(code if isinstance(code, int) else 0)
+        except Interrupted as err:
+            click.echo(f"{prog}: interrupted by {err.name}", err=True)
+            sys.exit(exit_status(err.signum))
         except click.UsageError as err:
             if type(err).__name__ == "NoArgsIsHelpError":  # `fsparse` alone: show the help
                 err.show()
@@ -53,7 +61,7 @@ class _OneLineErrors(click.Group):
             sys.exit(err.exit_code)
         except click.Abort:
             click.echo(f"{prog}: aborted", err=True)
-            sys.exit(1)
+            sys.exit(exit_status(signal.SIGINT))  # Ctrl-C: 130, as a shell reports it
         except (ValueError, TypeError, OSError, KeyError) as err:
             if os.environ.get("FSPARSE_DEBUG"):
                 raise

@@ -3,7 +3,14 @@
 Torch files are always read with ``torch.load(weights_only=True)``, so loading a
 checkpoint can never run code. A checkpoint is a state dict (a dict of tensors)
 or a dict holding one under one of :data:`WRAPPER_KEYS`; the wrapper's other
-entries are kept when writing a torch file.
+entries are kept when writing a torch file. Sparse-layout tensors are checked
+(a file is untrusted) and passed through untouched. A safetensors file's header
+metadata is kept, with fsparse's record added beside it.
+
+Outputs are written once, into one temporary file beside them (see
+:mod:`fsparse.cli.atomic`), then renamed. Tied weights (names sharing storage)
+stay shared in a torch file and are stored once in a safetensors file (see
+:mod:`fsparse.cli.tied_weights`).
 
 Bit-packed masks (``fsparse sparsify --packed-masks``) are stored beside their
 weights under ``NAME + MASK_SUFFIX`` as :func:`fsparse.pack_mask` bytes;
@@ -12,45 +19,66 @@ weights under ``NAME + MASK_SUFFIX`` as :func:`fsparse.pack_mask` bytes;
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
 import pickle
-import tempfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fsparse._src.packing import pack_mask, unpack_mask
+from fsparse.cli.atomic import OutputError, atomic_outputs, atomic_write
+from fsparse.cli.byte_progress import CountingFile, byte_progress
+from fsparse.cli.file_kinds import CheckpointError, describe_file, module_hint
+from fsparse.cli.masks_file import (
+    MASK_SUFFIX,
+    masks_file_object,
+    masks_from_checkpoint,
+    split_masks,
+    with_masks,
+    with_packed_masks,
+)
+from fsparse.cli.safetensors_stream import write_safetensors
+from fsparse.cli.tied_weights import dedupe_for_safetensors
 
 __all__ = [
     "FORMATS",
+    "SUFFIX_FORMATS",
     "MASK_SUFFIX",
     "WRAPPER_KEYS",
     "Checkpoint",
     "CheckpointError",
+    "OutputError",
     "atomic_write",
+    "byte_progress",
+    "check_output_format",
+    "check_sparse",
     "like_state_dict",
     "load_checkpoint",
+    "load_masks_file",
+    "masks_file_object",
     "metadata_json",
     "save_checkpoint",
+    "selectable",
     "split_masks",
+    "stored_bytes",
     "with_masks",
     "with_packed_masks",
 ]
 
 FORMATS: tuple[str, ...] = ("pt", "safetensors")
-MASK_SUFFIX = ".fsparse_mask"
+SUFFIX_FORMATS: dict[str, str] = {
+    ".safetensors": "safetensors",
+    ".pt": "pt",
+    ".pth": "pt",
+    ".bin": "pt",
+    ".ckpt": "pt",
+}
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "module", "net")
 _ZIP_MAGIC = b"PK\x03\x04"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read, found or written; the message is one line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +93,43 @@ class Checkpoint:
 
     @property
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The state dict's tensor entries, in order."""
-        return {k: v for k, v in self.state_dict.items() if isinstance(v, torch.Tensor)}
+        """The state dict's dense (strided) tensor entries, in order."""
+        return {
+            k: v
+            for k, v in self.state_dict.items()
+            if isinstance(v, torch.Tensor) and v.layout == torch.strided
+        }
+
+    @property
+    def sparse_layout(self) -> tuple[str, ...]:
+        """Names of the sparse-layout tensors (COO, CSR, ...): always passed through."""
+        return tuple(
+            k
+            for k, v in self.state_dict.items()
+            if isinstance(v, torch.Tensor) and v.layout != torch.strided
+        )
+
+
+def check_output_format(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str | None
+) -> None:
+    """Refuse a ``--format`` that contradicts ``dst``'s suffix (a ``ValueError``): other tools
+    read a file by its name, and would fail on it.
+
+    >>> check_output_format("in.pt", "out.safetensors", "pt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: --format pt contradicts OUT out.safetensors: a .safetensors name means ...
+    """
+    if fmt is None or Path(src).is_dir():
+        return
+    dst = Path(dst)
+    implied = SUFFIX_FORMATS.get(dst.suffix.lower())
+    if implied is not None and implied != fmt:
+        raise ValueError(
+            f"--format {fmt} contradicts OUT {dst}: a {dst.suffix} name means the {implied} "
+            "format; rename OUT or change --format"
+        )
 
 
 def sniff_format(path: Path) -> str:
@@ -83,6 +146,12 @@ def _first_line(err: BaseException) -> str:
     return lines[0] if lines else type(err).__name__
 
 
+def _unreadable(path: Path, detail: str) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: not a readable torch checkpoint: it looks like {describe_file(path)} ({detail})"
+    )
+
+
 def _load_pt(path: Path) -> Any:
     with open(path, "rb") as f:
         is_zip = f.read(4) == _ZIP_MAGIC
@@ -91,32 +160,64 @@ def _load_pt(path: Path) -> Any:
     except pickle.UnpicklingError as err:
         text = str(err)
         detail = next((ln.strip() for ln in text.splitlines() if "Unsupported" in ln), "")
+        detail = detail.split(" was not an allowed global")[0]
         if "Weights only load failed" in text:
+            model = module_hint(text)
+            what = model or "it holds objects that torch.load(weights_only=True) does not allow"
             raise CheckpointError(
-                f"{path}: refused to load: it holds objects that torch.load(weights_only=True) "
-                f"does not allow, and fsparse never runs code from a checkpoint ({detail})"
+                f"{path}: refused to load: {what}, and fsparse never runs code from a "
+                f"checkpoint ({detail}). If it is a model saved with torch.save(model), save "
+                "its weights instead: torch.save(model.state_dict(), PATH)"
             ) from err
-        raise CheckpointError(
-            f"{path}: not a readable torch checkpoint ({detail or text})"
-        ) from err
+        raise _unreadable(path, detail or _first_line(err)) from err
     except Exception as err:  # torch.load fails on junk with many exception types
-        raise CheckpointError(
-            f"{path}: not a readable torch checkpoint ({_first_line(err)})"
-        ) from err
+        raise _unreadable(path, _first_line(err)) from err
 
 
-def _load_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _load_safetensors(path: Path, progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:  # type: ignore[no-untyped-call]
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            keys = list(f.keys())
             metadata = dict(f.metadata() or {})
+            with byte_progress(f"loading {path.name}", path.stat().st_size, progress) as advance:
+                tensors = {}
+                for key in keys:
+                    tensors[key] = f.get_tensor(key)
+                    advance(tensors[key].numel() * tensors[key].element_size())
     except Exception as err:  # safetensors raises its own SafetensorError type
         raise CheckpointError(
-            f"{path}: not a readable safetensors file ({_first_line(err)})"
+            f"{path}: not a readable safetensors file: it looks like {describe_file(path)} "
+            f"({_first_line(err)})"
         ) from err
     return tensors, metadata
+
+
+def check_sparse(name: str, tensor: torch.Tensor) -> None:
+    """Check a sparse-layout tensor's invariants (indices in range, sizes) without densifying it;
+    a ``CheckpointError`` naming ``name`` if they fail."""
+    layout = tensor.layout
+    try:
+        if layout == torch.sparse_coo:
+            torch._validate_sparse_coo_tensor_args(
+                tensor._indices(), tensor._values(), tensor.shape
+            )
+        elif layout in (torch.sparse_csr, torch.sparse_bsr):
+            torch._validate_sparse_compressed_tensor_args(
+                tensor.crow_indices(), tensor.col_indices(), tensor.values(), tensor.shape, layout
+            )
+        elif layout in (torch.sparse_csc, torch.sparse_bsc):
+            torch._validate_sparse_compressed_tensor_args(
+                tensor.ccol_indices(), tensor.row_indices(), tensor.values(), tensor.shape, layout
+            )
+        else:
+            raise ValueError(f"unsupported layout {layout}")
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        raise CheckpointError(
+            f"{name}: not a valid sparse tensor ({layout}, shape {tuple(tensor.shape)}): "
+            f"{_first_line(err)[:200]}"
+        ) from None
 
 
 def _has_tensor(obj: object) -> bool:
@@ -138,10 +239,11 @@ def _find_state_dict(obj: object, path: Path) -> tuple[Mapping[str, Any], str | 
     )
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike[str], *, progress: bool = False) -> Checkpoint:
     """Load a ``.pt``/``.pth`` or ``.safetensors`` checkpoint, the format told by its content.
 
-    Raises :class:`CheckpointError` (a ``ValueError``) with a one-line message.
+    Raises :class:`CheckpointError` (a ``ValueError``) with a one-line message;
+    ``progress`` shows a bytes bar on a terminal.
 
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "m.pt")
@@ -156,43 +258,71 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if not path.is_file():
         raise CheckpointError(f"{path}: not a file")
     if sniff_format(path) == "safetensors":
-        tensors, metadata = _load_safetensors(path)
+        tensors, metadata = _load_safetensors(path, progress)
         return Checkpoint(tensors, "safetensors", metadata=metadata)
-    obj = _load_pt(path)
+    with byte_progress(f"loading {path.name}", path.stat().st_size, progress) as advance:
+        obj = _load_pt(path)
+        advance(path.stat().st_size)
     state_dict, key = _find_state_dict(obj, path)
-    return Checkpoint(state_dict, "pt", obj if key is not None else None, key)
+    ckpt = Checkpoint(state_dict, "pt", obj if key is not None else None, key)
+    for name in ckpt.sparse_layout:
+        check_sparse(name, state_dict[name])
+    return ckpt
 
 
-@contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``.
-
-    On any exception the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Contiguous tensors with no two sharing storage (safetensors refuses shared ones)."""
-    seen: set[int] = set()
+def selectable(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+    """The names selection sees: the dense tensors, and each sparse-layout tensor as an empty
+    bool placeholder (patterns may name it; it is never selected, so it passes through)."""
     out: dict[str, torch.Tensor] = {}
-    for name, tensor in tensors.items():
-        ptr = tensor.untyped_storage().data_ptr()
-        shared = ptr in seen and tensor.numel() > 0
-        seen.add(ptr)
-        out[name] = tensor.clone() if shared else tensor.contiguous()
+    for name, value in ckpt.state_dict.items():
+        if isinstance(value, torch.Tensor):
+            dense = value.layout == torch.strided
+            out[name] = value if dense else torch.empty(0, dtype=torch.bool)
     return out
+
+
+def load_masks_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The bool masks of a ``fsparse sparsify --masks-file`` file, ``{name: mask}``.
+
+    >>> import tempfile
+    >>> from fsparse import pack_mask
+    >>> from fsparse.cli.masks_file import masks_file_object
+    >>> p = Path(tempfile.mkdtemp()) / "m.pt"
+    >>> obj, _, _ = masks_file_object(p, {"w": pack_mask(torch.tensor([True, False]))}, {"w": [2]})
+    >>> torch.save(obj, p)
+    >>> load_masks_file(p)
+    {'w': tensor([ True, False])}
+    """
+    return masks_from_checkpoint(load_checkpoint(path), Path(path))
+
+
+def stored_bytes(values: Any) -> int:
+    """Bytes of the distinct tensor storages among ``values`` (tied weights count once)."""
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    for value in values:
+        if not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+            continue
+        storage = value.untyped_storage()
+        key = (str(value.device), storage.data_ptr())
+        if storage.data_ptr() != 0 and key in seen:
+            continue
+        seen.add(key)
+        total += value.numel() * value.element_size()
+    return total
+
+
+def write_file(
+    tmp: Path, obj: Any, fmt: str, advance: Callable[[int], None], metadata: Mapping[str, str]
+) -> None:
+    """Serialize ``obj`` (a torch object, or a dict of tensors for safetensors) into ``tmp``."""
+    with open(tmp, "wb") as raw:
+        f = CountingFile(raw, advance)
+        if fmt == "pt":
+            torch.save(obj, f)  # type: ignore[arg-type]
+        else:
+            write_safetensors(obj, f, metadata, None)  # type: ignore[arg-type]
+        raw.flush()
 
 
 def save_checkpoint(
@@ -202,83 +332,59 @@ def save_checkpoint(
     *,
     like: Checkpoint | None = None,
     metadata: Mapping[str, str] | None = None,
+    extra: Mapping[Path, tuple[Any, str, Mapping[str, str]]] | None = None,
+    progress: bool = False,
 ) -> list[str]:
     """Write ``state_dict`` atomically to ``path`` as ``fmt``; return the dropped entry names.
 
-    A torch file keeps ``like``'s wrapper, with the state dict swapped in. A
-    safetensors file holds tensors only: non-tensor entries and wrapper entries
-    are dropped and named in the result. ``metadata`` goes to the safetensors
-    header (string values) and is ignored for torch files.
+    A torch file keeps ``like``'s wrapper, with the state dict swapped in, and
+    the sharing of tied tensors. A safetensors file holds dense tensors only:
+    non-tensor entries, sparse tensors and wrapper entries are dropped and named
+    in the result, and tied names are stored once (see :mod:`~fsparse.cli.tied_weights`).
+    Its header keeps ``like``'s safetensors metadata, with ``metadata`` (string
+    values) added. ``extra`` maps more output paths to ``(object, fmt, metadata)``,
+    committed together with ``path``: all are written or none.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
     path = Path(path)
+    dropped: list[str] = []
+    obj: Any = state_dict
+    header: dict[str, str] = {}
     if fmt == "pt":
-        obj: Any = state_dict
         if like is not None and like.wrapper is not None and like.wrapper_key is not None:
             obj = dict(like.wrapper)
             obj[like.wrapper_key] = state_dict
-        with atomic_write(path) as tmp:
-            torch.save(obj, tmp)
-        return []
-    from safetensors.torch import save_file
-
-    tensors = {k: v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
-    dropped = [k for k in state_dict if k not in tensors]
-    if like is not None and like.wrapper is not None:
-        dropped += [k for k in like.wrapper if k != like.wrapper_key]
-    header = {"format": "pt", **(metadata or {})}
-    with atomic_write(path) as tmp:
-        save_file(_unshared(tensors), tmp, metadata=header)
+    else:
+        dense = {
+            k: v
+            for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.layout == torch.strided
+        }
+        dropped = [k for k in state_dict if k not in dense]
+        if like is not None and like.wrapper is not None:
+            dropped += [k for k in like.wrapper if k != like.wrapper_key]
+        obj, aliases = dedupe_for_safetensors(dense)
+        header = dict(like.metadata) if like is not None and like.format == "safetensors" else {}
+        header.setdefault("format", "pt")
+        header.update(metadata or {})
+        for removed, kept in aliases.items():
+            header.setdefault(removed, kept)  # safetensors.torch.save_model's record
+    outputs = {path: (obj, fmt, header), **(extra or {})}
+    sizes = {p: stored_bytes(_values(o)) for p, (o, _, _) in outputs.items()}
+    with (
+        byte_progress(f"writing {path.name}", sum(sizes.values()), progress) as advance,
+        atomic_outputs() as tx,
+    ):
+        for out, (o, f, h) in outputs.items():
+            write_file(tx.file(out, sizes[out]), o, f, advance, h)
     return dropped
 
 
-def split_masks(
-    state_dict: Mapping[str, Any],
-) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Take the packed masks out of a state dict: ``(weights, {name: bool mask})``.
-
-    >>> mask = torch.tensor([False, True])
-    >>> sd = {"w": torch.tensor([0.0, 2.0]), "w" + MASK_SUFFIX: pack_mask(mask)}
-    >>> weights, masks = split_masks(sd)
-    >>> list(weights), masks["w"]
-    (['w'], tensor([False,  True]))
-    """
-    weights = {k: v for k, v in state_dict.items() if not k.endswith(MASK_SUFFIX)}
-    masks: dict[str, torch.Tensor] = {}
-    for key, packed in state_dict.items():
-        if not key.endswith(MASK_SUFFIX):
-            continue
-        name = key[: -len(MASK_SUFFIX)]
-        weight = weights.get(name)
-        if not isinstance(weight, torch.Tensor):
-            raise CheckpointError(f"packed mask {key!r} has no weight named {name!r} beside it")
-        masks[name] = unpack_mask(packed, weight.shape)
-    return weights, masks
-
-
-def with_masks(state_dict: Mapping[str, Any], masks: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """``state_dict`` with each mask packed under ``NAME + MASK_SUFFIX``, right after ``NAME``.
-
-    >>> list(with_masks({"w": torch.ones(3), "b": torch.ones(1)}, {"w": torch.ones(3) > 0}))
-    ['w', 'w.fsparse_mask', 'b']
-    """
-    return with_packed_masks(state_dict, {name: pack_mask(m) for name, m in masks.items()})
-
-
-def with_packed_masks(
-    state_dict: Mapping[str, Any], packed: Mapping[str, torch.Tensor]
-) -> dict[str, Any]:
-    """:func:`with_masks` for masks already packed by :func:`fsparse.pack_mask`."""
-    out: dict[str, Any] = {}
-    for name, value in state_dict.items():
-        out[name] = value
-        if name in packed:
-            key = name + MASK_SUFFIX
-            if key in state_dict:
-                raise CheckpointError(f"cannot store the mask of {name!r}: {key!r} already exists")
-            out[key] = packed[name]
-    return out
+def _values(obj: Any) -> list[Any]:
+    if isinstance(obj, Mapping):
+        return [v for value in obj.values() for v in _values(value)]
+    return [obj]
 
 
 def like_state_dict(entries: Mapping[str, Any], original: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from fsparse._src.state import add, init, sparsity, squash
 from fsparse.cli import checkpoint_io as io
 from fsparse.cli.console import human_bytes, progress_bar, stderr_console, stdout_console
 from fsparse.cli.paths import NonEmptyPath, check_output
-from fsparse.cli.selection import load_per_tensor, parse_block, select
+from fsparse.cli.selection import Selection, load_per_tensor, parse_block, select
+from fsparse.cli.tied_weights import tie_selection
 
 __all__ = ["SparsifyResult", "TensorReport", "bitmap_bytes", "command", "sparsify_checkpoint"]
 
@@ -49,6 +50,8 @@ class SparsifyResult:
     total_dense_bytes: int
     total_compressed_bytes: int
     below_2d: tuple[str, ...] = ()  # matched by a glob, left dense by the 2+ dims rule
+    sparse_layout: tuple[str, ...] = ()  # sparse COO/CSR/... tensors: passed through untouched
+    tied: tuple[tuple[str, str], ...] = ()  # (alias, name): one tensor, sparsified once
 
 
 def _dense_bytes(tensor: torch.Tensor) -> int:
@@ -106,16 +109,66 @@ def sparsify_checkpoint(
     packed_masks: bool = False,
     show_progress: bool = False,
     allow_1d: bool = False,
+    masks_file: str | os.PathLike[str] | None = None,
 ) -> SparsifyResult:
     """Sparsify ``src`` into ``dst`` (written atomically); ``src`` is only read.
 
     ``fmt`` defaults to ``"safetensors"`` for a ``.safetensors`` ``dst``, else ``"pt"``.
+    A directory ``src`` is a sharded checkpoint (see :mod:`fsparse.cli.sharded`).
+    ``masks_file`` also writes the packed masks to a file of their own.
     Bad input raises ``ValueError`` (or :class:`~fsparse.cli.checkpoint_io.CheckpointError`).
     """
     dst = Path(dst)
+
+    def choose(tensors: Mapping[str, torch.Tensor]) -> Selection:
+        return select(tensors, base, include, exclude, per_tensor, allow_1d=allow_1d)
+
+    if Path(src).is_dir():
+        from fsparse.cli.sharded import sparsify_directory
+
+        return sparsify_directory(
+            Path(src),
+            dst,
+            choose,
+            sparsify_loaded,
+            fmt=fmt,
+            packed_masks=packed_masks,
+            masks_file=masks_file,
+            show_progress=show_progress,
+        )
     fmt = fmt or ("safetensors" if dst.suffix == ".safetensors" else "pt")
-    ckpt = io.load_checkpoint(src)
-    selection = select(ckpt.tensors, base, include, exclude, per_tensor, allow_1d=allow_1d)
+    ckpt = io.load_checkpoint(src, progress=show_progress)
+    return sparsify_loaded(
+        ckpt,
+        choose(io.selectable(ckpt)),
+        dst,
+        fmt,
+        packed_masks=packed_masks,
+        show_progress=show_progress,
+        masks_file=masks_file,
+    )
+
+
+def sparsify_loaded(
+    ckpt: io.Checkpoint,
+    selection: Selection,
+    dst: Path,
+    fmt: str,
+    *,
+    packed_masks: bool = False,
+    show_progress: bool = False,
+    masks_file: str | os.PathLike[str] | None = None,
+    masks_out: dict[str, tuple[torch.Tensor, tuple[int, ...]]] | None = None,
+) -> SparsifyResult:
+    """Sparsify the loaded ``ckpt`` by ``selection`` and write ``dst`` as ``fmt``.
+
+    Tied names (shared storage) are sparsified once and must agree. The packed
+    masks go to ``masks_file`` (written with ``dst``, all or nothing), or into
+    ``masks_out`` (name -> (packed, shape)) for a caller that writes them.
+    """
+    configs, tied = tie_selection(ckpt.state_dict, selection.configs)
+    selection = dataclasses.replace(selection, configs=configs)
+    keep_masks = packed_masks or masks_file is not None or masks_out is not None
     out: dict[str, Any] = {  # old masks of re-sparsified tensors are stale: drop them
         k: v
         for k, v in ckpt.state_dict.items()
@@ -132,7 +185,7 @@ def sparsify_checkpoint(
                 out[name], mask, achieved = sparsify_tensor(tensor, config)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"{name}: {err}") from err
-            if packed_masks:
+            if keep_masks:
                 packed[name] = pack_mask(mask)
             nonzero = int(out[name].count_nonzero())  # one pass: zeros written and bitmap size
             reports[name] = TensorReport(
@@ -152,13 +205,32 @@ def sparsify_checkpoint(
     passed = [
         v
         for k, v in out.items()
-        if isinstance(v, torch.Tensor) and k not in reports and not k.endswith(io.MASK_SUFFIX)
+        if isinstance(v, torch.Tensor)
+        and v.layout == torch.strided
+        and k not in reports
+        and k not in tied.aliases
+        and not k.endswith(io.MASK_SUFFIX)
     ]
+    tied.retie(out)
     if packed_masks:
         out = io.with_packed_masks(out, packed)
     out = io.like_state_dict(out, ckpt.state_dict)
     records = {name: _config_record(cfg) for name, cfg in selection.configs.items()}
-    dropped = io.save_checkpoint(dst, out, fmt, like=ckpt, metadata=io.metadata_json(records))
+    shapes = {name: reports[name].shape for name in packed}
+    if masks_out is not None:
+        masks_out.update({name: (packed[name], shapes[name]) for name in packed})
+    extra = {}
+    if masks_file is not None:
+        extra[Path(masks_file)] = io.masks_file_object(Path(masks_file), packed, shapes)
+    dropped = io.save_checkpoint(
+        dst,
+        out,
+        fmt,
+        like=ckpt,
+        metadata=io.metadata_json(records),
+        extra=extra,
+        progress=show_progress,
+    )
     return SparsifyResult(
         rows,
         passed_through,
@@ -167,6 +239,8 @@ def sparsify_checkpoint(
         sum(r.dense_bytes for r in rows) + sum(_dense_bytes(t) for t in passed),
         sum(r.compressed_bytes for r in rows) + sum(bitmap_bytes(t) for t in passed),
         selection.below_2d,
+        ckpt.sparse_layout,
+        tuple(tied.aliases.items()),
     )
 
 
@@ -229,9 +303,31 @@ Example --per-tensor file (later entries win):
   "emb.*":    {sparsity_level: 0.9, block: 1x4, norm: L2}
   # a glob never takes a 1-D tensor (LayerNorm weights, biases): see --allow-1d
 \b
-Masks stored by --packed-masks come back with:
+Masks: prefer --masks-file MASKS.safetensors, which keeps OUT loadable by
+load_state_dict(strict=True) and from_pretrained. Read the masks back with:
+  from fsparse.cli.checkpoint_io import load_masks_file
+  masks = load_masks_file("MASKS.safetensors")   # {name: bool mask}
+Masks stored inside OUT by --packed-masks come back with:
   from fsparse.cli.checkpoint_io import load_checkpoint, split_masks
   weights, masks = split_masks(load_checkpoint(OUT).tensors)
+\b
+Tied weights (names sharing storage, e.g. BERT's word embeddings and decoder)
+are one tensor: sparsified once, so every name must get the same rules. A .pt
+OUT keeps them shared. safetensors has no aliases: as safetensors.torch.save_model
+does, a .safetensors OUT keeps one name (the first in sorted order), drops the
+others and records each as 'dropped name: kept name' in its metadata;
+from_pretrained and safetensors.torch.load_model tie them again.
+\b
+Sharded Hugging Face checkpoints: IN may be a directory holding
+model.safetensors.index.json or pytorch_model.bin.index.json; OUT is then a
+directory (written whole, then renamed into place) with every shard
+sparsified, a new index and the other files copied. A pattern must match in
+at least one shard. Shards are processed one at a time.
+\b
+Temporary files: OUT is written into one hidden file beside it,
+.OUT.fsparse-HOST-PID-XXXXXXXX.tmp (.tmpdir for a directory). SIGINT, SIGTERM
+and SIGHUP remove it and exit with 128 + the signal number; one left by SIGKILL
+is removed by the next run writing into that directory.
 """
 
 
@@ -290,7 +386,15 @@ Masks stored by --packed-masks come back with:
 @click.option(
     "--packed-masks",
     is_flag=True,
-    help=f"Also store each mask, bit-packed, as NAME{io.MASK_SUFFIX}.",
+    help=f"Also store each mask, bit-packed, in OUT as NAME{io.MASK_SUFFIX} (extra keys: "
+    "strict loading fails; prefer --masks-file).",
+)
+@click.option(
+    "--masks-file",
+    type=NonEmptyPath(),
+    metavar="MASKS.safetensors",
+    help="Write the bit-packed masks to this file of their own (.safetensors, or .pt), "
+    "together with OUT. Recommended.",
 )
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or table.")
@@ -307,6 +411,7 @@ def command(
     per_tensor: Path | None,
     fmt: str | None,
     packed_masks: bool,
+    masks_file: Path | None,
     force: bool,
     quiet: bool,
 ) -> None:
@@ -327,6 +432,14 @@ def command(
     order; later ones win.
     """
     check_output(dst, "OUT", {"IN": src}, force=force)
+    try:
+        io.check_output_format(src, dst, fmt)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    if masks_file is not None:
+        check_output(masks_file, "--masks-file", {"IN": src, "OUT": dst}, force=force)
+        if os.path.abspath(masks_file) == os.path.abspath(dst):
+            raise click.UsageError("--masks-file must differ from OUT")
     if zeros_per_block == 0:
         raise click.UsageError(
             "--zeros-per-block must be at least 1 (0 would zero nothing); leave it out to "
@@ -353,12 +466,28 @@ def command(
         packed_masks=packed_masks,
         show_progress=not quiet,
         allow_1d=allow_1d,
+        masks_file=masks_file,
     )
     if result.dropped:
         names = ", ".join(result.dropped[:5]) + (", ..." if len(result.dropped) > 5 else "")
+        kind = "non-tensor" if not set(result.dropped) & set(result.sparse_layout) else "other"
         stderr_console().print(
-            f"note: safetensors holds tensors only; left out {len(result.dropped)} "
-            f"non-tensor entries: {names}"
+            f"note: safetensors holds dense tensors only; left out {len(result.dropped)} "
+            f"{kind} entries: {names}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.sparse_layout:
+        stderr_console().print(
+            f"note: passed through {len(result.sparse_layout)} sparse-layout tensors "
+            f"untouched: {_names(result.sparse_layout)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if result.tied and not quiet:
+        pairs = [f"{alias} = {name}" for alias, name in result.tied]
+        stderr_console().print(
+            f"note: tied weights sparsified once: {_names(pairs)}", highlight=False, soft_wrap=True
         )
     if not quiet:
         _print_summary(result, dst)
