@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -70,6 +74,61 @@ def test_trained_sparse_checkpoint_is_sparse(report: tuple[Path, str]) -> None:
         assert zeros >= level - 1e-6, name  # the saved weights really hold the masks' zeros
     result = CliRunner().invoke(cli, ["inspect", str(out / "dlrm_sparse.pt")])
     assert result.exit_code == 0 and "tables.0.weight" in result.output
+
+
+def next_commands(output: str) -> list[str]:
+    """The commands the demo's ``next:`` hint prints, one per line."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("next: "))
+    commands = [lines[start].removeprefix("next: ").strip()]
+    for line in lines[start + 1 :]:
+        if not line.startswith("      ") or line.strip().startswith("(or run"):
+            break
+        commands.append(line.strip())
+    return commands
+
+
+def fresh_shell_env() -> dict[str, str]:
+    """The environment of a new shell: the venv is not activated, its bin not on PATH."""
+    venv_bin = str(Path(sys.prefix) / "bin")
+    path = [p for p in os.environ.get("PATH", "").split(os.pathsep) if p and p != venv_bin]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    return {**env, "PATH": os.pathsep.join(path or ["/usr/bin", "/bin"])}
+
+
+def test_next_hints_run_as_printed_in_a_fresh_shell(report: tuple[Path, str]) -> None:
+    out, output = report
+    commands = next_commands(output)
+    assert [c.split()[1] for c in commands] == ["inspect", "sparsify"]
+    for command in commands:
+        done = subprocess.run(
+            ["bash", "-c", command],
+            env=fresh_shell_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-2000:])
+    assert (out / "tables.safetensors").is_file()
+    activate = re.search(r"\(or run '(\. [^']+)' once", output)
+    if activate is not None:  # the alternative it offers works too
+        done = subprocess.run(
+            ["bash", "-c", f"{activate[1]} && fsparse --version"],
+            env=fresh_shell_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0 and "fsparse" in done.stdout, done.stderr
+
+
+def test_progress_lines_give_durations(report: tuple[Path, str]) -> None:
+    _, output = report
+    for phase in ("trained the dense model", "trained the sparse model", "measured the"):
+        assert re.search(rf"^{phase}.* in \d+\.\ds$", output, flags=re.M), phase
+    assert not re.search(r"^\s*\d+\.\ds ", output, flags=re.M)  # no start-time stamps
 
 
 def test_data_is_seeded_and_criteo_shaped() -> None:

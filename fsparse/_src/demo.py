@@ -13,11 +13,13 @@ to measure the compressed checkpoint size, as torch.ao's DLRM benchmark did.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import math
+import time
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -265,10 +267,19 @@ def _size_sweep(model: nn.Module, test: Batch, cfg: DemoConfig) -> list[dict[str
     return rows
 
 
+@contextlib.contextmanager
+def _timed(log: Callable[[str], None], done: str) -> Iterator[None]:
+    """Log ``done`` with the phase's duration once the phase has finished."""
+    start = time.perf_counter()
+    yield
+    log(f"{done} in {time.perf_counter() - start:.1f}s")
+
+
 def run_demo(cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print) -> DemoResult:
     """Train dense and sparse models on the synthetic data; measure sizes. See the module doc.
 
-    Runs on ``cfg.num_threads`` torch threads and restores the previous count.
+    ``log`` gets one line per phase when it ends, with its duration. Runs on
+    ``cfg.num_threads`` torch threads and restores the previous count.
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads)
@@ -278,22 +289,11 @@ def run_demo(cfg: DemoConfig = DemoConfig(), log: Callable[[str], None] = print)
         torch.set_num_threads(previous)
 
 
-def _run(cfg: DemoConfig, log: Callable[[str], None]) -> DemoResult:
-    torch.manual_seed(cfg.seed)
-    train, test = make_data(cfg)
-    dense_model = TinyDLRM(cfg.n_dense, cfg.table_sizes, cfg.dim)
-    sparse_model = TinyDLRM(cfg.n_dense, cfg.table_sizes, cfg.dim)
-    sparse_model.load_state_dict(dense_model.state_dict())
-
-    log(f"training the dense model ({cfg.epochs} epochs, {cfg.n_train} samples)")
-    _train(dense_model, train, cfg, None)
-    dense_acc = evaluate(dense_model, test)
-
-    log(
-        "training the sparse model: cubic schedule, masks recomputed every "
-        f"{1 / cfg.updates_per_epoch:g} epoch"
-    )
-    state, names = _sparse_state(sparse_model, cfg)
+def _train_sparse(
+    model: nn.Module, train: Batch, cfg: DemoConfig
+) -> tuple[SparsifierState, dict[str, str], list[dict[str, float]]]:
+    """Training-aware sparsification of ``model``: ``(final state, names, schedule history)``."""
+    state, names = _sparse_state(model, cfg)
     ramp = max((cfg.epochs - 1) * cfg.updates_per_epoch, 1)
     scheduler = Scheduler(cubic(0.0, 1.0, begin_step=0, num_updates=ramp), relative=True)
     sched_state = scheduler.init(state)
@@ -318,18 +318,34 @@ def _run(cfg: DemoConfig, log: Callable[[str], None]) -> DemoResult:
         current = state  # data * mask, recomputed from the live parameters each forward
         return lambda: {names[n]: t for n, t in sparsified(current).items()}
 
-    _train(sparse_model, train, cfg, on_update)
+    _train(model, train, cfg, on_update)
     state = step(state)
-    final = {names[n]: t for n, t in squash(state).items()}
-    sparse_model.load_state_dict(final, strict=False)
-    sparse_acc = evaluate(sparse_model, test)
+    model.load_state_dict({names[n]: t for n, t in squash(state).items()}, strict=False)
+    return state, names, history
 
-    one_shot, _ = _sparse_state(dense_model, cfg)
-    one_shot = step(one_shot)
-    one_shot_acc = evaluate(dense_model, test, {names[n]: t for n, t in squash(one_shot).items()})
 
-    log("measuring the compressed checkpoint size against sparsity level")
-    sizes = _size_sweep(dense_model, test, cfg)
+def _run(cfg: DemoConfig, log: Callable[[str], None]) -> DemoResult:
+    torch.manual_seed(cfg.seed)
+    train, test = make_data(cfg)
+    dense_model = TinyDLRM(cfg.n_dense, cfg.table_sizes, cfg.dim)
+    sparse_model = TinyDLRM(cfg.n_dense, cfg.table_sizes, cfg.dim)
+    sparse_model.load_state_dict(dense_model.state_dict())
+
+    with _timed(log, f"trained the dense model ({cfg.epochs} epochs, {cfg.n_train} samples)"):
+        _train(dense_model, train, cfg, None)
+        dense_acc = evaluate(dense_model, test)
+
+    every = f"{1 / cfg.updates_per_epoch:g}"
+    with _timed(log, f"trained the sparse model (cubic schedule, masks every {every} epoch)"):
+        state, names, history = _train_sparse(sparse_model, train, cfg)
+        sparse_acc = evaluate(sparse_model, test)
+        one_shot, _ = _sparse_state(dense_model, cfg)
+        one_shot = step(one_shot)
+        pruned = {names[n]: t for n, t in squash(one_shot).items()}
+        one_shot_acc = evaluate(dense_model, test, pruned)
+
+    with _timed(log, "measured the compressed checkpoint size against sparsity level"):
+        sizes = _size_sweep(dense_model, test, cfg)
     levels = sparsity(state)
     return DemoResult(
         config=cfg,

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shlex
+import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +17,7 @@ import torch
 from fsparse._src.demo import QUICK, DemoConfig, DemoResult, run_demo
 from fsparse.cli.console import human_bytes, stdout_console
 
-__all__ = ["PLOTS", "command", "write_plots"]
+__all__ = ["PLOTS", "command", "fsparse_command", "write_plots"]
 
 PLOTS: tuple[str, ...] = ("schedule.png", "layer_sparsity.png", "size_vs_sparsity.png")
 
@@ -200,6 +204,47 @@ def _print_results(result: DemoResult) -> None:
         )
 
 
+def _shown(path: Path) -> str:
+    """``path`` as a shell word: relative to the current directory when inside it."""
+    try:
+        path = path.absolute().relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return shlex.quote(str(path))
+
+
+def fsparse_command() -> str:
+    """How to run this installation's ``fsparse`` from the current shell, as a shell word.
+
+    ``fsparse`` when that is on ``PATH`` and is the console script beside this Python;
+    else that script's path (``.venv/bin/fsparse`` after ``make demo``); else
+    ``PYTHON -m fsparse``.
+    """
+    script = Path(sys.executable).with_name("fsparse")
+    if not script.is_file():
+        return f"{_shown(Path(sys.executable))} -m fsparse"
+    found = shutil.which("fsparse")
+    if found is not None and os.path.samefile(found, script):
+        return "fsparse"
+    return _shown(script)
+
+
+def _print_next_steps(dense_ckpt: Path, sparse_ckpt: Path, out_dir: Path) -> None:
+    """Commands to try next, runnable as printed (copy-pasted into this shell)."""
+    console = stdout_console()
+    exe = fsparse_command()
+    lines = [
+        f"next: {exe} inspect {_shown(sparse_ckpt)}",
+        f"      {exe} sparsify {_shown(dense_ckpt)} {_shown(out_dir / 'tables.safetensors')} "
+        "--include 'tables.*' --sparsity-level 0.9 --packed-masks --force",
+    ]
+    activate = Path(sys.prefix) / "bin" / "activate"
+    if exe != "fsparse" and sys.prefix != sys.base_prefix and activate.is_file():
+        lines.append(f"      (or run '. {_shown(activate)}' once, then plain 'fsparse ...')")
+    for line in lines:  # no markup, no wrapping: what is printed is what runs
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @click.command("demo", short_help="Train a small recommender sparse; write demo-report/.")
 @click.option("--quick", is_flag=True, help="A tiny run (a few seconds), for smoke tests.")
 @click.option(
@@ -230,9 +275,7 @@ def command(quick: bool, out_dir: Path, seed: int) -> None:
         f"parameters) + bottom/top MLPs; synthetic Criteo-shaped data, {cfg.n_train:,} train / "
         f"{cfg.n_test:,} test samples"
     )
-    result = run_demo(
-        cfg, log=lambda msg: console.print(f"[dim]{time.perf_counter() - start:5.1f}s[/dim] {msg}")
-    )
+    result = run_demo(cfg, log=lambda msg: console.print(msg, markup=False, highlight=False))
     _print_results(result)
     (out_dir / "summary.json").write_text(json.dumps(_summary(result), indent=2))
     dense_ckpt, sparse_ckpt = out_dir / "dlrm_dense.pt", out_dir / "dlrm_sparse.pt"
@@ -241,9 +284,5 @@ def command(quick: bool, out_dir: Path, seed: int) -> None:
     paths = write_plots(result, out_dir)
     console.print(f"report: {', '.join(str(p) for p in paths)}, {out_dir / 'summary.json'}")
     console.print(f"checkpoints: {dense_ckpt} (dense), {sparse_ckpt} (trained sparse)")
-    console.print(
-        f"next: fsparse inspect {sparse_ckpt}\n"
-        f"      fsparse sparsify {dense_ckpt} {out_dir / 'tables.safetensors'} "
-        "--include 'tables.*' --sparsity-level 0.9 --packed-masks --force"
-    )
+    _print_next_steps(dense_ckpt, sparse_ckpt, out_dir)
     console.print(f"done in {time.perf_counter() - start:.1f}s")
