@@ -13,14 +13,16 @@ from typing import Any, Protocol
 
 import torch
 
+from fsparse._src.checks import check_instance, check_tensor, short_repr
 from fsparse._src.config import MaskFn, SparsityConfig
 from fsparse._src.norm_mask import (
     CHUNKED_MIN_NUMEL,
     _as_matrix,
     _check_finite,
+    _pool_means,
     _scores,
-    block_means,
     config_norm_mask,
+    fit_config,
     keep_mask,
     pruned_block_count,
 )
@@ -49,13 +51,16 @@ def stacked_norm_mask(stack: torch.Tensor, config: SparsityConfig) -> torch.Tens
     tensor([[0, 0, 1, 1],
             [1, 1, 0, 0]], dtype=torch.int32)
     """
-    if not isinstance(stack, torch.Tensor) or not stack.is_floating_point() or stack.dim() < 1:
-        raise TypeError(f"stack must be a floating-point tensor with a batch dim, got {stack!r}")
+    check_tensor(stack, "stack")
+    check_instance(config, SparsityConfig, "config")
+    if stack.dim() < 1:
+        raise ValueError(f"stack must have a batch dim, got {short_repr(stack)}")
     if stack.numel() == 0:
         return torch.ones_like(stack, dtype=torch.bool)
     height, width = _as_matrix(torch.empty(stack.shape[1:], device="meta")).shape
+    config = fit_config(config, height, width)
     scores = _scores(stack.reshape(stack.shape[0], height, width), config.norm)
-    means = block_means(scores, config.sparse_block_shape)
+    means = _pool_means(scores, config.sparse_block_shape)
     finite = means.flatten(1).isfinite().all(1)
     if not bool(finite.all()):
         bad = int((~finite).nonzero()[0, 0])
@@ -100,7 +105,7 @@ def batched_norm_masks(
     """
     groups: dict[tuple[Any, ...], list[str]] = {}
     for name, entry in entries.items():
-        fn = mask_fn or entry.config.mask_fn or config_norm_mask
+        fn = mask_fn if mask_fn is not None else (entry.config.mask_fn or config_norm_mask)
         data = entry.data
         if fn is not config_norm_mask or not data.is_floating_point():
             continue

@@ -15,6 +15,7 @@ TypeError: data must be a floating-point tensor (float16, bfloat16, float32, flo
 from __future__ import annotations
 
 import math
+import numbers
 import reprlib
 from typing import Any
 
@@ -25,8 +26,11 @@ __all__ = [
     "check_bool",
     "check_callable",
     "check_finite",
+    "check_instance",
     "check_int",
+    "check_no_nan",
     "check_real",
+    "check_shape",
     "check_tensor",
     "short_repr",
 ]
@@ -74,8 +78,11 @@ def check_tensor(
     With ``floating`` (the default) the dtype must be one of :data:`FLOAT_DTYPES`;
     ``dtypes`` replaces that list. Raises ``TypeError`` otherwise.
     """
+    allowed = dtypes if dtypes is not None else (FLOAT_DTYPES if floating else None)
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{arg} must be a torch.Tensor, got {type(value).__name__}")
+        raise TypeError(
+            f"{arg} must be a {_accepted(allowed)}, got {type(value).__name__} {short_repr(value)}"
+        )
     if value.layout != torch.strided:
         raise TypeError(
             f"{arg} must be a dense (strided) tensor, got layout {value.layout}; "
@@ -85,12 +92,17 @@ def check_tensor(
         raise TypeError(f"{arg} must not be a quantized tensor, got dtype {value.dtype}")
     if value.is_meta:
         raise TypeError(f"{arg} must hold real values, got a tensor on the meta device")
-    allowed = dtypes if dtypes is not None else (FLOAT_DTYPES if floating else None)
     if allowed is not None and value.dtype not in allowed:
-        names = ", ".join(str(d).removeprefix("torch.") for d in allowed)
-        kind = "floating-point tensor" if allowed == FLOAT_DTYPES else "tensor"
-        raise TypeError(f"{arg} must be a {kind} ({names}), got dtype {value.dtype}")
+        raise TypeError(f"{arg} must be a {_accepted(allowed)}, got dtype {value.dtype}")
     return value
+
+
+def _accepted(dtypes: tuple[torch.dtype, ...] | None) -> str:
+    if dtypes is None:
+        return "torch.Tensor"
+    names = ", ".join(str(d).removeprefix("torch.") for d in dtypes)
+    kind = "floating-point tensor" if dtypes == FLOAT_DTYPES else "tensor"
+    return f"{kind} ({names})"
 
 
 def check_finite(value: torch.Tensor, arg: str) -> torch.Tensor:
@@ -98,6 +110,45 @@ def check_finite(value: torch.Tensor, arg: str) -> torch.Tensor:
     if not bool(torch.isfinite(value).all()):
         raise ValueError(f"{arg} contains NaN or Inf; clean it (e.g. with torch.nan_to_num) first")
     return value
+
+
+def check_no_nan(value: torch.Tensor, arg: str) -> torch.Tensor:
+    """``value`` if it holds no NaN (Inf is orderable and allowed), else ``ValueError``."""
+    if value.is_floating_point() and bool(torch.isnan(value).any()):
+        raise ValueError(f"{arg} contains NaN, which cannot be ranked; clean it first")
+    return value
+
+
+def check_instance(value: object, cls: type | tuple[type, ...], arg: str) -> Any:
+    """``value`` if it is an instance of ``cls``, else ``TypeError`` naming both."""
+    if not isinstance(value, cls):
+        classes = cls if isinstance(cls, tuple) else (cls,)
+        names = " or ".join(c.__name__ for c in classes)
+        raise TypeError(f"{arg} must be a {names}, got {type(value).__name__} {short_repr(value)}")
+    return value
+
+
+def check_shape(value: object, arg: str) -> tuple[int, ...]:
+    """``value`` as a tuple if it is a shape: a sequence (or 1-D integer tensor) of ints >= 0.
+
+    Floats (even integral ones) and bools are refused, never truncated.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 1 or value.is_floating_point() or value.is_complex() or (
+            value.dtype == torch.bool
+        ) or value.layout != torch.strided or value.is_meta:
+            raise TypeError(
+                f"{arg} must be a 1-D integer tensor or a sequence of ints, got {short_repr(value)}"
+            )
+        value = value.tolist()
+    if not isinstance(value, (tuple, list, torch.Size)):
+        raise TypeError(f"{arg} must be a sequence of ints, got {type(value).__name__} "
+                        f"{short_repr(value)}")
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+        raise TypeError(f"{arg} must hold only ints, got {short_repr(value)}")
+    if any(d < 0 for d in value):
+        raise ValueError(f"{arg} must hold non-negative ints, got {short_repr(value)}")
+    return tuple(value)
 
 
 def check_real(
@@ -110,9 +161,11 @@ def check_real(
 ) -> float:
     """``value`` as a float if it is a real number (not bool) within ``[low, high]``.
 
+    NaN is refused; so is ``+-inf`` unless ``finite=False``.
+
     Python ints too large for a float raise ``ValueError``, not ``OverflowError``.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(
             f"{arg} must be a real number, got {type(value).__name__} {short_repr(value)}"
         )
@@ -121,7 +174,8 @@ def check_real(
     except OverflowError:
         raise ValueError(f"{arg} is too large, got {short_repr(value)}") from None
     if math.isnan(number) or (finite and math.isinf(number)):
-        raise ValueError(f"{arg} must be a finite number, got {short_repr(value)}")
+        what = "a finite number," if finite else "a number, not NaN,"
+        raise ValueError(f"{arg} must be {what} got {short_repr(value)}")
     if (low is not None and number < low) or (high is not None and number > high):
         raise ValueError(f"{arg} must be in [{low}, {high}], got {short_repr(value)}")
     return number

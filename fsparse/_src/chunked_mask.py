@@ -28,7 +28,7 @@ import torch
 
 from fsparse._src.block_plan import SCORE_DTYPES, BlockPlan
 from fsparse._src.config import SparsityConfig
-from fsparse._src.norm_mask import _as_matrix, non_finite_error, pruned_block_count
+from fsparse._src.norm_mask import _as_matrix, fit_config, non_finite_error, pruned_block_count
 
 __all__ = ["DEFAULT_CHUNK_ELEMENTS", "chunked_norm_mask", "large_norm_mask", "sample_size"]
 
@@ -90,7 +90,7 @@ def _radix_threshold(plan: BlockPlan, k: int) -> tuple[torch.Tensor, int]:
 def _raise_non_finite(maxima: list[torch.Tensor], plan: BlockPlan) -> None:
     if not maxima or bool(torch.stack(maxima).isfinite().all()):
         return
-    raise non_finite_error(plan.matrix, plan.norm)
+    raise non_finite_error(plan.matrix, plan.norm, plan.dtype)
 
 
 def _select(means: torch.Tensor, threshold: torch.Tensor, ties: int, out: torch.Tensor) -> int:
@@ -195,7 +195,7 @@ def chunked_norm_mask(
         )
     if chunk_elements < 1:
         raise ValueError(f"chunk_elements must be positive, got {chunk_elements}")
-    plan = BlockPlan(matrix, config, chunk_elements)
+    plan = BlockPlan(matrix, fit_config(config, *matrix.shape), chunk_elements)
     if not 1 <= k <= plan.n_blocks:
         raise ValueError(f"k must be in [1, {plan.n_blocks}], got {k}")
     mask = torch.empty(matrix.shape, dtype=torch.bool, device=matrix.device)
@@ -235,6 +235,7 @@ def large_norm_mask(
     matrix = _as_matrix(data.detach())
     if matrix.numel() == 0:
         return torch.ones_like(data, dtype=torch.bool)
+    config = fit_config(config, *matrix.shape)
     bh, bw = config.sparse_block_shape
     n_blocks = -(-matrix.shape[0] // bh) * -(-matrix.shape[1] // bw)
     k = pruned_block_count(config.sparsity_level, n_blocks)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+
+from fsparse._src.checks import check_instance, check_real, short_repr
 
 __all__ = ["NORMS", "MaskFn", "SparsityConfig", "make_config", "validate_name"]
 
@@ -27,9 +28,11 @@ def validate_name(name: object) -> str:
     A name is a non-empty ``str`` without ``.`` (torch module attribute rules).
     """
     if not isinstance(name, str):
-        raise TypeError(f"name must be a str, got {type(name).__name__} {name!r}")
+        raise TypeError(f"name must be a str, got {type(name).__name__} {short_repr(name)}")
     if not name or "." in name:
-        raise ValueError(f"name must be non-empty and must not contain '.', got {name!r}")
+        raise ValueError(
+            f"name must be non-empty and must not contain '.', got {short_repr(name)}"
+        )
     return name
 
 
@@ -41,17 +44,14 @@ def _validate_block_shape(shape: object) -> tuple[int, int]:
     )
     if not ok:
         raise ValueError(
-            f"sparse_block_shape must be a pair of positive ints, got {shape!r}"
+            f"sparse_block_shape must be a pair of positive ints, got {short_repr(shape)}"
         )
     return (int(shape[0]), int(shape[1]))  # type: ignore[index]
 
 
 def _validate_level(level: object) -> float:
-    if isinstance(level, bool) or not isinstance(level, (int, float)):
-        raise TypeError(f"sparsity_level must be a real number, got {level!r}")
-    if math.isnan(level):
-        raise ValueError(f"sparsity_level must not be NaN, got {level!r}")
-    return float(level)
+    # +-Inf is kept (schedules may push the level there; masks clamp it to [0, 1]).
+    return check_real(level, "sparsity_level", finite=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,16 +82,21 @@ class SparsityConfig:
         size = block[0] * block[1]
         zpb = self.zeros_per_block
         if isinstance(zpb, bool) or not isinstance(zpb, int):
-            raise TypeError(f"zeros_per_block must be an int or None, got {zpb!r}")
+            raise TypeError(f"zeros_per_block must be an int or None, got {short_repr(zpb)}")
         if not 0 <= zpb <= size:
             raise ValueError(
-                f"zeros_per_block must be in [0, {size}] for sparse_block_shape "
-                f"{block}, got {zpb!r}"
+                f"zeros_per_block must be in [0, {short_repr(size)}] for sparse_block_shape "
+                f"{short_repr(block)}, got {short_repr(zpb)}"
             )
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if not isinstance(self.norm, str) or self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {short_repr(self.norm)}")
         if self.mask_fn is not None and not callable(self.mask_fn):
-            raise TypeError(f"mask_fn must be callable or None, got {self.mask_fn!r}")
+            raise TypeError(f"mask_fn must be callable or None, got {short_repr(self.mask_fn)}")
+        if not isinstance(self.extras, tuple) or not all(
+            isinstance(kv, tuple) and len(kv) == 2 and isinstance(kv[0], str) for kv in self.extras
+        ):
+            raise TypeError(f"extras must be a tuple of (str, value) pairs, got "
+                            f"{short_repr(self.extras)}")
         object.__setattr__(self, "sparse_block_shape", block)
 
     @property
@@ -127,7 +132,9 @@ def make_config(base: SparsityConfig | None = None, **overrides: Any) -> Sparsit
     >>> make_config(sparse_block_shape=(2, 2)).zeros_per_block
     4
     """
-    base = base if base is not None else SparsityConfig()
+    if base is None:
+        base = SparsityConfig()
+    check_instance(base, SparsityConfig, "base")
     fields: dict[str, Any] = {
         "sparsity_level": base.sparsity_level,
         "sparse_block_shape": base.sparse_block_shape,
@@ -154,4 +161,8 @@ def make_config(base: SparsityConfig | None = None, **overrides: Any) -> Sparsit
 
 def config_from_mapping(mapping: Mapping[str, Any]) -> SparsityConfig:
     """Build a config from a torch.ao-style flat dict."""
+    check_instance(mapping, Mapping, "config")
+    bad = [k for k in mapping if not isinstance(k, str)]
+    if bad:
+        raise TypeError(f"config keys must be str, got {short_repr(bad)}")
     return make_config(**dict(mapping))

@@ -20,11 +20,19 @@ from collections.abc import Mapping
 
 import torch
 
+from fsparse._src.checks import (
+    check_instance,
+    check_no_nan,
+    check_real,
+    check_tensor,
+    short_repr,
+)
 from fsparse._src.config import SparsityConfig
 from fsparse._src.norm_mask import (
-    block_means,
+    _as_matrix,
+    _pool_means,
+    _scores,
     config_norm_mask,
-    norm_scores,
     pruned_block_count,
 )
 
@@ -51,17 +59,22 @@ def channels_last_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tens
     >>> channels_last_mask(w, two_four).int()
     tensor([[0, 1, 1, 0, 1, 0, 0, 1]], dtype=torch.int32)
     """
+    check_tensor(data, "data")
+    check_instance(config, SparsityConfig, "config")
     view, inverse = _channels_last(data)
     return config_norm_mask(view, config).permute(inverse)
 
 
-def existing_zeros_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
-    """Keep every nonzero element; ``config`` is ignored.
+def existing_zeros_mask(data: torch.Tensor, config: SparsityConfig | None) -> torch.Tensor:
+    """Keep every nonzero element; ``config`` is ignored. NaN data raises ``ValueError``.
 
     >>> existing_zeros_mask(torch.tensor([0.0, 2.0, -0.0]), None).tolist()
     [False, True, False]
     """
-    return data != 0
+    check_tensor(data, "data")
+    if config is not None:
+        check_instance(config, SparsityConfig, "config")
+    return check_no_nan(data, "data") != 0
 
 
 def block_scores(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
@@ -71,8 +84,15 @@ def block_scores(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
     >>> block_scores(torch.tensor([[1.0, -3.0, 2.0, 2.0]]), make_config(sparse_block_shape=(1, 2)))
     tensor([2., 2.])
     """
+    check_tensor(data, "data")
+    check_instance(config, SparsityConfig, "config")
+    return _block_scores(data, config)
+
+
+def _block_scores(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
     view, _ = _channels_last(data.detach())
-    return block_means(norm_scores(view, config.norm), config.sparse_block_shape).reshape(-1)
+    scores = _scores(_as_matrix(view), config.norm)
+    return _pool_means(scores, config.sparse_block_shape).reshape(-1)
 
 
 def global_levels(
@@ -87,6 +107,8 @@ def global_levels(
     ``kthvalue`` (ties go to earlier tensors, then lower indices). Tensor ``i``
     gets ``k_i / n_i``, so the norm mask with that level selects exactly its
     ``k_i`` lowest blocks. Memory: all block means, concatenated into one tensor.
+    Data that is NaN/Inf (or overflows its block means) raises ``ValueError`` at
+    every ``level``.
 
     >>> from fsparse import make_config
     >>> cfg = make_config(sparse_block_shape=(1, 1))
@@ -95,24 +117,35 @@ def global_levels(
     >>> levels
     {'a': 0.5, 'b': 0.5}
     """
+    check_instance(data, Mapping, "data")
+    check_instance(configs, Mapping, "configs")
+    level = check_real(level, "level", finite=False)
     if not data:
         return {}
-    if set(data) != set(configs):
+    if data.keys() != configs.keys():
         raise ValueError(
-            f"data and configs must have the same names, got {sorted(data)} and {sorted(configs)}"
+            f"data and configs must have the same names, got {short_repr(list(data))} and "
+            f"{short_repr(list(configs))}"
         )
-    scores = [block_scores(tensor, configs[name]) for name, tensor in data.items()]
+    for name, tensor in data.items():
+        check_tensor(tensor, f"data[{short_repr(name)}]")
+        check_instance(configs[name], SparsityConfig, f"configs[{short_repr(name)}]")
+    scores = [_block_scores(tensor, configs[name]) for name, tensor in data.items()]
+    for name, part in zip(data, scores):
+        if not bool(torch.isfinite(part).all()):
+            raise ValueError(
+                f"data[{short_repr(name)}] contains NaN or Inf (or its block means overflow); "
+                "cannot rank it for global pruning"
+            )
     sizes = [s.numel() for s in scores]
     total = sum(sizes)
-    k = pruned_block_count(float(level), total)
+    k = pruned_block_count(level, total)
     if k == 0 or total == 0:
         return dict.fromkeys(data, 0.0)
     if k >= total:
         return dict.fromkeys(data, 1.0)
     flat = torch.cat(scores)  # promotes to a common dtype
     del scores
-    if not bool(torch.isfinite(flat).all()):
-        raise ValueError("data contains NaN or Inf; cannot rank it for global pruning")
     threshold = flat.kthvalue(k).values
     parts = flat.split(sizes)
     below = [int((part < threshold).sum()) for part in parts]

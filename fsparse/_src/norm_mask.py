@@ -17,6 +17,9 @@ Semantics (torch.ao's, made exact):
 5. Inside each selected block the ``min(zeros_per_block, valid)`` smallest
    scores are zeroed (ties by position); every other element is kept.
 
+A block larger than the matrix is first cut down to the matrix's extent (and
+``zeros_per_block`` to the cut block's size), which gives the same mask, so
+work and memory are bounded by the data's size whatever the block shape.
 No function here sorts the whole tensor or repeats it per block element. This
 module holds the reference path: the threshold is found with ``kthvalue`` on the
 block means; it is vmap- and compile-friendly, and the NaN/Inf check runs only
@@ -27,12 +30,20 @@ temporaries, a sampled threshold refined exactly).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
-from fsparse._src.config import SparsityConfig, make_config
+from fsparse._src.checks import (
+    check_instance,
+    check_int,
+    check_no_nan,
+    check_tensor,
+    short_repr,
+)
+from fsparse._src.config import NORMS, SparsityConfig, _validate_block_shape, make_config
 
 __all__ = ["block_means", "config_norm_mask", "norm_mask", "norm_scores", "select_k_smallest"]
 
@@ -50,11 +61,13 @@ def _as_matrix(data: torch.Tensor) -> torch.Tensor:
 def _scores(matrix: torch.Tensor, norm: str) -> torch.Tensor:
     if matrix.dtype in (torch.float16, torch.bfloat16):
         matrix = matrix.float()
+    if not isinstance(norm, str):
+        raise ValueError(f"norm must be one of {NORMS}, got {short_repr(norm)}")
     if norm == "L1":
         return matrix.abs()
     if norm == "L2":
         return matrix * matrix
-    raise ValueError(f"norm must be one of ('L1', 'L2'), got {norm!r}")
+    raise ValueError(f"norm must be one of {NORMS}, got {short_repr(norm)}")
 
 
 def norm_scores(data: torch.Tensor, norm: str) -> torch.Tensor:
@@ -63,7 +76,40 @@ def norm_scores(data: torch.Tensor, norm: str) -> torch.Tensor:
     >>> norm_scores(torch.tensor([-2.0, 1.0]), "L2")
     tensor([[4., 1.]])
     """
+    check_tensor(data, "data")
     return _scores(_as_matrix(data), norm)
+
+
+def fit_block(block: tuple[int, int], height: int, width: int) -> tuple[int, int]:
+    """``block`` cut down to an ``(height, width)`` matrix: the same tiling from index 0.
+
+    >>> fit_block((10**5, 10**5), 8, 16), fit_block((1, 4), 8, 16)
+    ((8, 16), (1, 4))
+    """
+    return (min(block[0], max(height, 1)), min(block[1], max(width, 1)))
+
+
+def fit_config(config: SparsityConfig, height: int, width: int) -> SparsityConfig:
+    """``config`` with its block fitted to an ``(height, width)`` matrix: the same mask.
+
+    A block row or column past the matrix holds no element, so the cut block has
+    the same valid elements and means; ``min(zeros_per_block, valid)`` is kept by
+    cutting ``zeros_per_block`` to the cut block's size.
+    """
+    block = fit_block(config.sparse_block_shape, height, width)
+    if block == config.sparse_block_shape:
+        return config
+    zeros = min(config.zeros_per_block, block[0] * block[1])
+    return dataclasses.replace(config, sparse_block_shape=block, zeros_per_block=zeros)
+
+
+def _pool_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    lead, (height, width) = scores.shape[:-2], scores.shape[-2:]
+    block = fit_block(block, height, width)
+    pooled = F.avg_pool2d(
+        scores.reshape(-1, height, width), kernel_size=block, stride=block, ceil_mode=True
+    )
+    return pooled.reshape(*lead, *pooled.shape[-2:])
 
 
 def block_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
@@ -74,22 +120,31 @@ def block_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     >>> block_means(torch.arange(6.0).reshape(1, 6), (1, 4))
     tensor([[1.5000, 4.5000]])
     """
-    lead, (height, width) = scores.shape[:-2], scores.shape[-2:]
-    pooled = F.avg_pool2d(
-        scores.reshape(-1, height, width), kernel_size=block, stride=block, ceil_mode=True
-    )
-    return pooled.reshape(*lead, *pooled.shape[-2:])
+    check_tensor(scores, "scores")
+    if scores.dim() < 2:
+        raise ValueError(f"scores must have at least 2 dims (..., H, W), got {short_repr(scores)}")
+    return _pool_means(scores, _validate_block_shape(block))
 
 
 def select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask over 1-D ``values`` marking the ``k`` smallest; ties go to lower indices.
 
     Uses ``kthvalue`` (selection, not sorting); the tie rule matches a stable sort.
-    Leading dims are batch dims (each row selects its own ``k``).
+    Leading dims are batch dims (each row selects its own ``k``). ``values``
+    must not hold NaN (``ValueError``); ``k`` outside ``[0, n]`` is clamped.
 
     >>> select_k_smallest(torch.tensor([3.0, 1.0, 1.0, 2.0]), 1)
     tensor([False,  True, False, False])
     """
+    check_tensor(values, "values")
+    if values.dim() < 1:
+        raise ValueError(f"values must have at least 1 dim, got {short_repr(values)}")
+    check_int(k, "k")
+    check_no_nan(values, "values")
+    return _select_k_smallest(values, k)
+
+
+def _select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     n = values.shape[-1]
     if k <= 0:
         return torch.zeros_like(values, dtype=torch.bool)
@@ -135,7 +190,7 @@ def keep_mask(
     leading index is one independent matrix.
     """
     block, zeros = config.sparse_block_shape, config.zeros_per_block
-    selected = select_k_smallest(means.flatten(-2), k).view(means.shape)
+    selected = _select_k_smallest(means.flatten(-2), k).view(means.shape)
     if zeros == config.block_size:
         per_block = selected[..., None].expand(*selected.shape, config.block_size)
     else:
@@ -147,20 +202,33 @@ def _under_transform(data: torch.Tensor) -> bool:
     return torch._C._functorch.is_functorch_wrapped_tensor(data) or torch.compiler.is_compiling()
 
 
-def non_finite_error(data: torch.Tensor, norm: str) -> ValueError:
-    """The error for block means that are not finite: NaN/Inf data, or an L2 overflow."""
+def non_finite_error(data: torch.Tensor, norm: str, score_dtype: torch.dtype) -> ValueError:
+    """The error for block means that are not finite: NaN/Inf data, or finite data overflowing."""
     if not bool(torch.isfinite(data).all()):
         return ValueError(
             "data contains NaN or Inf; fsparse refuses to rank non-finite values "
             "(clean the tensor, e.g. with torch.nan_to_num, before sparsifying)"
         )
-    return ValueError(f"norm {norm!r} overflows for this data; use norm='L1' or rescale it")
+    fixes = ["rescale the data"]
+    if norm == "L2":
+        fixes.append("use norm='L1'")
+    if score_dtype != torch.float64:
+        fixes.append("pass float64 data")
+    return ValueError(
+        f"norm {norm!r} overflows {str(score_dtype).removeprefix('torch.')} in the block "
+        f"means of this finite data; {' or '.join(fixes)}"
+    )
+
+
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype scores are computed in: float32 for 16-bit data, else the data's."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _check_finite(means: torch.Tensor, data: torch.Tensor, norm: str) -> None:
     if _under_transform(data) or bool(torch.isfinite(means).all()):
         return
-    raise non_finite_error(data, norm)
+    raise non_finite_error(data, norm, means.dtype)
 
 
 def pruned_block_count(sparsity_level: float, n_blocks: int) -> int:
@@ -181,8 +249,11 @@ def config_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor
 
     Large tensors outside ``torch.func`` transforms and ``torch.compile`` take the
     chunked path; everything else the vectorised reference path. Both give the
-    same mask.
+    same mask. ``data`` must be a dense floating-point tensor on a real device
+    (``TypeError`` otherwise).
     """
+    check_tensor(data, "data")
+    check_instance(config, SparsityConfig, "config")
     if (
         data.numel() >= CHUNKED_MIN_NUMEL
         and data.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -198,8 +269,9 @@ def reference_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Ten
     """The whole-tensor path of :func:`config_norm_mask`; safe under vmap and compile."""
     if data.numel() == 0:
         return torch.ones_like(data, dtype=torch.bool)
-    scores = norm_scores(data, config.norm)
-    means = block_means(scores, config.sparse_block_shape)
+    scores = _scores(_as_matrix(data), config.norm)
+    config = fit_config(config, scores.shape[0], scores.shape[1])
+    means = _pool_means(scores, config.sparse_block_shape)
     _check_finite(means, data, config.norm)
     k = pruned_block_count(config.sparsity_level, means.numel())
     if k == 0 or config.zeros_per_block == 0:
@@ -224,10 +296,7 @@ def norm_mask(
     tensor([[0, 0, 0, 0],
             [1, 1, 1, 1]], dtype=torch.int32)
     """
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(f"data must be a torch.Tensor, got {type(data).__name__}")
-    if not data.is_floating_point():
-        raise TypeError(f"data must be a floating-point tensor, got dtype {data.dtype}")
+    check_tensor(data, "data")
     config = make_config(
         sparsity_level=sparsity_level,
         sparse_block_shape=sparse_block_shape,

@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from fsparse._src.state import SparsifierState, add
+from fsparse._src.checks import check_instance, check_shape, check_tensor, short_repr
+from fsparse._src.state import Entry, SparsifierState, _check_mask_fits
 
 __all__ = ["load_masks", "masks_state_dict", "pack_mask", "unpack_mask"]
 
@@ -35,8 +36,7 @@ def pack_mask(mask: torch.Tensor) -> torch.Tensor:
     >>> pack_mask(torch.tensor([True, False, True]))
     tensor([5], dtype=torch.uint8)
     """
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
-        raise TypeError(f"mask must be a bool tensor, got {getattr(mask, 'dtype', type(mask))}")
+    check_tensor(mask, "mask", dtypes=(torch.bool,))
     flat = mask.detach().reshape(-1)
     if _use_numpy(flat):
         return torch.from_numpy(_np.packbits(flat.numpy(), bitorder="little"))
@@ -56,15 +56,15 @@ def unpack_mask(packed: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> to
     >>> unpack_mask(torch.tensor([5], dtype=torch.uint8), (3,))
     tensor([ True, False,  True])
     """
-    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 1:
-        raise TypeError("packed must be a 1-D uint8 tensor from pack_mask")
-    if any(not isinstance(d, int) or d < 0 for d in shape):
-        raise ValueError(f"shape must be non-negative ints, got {tuple(shape)}")
+    check_tensor(packed, "packed", dtypes=(torch.uint8,))
+    if packed.dim() != 1:
+        raise TypeError(f"packed must be a 1-D uint8 tensor from pack_mask, got {packed.dim()}-D")
+    shape = check_shape(shape, "shape")
     numel = math.prod(shape)
-    if packed.numel() != math.ceil(numel / 8):
+    needed = -(-numel // 8)
+    if packed.numel() != needed:
         raise ValueError(
-            f"packed has {packed.numel()} bytes but shape {tuple(shape)} "
-            f"needs {math.ceil(numel / 8)}"
+            f"packed has {packed.numel()} bytes but shape {short_repr(shape)} needs {needed}"
         )
     if _use_numpy(packed):
         unpacked = _np.unpackbits(packed.numpy(), count=numel, bitorder="little")
@@ -85,6 +85,7 @@ def masks_state_dict(state: SparsifierState) -> dict[str, dict[str, torch.Tensor
     >>> bool(load_masks(state, packed)["w"].mask.equal(state["w"].mask))
     True
     """
+    check_instance(state, SparsifierState, "state")
     return {
         name: {
             "bits": pack_mask(entry.mask),
@@ -100,18 +101,26 @@ def load_masks(
     """``state`` with the masks of the named entries replaced by the packed ones.
 
     Raises ``KeyError`` for a name the state lacks, ``ValueError`` for a mask
-    whose shape differs from its entry's data. ``state`` is left unchanged.
+    whose shape differs from its entry's data, ``TypeError`` for a shape that is
+    not integers (a float shape is refused, not truncated). ``state`` is left
+    unchanged. Linear in the entries.
     """
-    new = state
+    check_instance(state, SparsifierState, "state")
+    check_instance(packed, Mapping, "packed")
+    entries = dict(state.entries.items())
     for name, item in packed.items():
         entry = state[name]
+        what = f"packed[{short_repr(name)}]"
         if not isinstance(item, Mapping) or set(item) != {"bits", "shape"}:
-            raise ValueError(f"packed[{name!r}] must be a mapping with keys 'bits' and 'shape'")
-        shape = tuple(int(d) for d in item["shape"].tolist())
+            raise ValueError(f"{what} must be a mapping with keys 'bits' and 'shape'")
+        shape = check_shape(item["shape"], f"{what}['shape']")
         if shape != tuple(entry.data.shape):
             raise ValueError(
-                f"packed mask for {name!r} has shape {shape} but the data has shape "
-                f"{tuple(entry.data.shape)}"
+                f"packed mask for {short_repr(name)} has shape {short_repr(shape)} but the data "
+                f"has shape {tuple(entry.data.shape)}"
             )
-        new = add(new, name, entry.data, mask=unpack_mask(item["bits"], shape))
-    return new
+        mask = unpack_mask(check_tensor(item["bits"], f"{what}['bits']", dtypes=(torch.uint8,)),
+                           shape).to(entry.data.device)
+        _check_mask_fits(mask, entry.data, f"{what} mask")
+        entries[name] = Entry._trusted(entry.data, mask, entry.config)
+    return SparsifierState._own(entries, state.defaults)

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from fsparse._src.config import make_config
+from fsparse._src.checks import (
+    check_bool,
+    check_callable,
+    check_instance,
+    check_int,
+    check_real,
+    short_repr,
+)
+from fsparse._src.config import SparsityConfig, make_config
 from fsparse._src.schedules import Schedule
 from fsparse._src.state import Entry, SparsifierState
 
 __all__ = ["Scheduler", "SchedulerState", "schedule"]
+
+# Config fields a schedule may not drive: "extras" is the user-key store itself.
+_FIELDS = frozenset(f.name for f in dataclasses.fields(SparsityConfig)) - {"extras"}
 
 
 class SchedulerState(NamedTuple):
@@ -21,11 +36,19 @@ class SchedulerState(NamedTuple):
     base_values: dict[str, Any]
 
 
-class Scheduler(NamedTuple):
+class _SchedulerFields(NamedTuple):
+    schedule: Schedule
+    param: str = "sparsity_level"
+    relative: bool = False
+
+
+class Scheduler(_SchedulerFields):
     """A schedule applied to the config key ``param`` of every entry.
 
     With ``relative=True`` the value is ``base_value * schedule(t)`` (torch.ao's
-    multiplicative style); otherwise it is ``schedule(t)``.
+    multiplicative style); otherwise it is ``schedule(t)``. ``schedule`` must be
+    callable and ``param`` a config field (not ``extras``) or a user key: not
+    another attribute of :class:`fsparse.SparsityConfig` such as ``block_size``.
 
     >>> from fsparse._src.schedules import step_sl
     >>> from fsparse._src.state import init
@@ -39,12 +62,24 @@ class Scheduler(NamedTuple):
     0.4
     """
 
-    schedule: Schedule
-    param: str = "sparsity_level"
-    relative: bool = False
+    __slots__ = ()
+
+    def __new__(
+        cls, schedule: Schedule, param: str = "sparsity_level", relative: bool = False
+    ) -> Scheduler:
+        check_callable(schedule, "schedule")
+        check_instance(param, str, "param")
+        if param not in _FIELDS and (hasattr(SparsityConfig, param) or not param):
+            raise ValueError(
+                f"param must be a config field ({', '.join(sorted(_FIELDS))}) or a user key, "
+                f"got {short_repr(param)}"
+            )
+        check_bool(relative, "relative")
+        return super().__new__(cls, schedule, param, relative)
 
     def init(self, sparsifier_state: SparsifierState) -> SchedulerState:
         """Record each entry's current value of ``param`` as its base value."""
+        check_instance(sparsifier_state, SparsifierState, "sparsifier_state")
         bases = {
             name: _param_value(e, self.param, name) for name, e in sparsifier_state.entries.items()
         }
@@ -53,12 +88,25 @@ class Scheduler(NamedTuple):
 
 def _param_value(entry: Entry, param: str, name: str) -> Any:
     config = entry.config
-    if hasattr(config, param) and param != "extras":
+    if param in _FIELDS:
         return getattr(config, param)
     missing = object()
     value = config.extra(param, missing)
     if value is missing:
-        raise KeyError(f"entry {name!r} has no config key {param!r} to schedule")
+        raise KeyError(f"entry {name!r} has no config key {short_repr(param)} to schedule")
+    return value
+
+
+def _scheduled(base: Any, factor: Any, name: str, param: str) -> Any:
+    """``base * factor``, refusing a base that is no number and a NaN product."""
+    check_real(base, f"base value of {param!r} for {name!r}", finite=False)
+    if base == 0 and not math.isfinite(factor):
+        return 0.0  # 0 times an overflowed factor stays 0, as repeated multiplication does
+    value = base * factor
+    if math.isnan(value):
+        raise ValueError(
+            f"{param!r} for {name!r} would be NaN ({short_repr(base)} * {short_repr(factor)})"
+        )
     return value
 
 
@@ -69,15 +117,26 @@ def schedule(
 
     Entries added after ``scheduler.init`` take their current value as base.
     Masks are untouched: call :func:`fsparse.step` to apply the new configs.
+    A schedule value that is no real number, or NaN, raises and changes nothing.
     """
-    epoch = scheduler_state.last_epoch + 1
+    check_instance(scheduler, Scheduler, "scheduler")
+    check_instance(scheduler_state, SchedulerState, "scheduler_state")
+    check_instance(sparsifier_state, SparsifierState, "sparsifier_state")
+    epoch = check_int(scheduler_state.last_epoch, "scheduler_state.last_epoch", low=-1) + 1
+    check_instance(scheduler_state.base_values, Mapping, "scheduler_state.base_values")
     factor = scheduler.schedule(epoch)
+    what = f"schedule({epoch}) for {scheduler.param!r}"
+    if scheduler.relative or (isinstance(factor, numbers.Real) and not isinstance(factor, bool)):
+        check_real(factor, what, finite=False)  # a number, not NaN; make_config checks the rest
     bases = dict(scheduler_state.base_values)
     entries = {}
     for name, entry in sparsifier_state.entries.items():
         if name not in bases:
             bases[name] = _param_value(entry, scheduler.param, name)
-        value = bases[name] * factor if scheduler.relative else factor
+        if scheduler.relative:
+            value = _scheduled(bases[name], factor, name, scheduler.param)
+        else:
+            value = factor
         config = make_config(entry.config, **{scheduler.param: value})
-        entries[name] = Entry(entry.data, entry.mask, config)
-    return SchedulerState(epoch, bases), SparsifierState(entries, sparsifier_state.defaults)
+        entries[name] = Entry._trusted(entry.data, entry.mask, config)
+    return SchedulerState(epoch, bases), SparsifierState._own(entries, sparsifier_state.defaults)

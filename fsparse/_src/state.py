@@ -7,22 +7,33 @@ here returns a new state and never mutates its inputs or their tensors.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any
 
 import optree
 import optree.dataclasses
+import optree.registry
 import torch
 import torch.utils._pytree as torch_pytree
 from torch import nn
 
 from fsparse._src.batching import batched_norm_masks
+from fsparse._src.checks import (
+    FLOAT_DTYPES,
+    check_bool,
+    check_callable,
+    check_instance,
+    check_tensor,
+    short_repr,
+)
 from fsparse._src.config import MaskFn, SparsityConfig, make_config, validate_name
 from fsparse._src.norm_mask import config_norm_mask
 
 __all__ = [
     "EMBEDDING_TYPES",
     "SUPPORTED_TYPES",
+    "Entries",
     "Entry",
     "SparsifierState",
     "add",
@@ -40,30 +51,138 @@ SUPPORTED_TYPES: frozenset[type] = frozenset({torch.Tensor, nn.Parameter, *EMBED
 
 Data = torch.Tensor | nn.Embedding | nn.EmbeddingBag
 
+# Dtypes a given mask may have (converted with ``!= 0``); complex is refused.
+_MASK_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+                *FLOAT_DTYPES)
+
+
+def _checkable(*leaves: object) -> bool:
+    """Whether the leaves are real tensors to validate (not wrapped by a transform)."""
+    return (
+        all(type(x) in (torch.Tensor, nn.Parameter) for x in leaves)
+        and not any(
+            torch._C._functorch.is_functorch_wrapped_tensor(x)  # type: ignore[arg-type]
+            for x in leaves
+        )
+        and not torch.compiler.is_compiling()
+    )
+
 
 # optree's dataclass wraps the stdlib one; mypy only knows the stdlib signature.
 @optree.dataclasses.dataclass(namespace="", frozen=True)  # type: ignore[call-overload]
 class Entry:
-    """One named tensor: its data (by reference), bool mask, and static config."""
+    """One named tensor: its data (by reference), bool mask, and static config.
+
+    When both leaves are real tensors (not inside a ``torch.func`` transform or
+    ``torch.compile``), the data must be a dense floating-point tensor on a real
+    device and the mask a bool tensor of its shape and device.
+    """
 
     data: torch.Tensor
     mask: torch.Tensor
     config: SparsityConfig = optree.dataclasses.field(pytree_node=False)  # type: ignore[call-overload]
+
+    def __post_init__(self) -> None:
+        check_instance(self.config, SparsityConfig, "Entry.config")
+        if not _checkable(self.data, self.mask):
+            return
+        check_tensor(self.data, "Entry.data")
+        check_tensor(self.mask, "Entry.mask", dtypes=(torch.bool,))
+        _check_mask_fits(self.mask, self.data, "Entry.mask")
+
+    @classmethod
+    def _trusted(cls, data: torch.Tensor, mask: torch.Tensor, config: SparsityConfig) -> Entry:
+        """An entry from parts already checked (the hot paths build many)."""
+        entry = object.__new__(cls)
+        object.__setattr__(entry, "data", data)
+        object.__setattr__(entry, "mask", mask)
+        object.__setattr__(entry, "config", config)
+        return entry
+
+
+class Entries(Mapping[str, Entry]):
+    """A read-only name -> :class:`Entry` mapping, in insertion order.
+
+    Built from any mapping (copied, names and values checked); a pytree node.
+    """
+
+    __slots__ = ("_items",)
+    _items: dict[str, Entry]
+
+    def __init__(self, entries: Mapping[str, Entry] | None = None) -> None:
+        items = {} if entries is None else check_instance(entries, Mapping, "entries")
+        copied: dict[str, Entry] = {}
+        for name, entry in items.items():
+            validate_name(name)
+            copied[name] = check_instance(entry, Entry, f"entries[{short_repr(name)}]")
+        object.__setattr__(self, "_items", copied)
+
+    @classmethod
+    def _own(cls, items: dict[str, Entry]) -> Entries:
+        """Wrap ``items`` (checked, and held by nobody else) without a copy."""
+        out = object.__new__(cls)
+        object.__setattr__(out, "_items", items)
+        return out
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError("Entries is read-only")
+
+    def __getitem__(self, name: str) -> Entry:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._items.get(name, default)
+
+    def keys(self) -> KeysView[str]:
+        return self._items.keys()
+
+    def values(self) -> ValuesView[Entry]:
+        return self._items.values()
+
+    def items(self) -> ItemsView[str, Entry]:
+        return self._items.items()
+
+    def __repr__(self) -> str:
+        return f"Entries({self._items!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Entries, (dict(self._items),))
 
 
 @optree.dataclasses.dataclass(namespace="", frozen=True)  # type: ignore[call-overload]
 class SparsifierState:
     """Named entries plus the default config that new entries start from.
 
+    ``entries`` is a read-only :class:`Entries` mapping; a plain mapping given
+    here is copied into one (its names and values checked).
+
     >>> state = init({"w": torch.ones(2, 4)}, sparsity_level=0.5)
     >>> state["w"].mask.dtype, state.names
     (torch.bool, ('w',))
     """
 
-    entries: dict[str, Entry]
+    entries: Mapping[str, Entry]
     defaults: SparsityConfig = optree.dataclasses.field(  # type: ignore[call-overload]
         default=SparsityConfig(), pytree_node=False
     )
+
+    def __post_init__(self) -> None:
+        if type(self.entries) is not Entries:
+            object.__setattr__(self, "entries", Entries(self.entries))
+        check_instance(self.defaults, SparsityConfig, "defaults")
+
+    @classmethod
+    def _own(cls, items: dict[str, Entry], defaults: SparsityConfig) -> SparsifierState:
+        return cls(Entries._own(items), defaults)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -73,11 +192,17 @@ class SparsifierState:
     def __getitem__(self, name: str) -> Entry:
         try:
             return self.entries[name]
-        except KeyError:
-            raise KeyError(f"no data named {name!r}; known names: {list(self.entries)}") from None
+        except (KeyError, TypeError):
+            known = short_repr(tuple(itertools.islice(self.entries, 8)))
+            raise KeyError(
+                f"no data named {short_repr(name)}; {len(self)} known names: {known}"
+            ) from None
 
     def __contains__(self, name: object) -> bool:
-        return name in self.entries
+        try:
+            return name in self.entries
+        except TypeError:  # an unhashable name
+            return False
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -93,6 +218,26 @@ def _state_unflatten(children: Iterable[Any], defaults: SparsityConfig) -> Spars
     return SparsifierState(entries, defaults)
 
 
+def _entries_unflatten(names: tuple[str, ...], values: Iterable[Any]) -> Entries:
+    return Entries._own(dict(zip(names, values, strict=True)))
+
+
+optree.register_pytree_node(
+    Entries,
+    lambda m: (tuple(m.values()), tuple(m), tuple(m)),  # type: ignore[attr-defined]
+    _entries_unflatten,  # type: ignore[arg-type]
+    namespace=optree.registry.__GLOBAL_NAMESPACE,  # type: ignore[attr-defined]
+)
+torch_pytree.register_pytree_node(
+    Entries,
+    lambda m: (list(m.values()), tuple(m)),
+    lambda values, names: _entries_unflatten(names, values),
+    serialized_type_name="fsparse.Entries",
+    flatten_with_keys_fn=lambda m: (
+        [(torch_pytree.MappingKey(k), v) for k, v in m.items()],
+        tuple(m),
+    ),
+)
 torch_pytree.register_pytree_node(
     Entry,
     lambda e: ([e.data, e.mask], e.config),
@@ -120,14 +265,79 @@ def extract_weight(data: object) -> torch.Tensor:
     raise TypeError(f"data must be one of {names}, got {type(data).__name__}")
 
 
-def _check_mask(mask: object, data: torch.Tensor, what: str) -> torch.Tensor:
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor, got {type(mask).__name__}")
+def _check_mask_fits(mask: torch.Tensor, data: torch.Tensor, what: str) -> None:
     if mask.shape != data.shape:
         raise ValueError(
             f"{what} has shape {tuple(mask.shape)} but the data has shape {tuple(data.shape)}"
         )
+    if mask.device != data.device:
+        raise ValueError(f"{what} is on {mask.device} but the data is on {data.device}")
+
+
+def _check_mask(value: object, data: torch.Tensor, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(value).__name__}")
+    mask = check_tensor(value, what, dtypes=_MASK_DTYPES) if _checkable(data) else value
+    _check_mask_fits(mask, data, what)
     return mask if mask.dtype == torch.bool else mask != 0
+
+
+def _check_state(state: object) -> SparsifierState:
+    return check_instance(state, SparsifierState, "state")  # type: ignore[no-any-return]
+
+
+def _weight(data: object, what: str) -> torch.Tensor:
+    try:
+        weight = extract_weight(data)
+    except TypeError as err:
+        raise TypeError(f"{what}: {err}") from None
+    return check_tensor(weight, what)
+
+
+def _new_entry(
+    old: Entry | None,
+    defaults: SparsityConfig,
+    name: str,
+    data: Data,
+    reuse_mask: bool,
+    mask: torch.Tensor | None,
+    config: dict[str, Any],
+) -> Entry:
+    """The entry that :func:`add` stores under ``name`` (``old``: the one it replaces)."""
+    validate_name(name)
+    weight = _weight(data, f"data for {name!r}")
+    check_bool(reuse_mask, "reuse_mask")
+    new_config = make_config(old.config if old is not None else defaults, **config)
+    if mask is not None:
+        new_mask = _check_mask(mask, weight, "mask")
+    elif old is not None and reuse_mask:
+        if old.data.shape != weight.shape:
+            raise ValueError(
+                f"reuse_mask=True needs the new data for {name!r} to have the old shape "
+                f"{tuple(old.data.shape)}, got {tuple(weight.shape)}"
+            )
+        new_mask = old.mask
+    else:
+        new_mask = torch.ones_like(weight, dtype=torch.bool)
+    return Entry._trusted(weight, new_mask, new_config)
+
+
+def _pairs(data: object) -> Iterable[tuple[Any, Any]]:
+    if isinstance(data, Mapping):
+        return data.items()
+    if isinstance(data, (str, bytes, torch.Tensor)) or not isinstance(data, Iterable):
+        raise TypeError(
+            "data must be a mapping or an iterable of (name, tensor) pairs, got "
+            f"{type(data).__name__} {short_repr(data)}"
+        )
+
+    def checked() -> Iterator[tuple[Any, Any]]:
+        for i, item in enumerate(data):  # type: ignore[attr-defined]
+            if not isinstance(item, tuple) or len(item) != 2:
+                raise TypeError(f"data[{i}] must be a (name, tensor) pair, got {short_repr(item)}")
+            yield item
+
+    return checked()
 
 
 def init(
@@ -140,16 +350,18 @@ def init(
 
     ``config`` keys (``sparsity_level``, ``sparse_block_shape``, ``zeros_per_block``,
     ``norm``, ``mask_fn`` or any user key) override ``defaults`` for every entry.
+    A name given twice is replaced as :func:`add` would. Linear in the entries.
 
     >>> init([("a", torch.zeros(3))], sparsity_level=0.2)["a"].config.sparsity_level
     0.2
     """
+    if defaults is not None:
+        check_instance(defaults, SparsityConfig, "defaults")
     base = make_config(defaults, **config)
-    state = SparsifierState({}, base)
-    items = data.items() if isinstance(data, Mapping) else data
-    for name, value in items:
-        state = add(state, name, value)
-    return state
+    entries: dict[str, Entry] = {}
+    for name, value in _pairs(data):
+        entries[name] = _new_entry(entries.get(name), base, name, value, True, None, {})
+    return SparsifierState._own(entries, base)
 
 
 def add(
@@ -167,35 +379,24 @@ def add(
     keeps its old config updated by ``config``, and keeps its old mask when
     ``reuse_mask`` (the shapes must then match). An explicit ``mask`` wins.
     """
-    validate_name(name)
-    weight = extract_weight(data)
-    old = state.entries.get(name)
-    base = old.config if old is not None else state.defaults
-    new_config = make_config(base, **config)
-    if mask is not None:
-        new_mask = _check_mask(mask, weight, "mask")
-    elif old is not None and reuse_mask:
-        if old.data.shape != weight.shape:
-            raise ValueError(
-                f"reuse_mask=True needs the new data for {name!r} to have the old shape "
-                f"{tuple(old.data.shape)}, got {tuple(weight.shape)}"
-            )
-        new_mask = old.mask
-    else:
-        new_mask = torch.ones_like(weight, dtype=torch.bool)
-    entries = dict(state.entries)
-    entries[name] = Entry(weight, new_mask, new_config)
-    return SparsifierState(entries, state.defaults)
+    _check_state(state)
+    old = state.entries.get(name) if isinstance(name, str) else None
+    entry = _new_entry(old, state.defaults, name, data, reuse_mask, mask, config)
+    entries = dict(state.entries.items())
+    entries[name] = entry
+    return SparsifierState._own(entries, state.defaults)
 
 
 def remove(state: SparsifierState, name: str) -> SparsifierState:
     """State without the entry ``name`` (``KeyError`` if absent)."""
+    _check_state(state)
     state[name]  # raises a KeyError naming the known names
-    return SparsifierState({k: v for k, v in state.entries.items() if k != name}, state.defaults)
+    entries = {k: v for k, v in state.entries.items() if k != name}
+    return SparsifierState._own(entries, state.defaults)
 
 
 def _mask_for(entry: Entry, name: str, mask_fn: MaskFn | None) -> torch.Tensor:
-    fn = mask_fn or entry.config.mask_fn or config_norm_mask
+    fn = mask_fn if mask_fn is not None else (entry.config.mask_fn or config_norm_mask)
     try:
         mask = fn(entry.data.detach(), entry.config)
     except ValueError as err:
@@ -211,15 +412,17 @@ def step(state: SparsifierState, mask_fn: MaskFn | None = None) -> SparsifierSta
     data's shape; non-bool results are converted with ``!= 0``. Small same-shaped
     entries on the norm mask are computed together in batches (same masks).
     """
+    _check_state(state)
+    check_callable(mask_fn, "mask_fn", optional=True)
     with torch.no_grad():
         batched = batched_norm_masks(state.entries, mask_fn)
         entries = {
-            name: Entry(
+            name: Entry._trusted(
                 e.data, batched[name] if name in batched else _mask_for(e, name, mask_fn), e.config
             )
             for name, e in state.entries.items()
         }
-    return SparsifierState(entries, state.defaults)
+    return SparsifierState._own(entries, state.defaults)
 
 
 def _masked(data: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -230,17 +433,20 @@ def _masked(data: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def sparsified(state: SparsifierState) -> dict[str, torch.Tensor]:
     """``data * mask`` per name; differentiable with respect to the data."""
+    _check_state(state)
     return {name: _masked(e.data, e.mask) for name, e in state.entries.items()}
 
 
 def squash(state: SparsifierState) -> dict[str, torch.Tensor]:
     """The sparsified tensors, detached, with the masks dropped."""
+    _check_state(state)
     with torch.no_grad():
         return {name: _masked(e.data.detach(), e.mask) for name, e in state.entries.items()}
 
 
 def sparsity(state: SparsifierState) -> dict[str, float]:
     """Fraction of masked-out elements per name."""
+    _check_state(state)
     return {
         name: 1.0 - e.mask.count_nonzero().item() / max(e.mask.numel(), 1)
         for name, e in state.entries.items()
