@@ -4,7 +4,9 @@
 ends; ``TrainingAwareDataSparsity`` re-sparsifies a copy after every training epoch
 while a data scheduler moves the sparsity level. Neither touches ``pl_module.model``.
 Beyond torch.ao: models with biases work, the training-aware state goes into
-Lightning checkpoints, sparsity goes to the trainer's loggers, and DDP ranks agree.
+Lightning checkpoints (checked before use), sparsity goes to the trainer's loggers,
+and DDP ranks agree. Hooks called by hand with a stand-in trainer that has no
+``loggers`` or ``world_size`` (as torch.ao's own tests do) skip logging and syncing.
 
 This module imports without Lightning; constructing a callback then raises
 ``ImportError``. Both ``lightning`` and ``pytorch_lightning`` are supported.
@@ -21,6 +23,7 @@ from torch import nn
 
 from fsparse.data_scheduler.base_data_scheduler import BaseDataScheduler
 from fsparse.data_sparsifier.base_data_sparsifier import BaseDataSparsifier
+from fsparse.data_sparsifier.lightning.callbacks._checkpoint import check_state
 from fsparse.data_sparsifier.lightning.callbacks._data_sparstity_utils import (
     _attach_model_to_data_sparsifier,
     _log_sparsified_level,
@@ -33,7 +36,6 @@ INSTALL_HINT = (
     "the fsparse Lightning callbacks need Lightning: pip install fsparse[lightning] "
     "(or install pytorch_lightning)"
 )
-_STATE_KEYS = ("epoch", "data_sparsifier_state_dict", "data_scheduler_state_dict")
 
 
 class _MissingLightning:
@@ -155,8 +157,9 @@ class PostTrainingDataSparsity(_CallbackBase):
         self.sparsified, self.data_sparsifier = sparsified, data_sparsifier
         self.sparsity = _sparsity_by_layer(sparsified, data_sparsifier)
         _log_sparsified_level(sparsified, data_sparsifier)
-        for logger in trainer.loggers:  # loggers are finalized after on_fit_end
-            logger.log_metrics(_prefixed(self.log_prefix, self.sparsity), step=trainer.global_step)
+        step = getattr(trainer, "global_step", 0)
+        for logger in getattr(trainer, "loggers", ()):  # finalized after on_fit_end
+            logger.log_metrics(_prefixed(self.log_prefix, self.sparsity), step=step)
 
 
 class TrainingAwareDataSparsity(_CallbackBase):
@@ -175,7 +178,10 @@ class TrainingAwareDataSparsity(_CallbackBase):
     After epoch ``e`` (0-based) the masks use the level scheduled for epoch ``e`` and
     ``data_groups`` holds the level for epoch ``e + 1``. ``.epoch`` counts the epochs
     done; it, the sparsifier state dict and the scheduler state go into Lightning
-    checkpoints, so ``trainer.fit(ckpt_path=...)`` resumes the schedule.
+    checkpoints, so ``trainer.fit(ckpt_path=...)`` resumes the schedule. A checkpoint
+    saved in the first epoch resumes from the start of the schedule; one saved at the
+    end of training restores ``.sparsified``, ``.data_sparsifier``, ``.data_scheduler``
+    and ``.sparsity`` at ``on_fit_end`` (Lightning runs no train hook then).
 
     >>> from fsparse.data_scheduler import StepSLScheduler
     >>> from fsparse.data_sparsifier import DataNormSparsifier
@@ -252,12 +258,14 @@ class TrainingAwareDataSparsity(_CallbackBase):
         self.epoch += 1
         self.sparsity = _sparsity_by_layer(self.sparsified, sparsifier)
         _log_sparsified_level(self.sparsified, sparsifier)
-        pl_module.log_dict(
-            _prefixed(self.log_prefix, self.sparsity),
-            on_step=False,
-            on_epoch=True,
-            sync_dist=trainer.world_size > 1,  # equal on every rank: the mean is exact
-        )
+        if hasattr(trainer, "loggers"):  # a hand-made stand-in trainer has no loggers
+            pl_module.log_dict(
+                _prefixed(self.log_prefix, self.sparsity),
+                on_step=False,
+                on_epoch=True,
+                # equal on every rank: the mean is exact
+                sync_dist=getattr(trainer, "world_size", 1) > 1,
+            )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.data_sparsifier is None:
@@ -268,6 +276,19 @@ class TrainingAwareDataSparsity(_CallbackBase):
             self.data_sparsifier_state_dict = {**saved, "_container": tensors}
         self.data_sparsifier.squash_mask()
 
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        restored = self._restored
+        if restored is None or restored["data_sparsifier_state_dict"] is None:
+            return
+        # resumed from a checkpoint of a finished fit: Lightning ran no train hook, so
+        # rebuild what on_train_start and the last on_train_end leave behind.
+        self.on_train_start(trainer, pl_module)
+        sparsifier, sparsified = self.data_sparsifier, self.sparsified
+        assert sparsifier is not None and sparsified is not None
+        _attach_model_to_data_sparsifier(sparsified, sparsifier)  # keeps masks and configs
+        self.sparsity = _sparsity_by_layer(sparsified, sparsifier)
+        self.on_train_end(trainer, pl_module)
+
     # -- checkpointing -----------------------------------------------------------------
     @property
     def state_key(self) -> str:
@@ -276,30 +297,37 @@ class TrainingAwareDataSparsity(_CallbackBase):
 
     def state_dict(self) -> dict[str, Any]:
         """Epochs done, the sparsifier state dict and the scheduler state (Lightning
-        saves it in checkpoints; it loads with ``torch.load(weights_only=True)``)."""
-        scheduler = self.data_scheduler
+        saves it in checkpoints; it loads with ``torch.load(weights_only=True)``).
+
+        Until the first epoch ends there is no sparsifier state, and the scheduler is
+        still at its start: both are ``None``, and a resume starts afresh.
+        """
+        scheduler, sparsifier_state = self.data_scheduler, self.data_sparsifier_state_dict
         return {
             "epoch": self.epoch,
-            "data_sparsifier_state_dict": self.data_sparsifier_state_dict,
+            "data_sparsifier_state_dict": sparsifier_state,
             "data_scheduler_state_dict": (
-                None if scheduler is None else copy.deepcopy(scheduler.state_dict())
+                None
+                if scheduler is None or sparsifier_state is None
+                else copy.deepcopy(scheduler.state_dict())
             ),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Keep a :meth:`state_dict` for ``on_train_start`` to rebuild from."""
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
-        missing = [key for key in _STATE_KEYS if key not in state_dict]
-        if missing:
-            raise ValueError(f"state_dict is missing the keys {missing}")
-        epoch = state_dict["epoch"]
-        if not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"state_dict['epoch'] must be an int >= 0, got {epoch!r}")
-        sparsifier_state = state_dict["data_sparsifier_state_dict"]
-        if (sparsifier_state is None) != (state_dict["data_scheduler_state_dict"] is None):
-            raise ValueError(
-                "state_dict must hold both the sparsifier and the scheduler state, or neither"
-            )
-        self._restored = dict(state_dict)
-        self.epoch, self.data_sparsifier_state_dict = epoch, sparsifier_state
+        """Check a :meth:`state_dict` and keep it for ``on_train_start`` to rebuild from.
+
+        Everything is checked now (masks safe to densify, the sparsifier state loads,
+        the scheduler state has this scheduler's attributes and runs a trial epoch), so
+        a bad checkpoint raises ``ValueError``/``TypeError`` here and changes nothing.
+        """
+        checked = check_state(
+            state_dict,
+            self.data_sparsifier_class,
+            self.data_sparsifier_args,
+            self.data_scheduler_class,
+            self.data_scheduler_args,
+        )
+        self._restored = checked
+        self.epoch, self.data_sparsifier_state_dict = (
+            checked["epoch"], checked["data_sparsifier_state_dict"]
+        )
