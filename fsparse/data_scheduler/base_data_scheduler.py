@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import abc
+import math
 import warnings
 import weakref
 from functools import wraps
 from typing import Any
 
+from fsparse._src.checks import check_int, short_repr
 from fsparse.data_sparsifier.base_data_sparsifier import BaseDataSparsifier
 
 __all__ = ["BaseDataScheduler"]
@@ -72,6 +74,12 @@ class BaseDataScheduler:
                 f"{type(data_sparsifier).__name__} is not an instance of "
                 "fsparse.data_sparsifier.BaseDataSparsifier"
             )
+        if not isinstance(schedule_param, str):
+            raise TypeError(
+                f"schedule_param must be a str, got {type(schedule_param).__name__} "
+                f"{short_repr(schedule_param)}"
+            )
+        check_int(last_epoch, "last_epoch", low=-1)
         self.data_sparsifier = data_sparsifier
         self.schedule_param = schedule_param
         self.base_param = {
@@ -79,12 +87,12 @@ class BaseDataScheduler:
             for name, config in data_sparsifier.data_groups.items()
         }
         self.last_epoch = last_epoch
-        data_sparsifier.step = _with_counter(data_sparsifier.step)  # type: ignore[method-assign]
-        data_sparsifier._step_count = 0  # type: ignore[attr-defined]
         self._step_count = 0
         self.verbose = verbose
         self._get_sp_called_within_step = False
-        self.step()
+        self.step()  # the first values; raises before the sparsifier is touched
+        data_sparsifier.step = _with_counter(data_sparsifier.step)  # type: ignore[method-assign]
+        data_sparsifier._step_count = 0  # type: ignore[attr-defined]
 
     @abc.abstractmethod
     def get_schedule_param(self) -> dict[str, Any]:
@@ -128,10 +136,8 @@ class BaseDataScheduler:
                     UserWarning,
                     stacklevel=2,
                 )
+        updated = self._next_values()
         self._step_count += 1
-        with _WithinStep(self):
-            self.last_epoch += 1
-            updated = self.get_schedule_param()
         groups = self.data_sparsifier.data_groups
         for name, value in updated.items():
             groups[name][self.schedule_param] = value
@@ -141,3 +147,29 @@ class BaseDataScheduler:
             name: config.get(self.schedule_param, None) for name, config in groups.items()
         }
         self.data_sparsifier.enable_mask_update = True
+
+    def _next_values(self) -> dict[str, Any]:
+        """The next epoch's values, checked; on failure ``last_epoch`` is left as it was."""
+        self.last_epoch += 1
+        try:
+            with _WithinStep(self):
+                updated = self.get_schedule_param()
+            if not isinstance(updated, dict):
+                raise TypeError(
+                    f"get_schedule_param must return a dict, got {type(updated).__name__}"
+                )
+            for name, value in updated.items():
+                if isinstance(value, float) and math.isnan(value):
+                    raise ValueError(
+                        f"the schedule gives NaN for {short_repr(name)}'s "
+                        f"{self.schedule_param!r} at epoch {self.last_epoch}"
+                    )
+        except OverflowError as err:
+            self.last_epoch -= 1
+            raise ValueError(
+                f"the schedule overflows at epoch {short_repr(self.last_epoch + 1)}: {err}"
+            ) from None
+        except BaseException:
+            self.last_epoch -= 1
+            raise
+        return updated

@@ -288,14 +288,20 @@ class BaseDataSparsifier(abc.ABC):
         return mask
 
     def _put_mask(self, name: str, value: torch.Tensor) -> None:
-        """Make ``value`` the mask's contents (torch.ao: ``mask.data = value``)."""
+        """Make ``value`` the mask's contents (torch.ao: ``mask.data = value``).
+
+        The parametrization already holds the visible mask (:meth:`_sync_mask`).
+        """
         if name in self.state.pending:  # never read: ``value`` becomes the mask object
             del self.state.pending[name]
             self.state.raw(name)["mask"] = value
-            self._sync_mask(name)
+            holder = self._holder(name)
+            if isinstance(holder, FakeSparsity):
+                holder.set_mask(value)
+            else:
+                holder.mask = value
             return
         self.state.raw(name)["mask"].data = value
-        self._sync_mask(name)
 
     def _set_mask(self, name: str, returned: object) -> None:
         what = f"mask returned by update_mask for {name!r}"
