@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -325,3 +326,37 @@ def test_nan_error_names_the_tensor_once(tmp_path: Path) -> None:
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("fsparse: error: fc.weight: data contains NaN"), line
     assert "'t'" not in line
+
+
+# ---------------------------------------------------------------- progress
+
+
+def terminal_stderr(monkeypatch: pytest.MonkeyPatch, *args: object) -> list[str]:
+    """What ``fsparse ARGS`` draws on a stderr that rich takes for a terminal, frame by frame."""
+
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    result = run(*args)
+    assert result.exit_code == 0, result.output + result.stderr
+    plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", result.stderr)
+    return [line.strip() for line in re.split(r"[\r\n]", plain) if line.strip()]
+
+
+def test_progress_covers_load_sparsify_and_write_in_bytes(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = terminal_stderr(monkeypatch, "sparsify", ckpt, tmp_path / "o.pt")
+    phases = [f.split()[0] for f in frames]
+    order = [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p]
+    assert order == ["loading", "sparsifying", "writing"], order
+    sparsifying = [f for f in frames if f.startswith("sparsifying fc.weight")]
+    assert sparsifying, frames
+    for frame in (frames[0], sparsifying[-1], frames[-1]):
+        assert re.search(r"/\d+(\.\d+)? (bytes|KiB|MiB)", frame), frame  # done/total in bytes
+    widths = {f.index("━") for f in frames if "━" in f}
+    assert len(widths) == 1, widths  # one column layout for every phase: the bar stays put
+
+
+def test_no_progress_with_quiet_even_on_a_terminal(
+    ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert terminal_stderr(monkeypatch, "sparsify", ckpt, tmp_path / "o.pt", "-q") == []

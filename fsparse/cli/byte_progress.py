@@ -19,28 +19,9 @@ def byte_progress(description: str, total: int, enabled: bool) -> Iterator[Calla
     if not enabled:
         yield lambda n: None
         return
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TransferSpeedColumn,
-    )
+    from fsparse.cli.console import progress_bar  # the sparsify phase's bar: same columns
 
-    from fsparse.cli.console import stderr_console
-
-    console = stderr_console()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(binary_units=True),
-        TransferSpeedColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
+    with progress_bar(in_bytes=True) as bar:
         task = bar.add_task(description, total=max(total, 1))
         yield lambda n: bar.advance(task, n)
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Column
 
 __all__ = ["human_bytes", "progress_bar", "stderr_console", "stdout_console"]
 
@@ -42,16 +52,27 @@ def stderr_console() -> Console:
     return Console(file=sys.stderr, width=_width(sys.stderr))
 
 
-def progress_bar(disable: bool = False) -> Progress:
+def progress_bar(disable: bool = False, *, in_bytes: bool = False) -> Progress:
     """A transient progress bar on stderr: description, bar, done/total, elapsed.
 
+    ``in_bytes`` counts bytes (done/total and speed), like the load and write bars
+    of :mod:`fsparse.cli.byte_progress`, so one run's phases read alike. The
+    description keeps a fixed width (long names are cut) so the bar stays put.
     It is shown only when stderr is a terminal, so pipes and logs stay clean.
     """
     console = stderr_console()
+    counts: tuple[ProgressColumn, ...] = (
+        (DownloadColumn(binary_units=True), TransferSpeedColumn())
+        if in_bytes
+        else (MofNCompleteColumn(),)
+    )
     return Progress(
-        TextColumn("{task.description}", table_column=None),
+        TextColumn(
+            "{task.description}",
+            table_column=Column(width=40, no_wrap=True, overflow="ellipsis"),
+        ),
         BarColumn(),
-        MofNCompleteColumn(),
+        *counts,
         TimeElapsedColumn(),
         console=console,
         transient=True,

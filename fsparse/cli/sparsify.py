@@ -176,10 +176,12 @@ def sparsify_loaded(
     }
     packed: dict[str, torch.Tensor] = {}  # --packed-masks: 1 bit per element, not a bool byte
     reports: dict[str, TensorReport] = {}
-    with progress_bar(disable=not show_progress) as bar:
-        task = bar.add_task("sparsifying", total=len(selection.configs))
+    # between the load and write bars, in bytes like them: one tensor can hold most of them
+    with progress_bar(disable=not show_progress, in_bytes=True) as bar:
+        total = sum(_dense_bytes(ckpt.state_dict[name]) for name in selection.configs)
+        task = bar.add_task("sparsifying", total=max(total, 1))
         for name, config in selection.configs.items():
-            bar.update(task, description=name)
+            bar.update(task, description=f"sparsifying {name}")
             tensor = ckpt.state_dict[name]
             try:
                 out[name], mask, achieved = sparsify_tensor(tensor, config)
@@ -197,7 +199,7 @@ def sparsify_loaded(
                 dense_bytes=_dense_bytes(tensor),
                 compressed_bytes=_bitmap_bytes(out[name], nonzero),
             )
-            bar.advance(task)
+            bar.advance(task, reports[name].dense_bytes)
     # The totals count the weights written, not masks (the bitmap size already holds
     # one); the sparsified tensors reuse their rows' figures instead of a second pass.
     rows = tuple(reports.values())
