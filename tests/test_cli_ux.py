@@ -360,3 +360,10 @@ def test_no_progress_with_quiet_even_on_a_terminal(
     ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert terminal_stderr(monkeypatch, "sparsify", ckpt, tmp_path / "o.pt", "-q") == []
+
+
+def test_inspect_names_the_sparse_tensors_it_does_not_show(tmp_path: Path) -> None:
+    src = tmp_path / "sp.pt"
+    torch.save({"w": torch.randn(8, 16), "adj": torch.eye(4).to_sparse()}, src)
+    output = ok("inspect", src).output
+    assert "not shown: 1 sparse-layout tensors (adj)" in " ".join(output.split())

@@ -183,7 +183,18 @@ def command(ckpt: Path, plot: Path | None, force: bool) -> None:
     rows = tensor_sparsity(loaded)
     if not rows:
         raise ValueError(f"{ckpt}: holds no floating-point tensors")
-    stdout_console().print(_table(ckpt, loaded.format, rows))
+    console = stdout_console()
+    console.print(_table(ckpt, loaded.format, rows))
+    if loaded.sparse_layout:
+        names = ", ".join(loaded.sparse_layout[:5]) + (
+            ", ..." if len(loaded.sparse_layout) > 5 else ""
+        )
+        console.print(
+            f"not shown: {len(loaded.sparse_layout)} sparse-layout tensors ({names})",
+            highlight=False,
+            markup=False,
+            style="dim",
+        )
     if plot is not None:
         plot_sparsity(rows, plot, f"sparsity per tensor: {ckpt.name}")
-        stdout_console().print(f"wrote {plot}")
+        console.print(f"wrote {plot}", highlight=False, markup=False)
