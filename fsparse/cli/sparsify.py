@@ -350,7 +350,7 @@ is removed by the next run writing into that directory.
     "--zeros-per-block",
     type=int,
     default=None,
-    help="Zeros inside each selected block  [default: the whole block]",
+    help="Zeros inside each selected block, at least 1  [default: the whole block]",
 )
 @click.option(
     "--norm",
@@ -377,7 +377,8 @@ is removed by the next run writing into that directory.
     "--per-tensor",
     type=NonEmptyPath(),
     metavar="CONFIG.yaml",
-    help="YAML mapping of GLOB -> {sparsity_level, block, zeros_per_block, norm}.",
+    help="YAML mapping of GLOB -> {sparsity_level, block, zeros_per_block, norm} "
+    "(plain YAML: no anchors or aliases, at most 1 MiB).",
 )
 @click.option(
     "--format",
