@@ -160,6 +160,27 @@ def test_leaked_errors_become_value_errors(build: Any) -> None:
     assert len(str(info.value)) < MESSAGE_LIMIT
 
 
+def test_values_that_only_failed_inside_torch_are_refused_up_front() -> None:
+    """Found by fuzzing: an LR past float32 crashed in SGD (RuntimeError), a huge KD
+    temperature in the loss (OverflowError), a huge epoch in the manager's views."""
+    for build in (
+        lambda: create.LearningRateFunction(0, 1, 1e308, 0.0),
+        lambda: create.LearningRateFunction(0, 1, 0.1, 1e308),
+        lambda: RecipeVariables(init_lr=1e308),
+        lambda: create.Distillation(0, 1, temperature=1e308),
+        lambda: RecipeVariables(temperature=1e308),
+    ):
+        with pytest.raises(ValueError):
+            build()
+    manager, _ = create.initialize(_model(), torch.optim.SGD(_model().parameters(), lr=1e-3), 2)
+    for view in (manager.target_sparsity, manager.phase, manager.learning_rate,
+                 manager.qat_active):
+        with pytest.raises(ValueError, match="epoch"):
+            view(1e308)
+        with pytest.raises(TypeError, match="epoch"):
+            view("soon")  # type: ignore[arg-type]
+
+
 # ----- manager checkpoints -----
 
 # QAT from step 4, the self-teacher (a copy of the QAT model) at step 6, of 8 steps.

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from fsparse._src.checks import check_int, check_tensor, short_repr
+from fsparse._src.checks import check_int, check_real, check_tensor, short_repr
 from fsparse._src.mask_types import global_levels
 from fsparse._src.state import SparsifierState, add, sparsity
 from fsparse._src.untrusted import load_mask
@@ -31,6 +31,7 @@ from fsparse.create.masks import (
     update_masks,
 )
 from fsparse.create.modifiers import (
+    MAX_EPOCH,
     ConstantPruning,
     Distillation,
     GradualPruning,
@@ -139,7 +140,9 @@ class RecipeManager:
         return self.step / self.steps_per_epoch
 
     def _at(self, epoch: float | None) -> float:
-        return self.epoch if epoch is None else float(epoch)
+        if epoch is None:
+            return self.epoch
+        return check_real(epoch, "epoch", low=-MAX_EPOCH, high=MAX_EPOCH)
 
     def qat_active(self, epoch: float | None = None) -> bool:
         """Whether QAT is on at ``epoch``."""

@@ -32,8 +32,12 @@ __all__ = [
 
 ALL_PRUNABLE = "__ALL_PRUNABLE__"
 LR_FUNCTIONS = ("linear", "cosine", "cyclic_linear")
-# Epoch fields are capped so that ``epoch * steps_per_epoch`` stays a finite float.
+# Epoch fields are capped so that ``epoch * steps_per_epoch`` stays a finite float;
+# a learning rate and a squared temperature must fit a float32 (torch's optimizers
+# and the KD loss turn them into one).
 MAX_EPOCH = 1e9
+MAX_LR = 3.4e38
+MAX_TEMPERATURE = 1.8e19
 _EPOCH_FIELDS = frozenset(
     {"start_epoch", "end_epoch", "update_frequency", "cycle_epochs",
      "disable_observer_epoch", "freeze_bn_stats_epoch"}
@@ -132,8 +136,7 @@ class LearningRateFunction(_Base):
         self._coerce()
         self._check_span()
         for field in ("init_lr", "final_lr"):
-            if getattr(self, field) < 0:
-                raise ValueError(f"LearningRateFunction.{field} must be >= 0")
+            _in_range("LearningRateFunction", field, getattr(self, field), 0.0, MAX_LR)
         if not isinstance(self.lr_func, str) or self.lr_func not in LR_FUNCTIONS:
             raise ValueError(
                 f"LearningRateFunction.lr_func must be one of {LR_FUNCTIONS}, "
@@ -240,8 +243,11 @@ class Distillation(_Base):
         self._coerce()
         self._check_span()
         _in_range("Distillation", "hardness", self.hardness, 0.0, 1.0)
-        if self.temperature <= 0:
-            raise ValueError(f"Distillation.temperature must be > 0, got {self.temperature!r}")
+        if not 0 < self.temperature <= MAX_TEMPERATURE:
+            raise ValueError(
+                f"Distillation.temperature must be in (0, {MAX_TEMPERATURE:g}], "
+                f"got {self.temperature!r}"
+            )
 
 
 Modifier = Union[  # noqa: UP007 (an alias, evaluated at import)

@@ -99,8 +99,8 @@ class RecipeVariables:
             raise ValueError(f"num_epochs must be positive, got {self.num_epochs!r}")
         for field in ("init_lr", "final_lr"):
             value = _number(field, getattr(self, field))
-            if value < 0:
-                raise ValueError(f"{field} must be non-negative, got {value!r}")
+            if not 0 <= value <= 3.4e38:  # a float32, as torch's optimizers need
+                raise ValueError(f"{field} must be in [0, 3.4e38], got {value!r}")
             set_(self, field, value)
         known_target = isinstance(self.target, str) and self.target in TARGETS
         if self.target is not None and not known_target:
@@ -135,8 +135,8 @@ class RecipeVariables:
             raise ValueError(f"hardness must be in [0, 1], got {hardness!r}")
         set_(self, "hardness", hardness)
         temperature = _number("temperature", self.temperature)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature!r}")
+        if not 0 < temperature <= 1.8e19:  # its square must fit a float32
+            raise ValueError(f"temperature must be in (0, 1.8e19], got {temperature!r}")
         set_(self, "temperature", temperature)
 
 
