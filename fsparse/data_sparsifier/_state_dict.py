@@ -115,7 +115,7 @@ def parse_state_dict(
     skip: Collection[str],
     config_from_group: Callable[[Mapping[str, Any]], SparsityConfig],
 ) -> dict[str, Loaded]:
-    """Every entry of ``states`` not in ``skip``, parsed and checked; raise before any change.
+    """Every entry of ``states`` not in ``skip``, parsed; all checked; raise before any change.
 
     ``container`` is the one the entries will be registered in: their names must
     not clash with its attributes.
@@ -129,8 +129,9 @@ def parse_state_dict(
         )
     loaded = {}
     for name in states:
-        if name in skip:
-            continue
-        check_free_name(container, name)
-        loaded[name] = _entry(name, states[name], groups[name], tensors, config_from_group)
+        if name not in skip:  # a skipped (kept) name is in the container already
+            check_free_name(container, name)
+        entry = _entry(name, states[name], groups[name], tensors, config_from_group)
+        if name not in skip:  # skipped entries are checked too: the file is suspect
+            loaded[name] = entry
     return loaded
