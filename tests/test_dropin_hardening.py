@@ -56,7 +56,7 @@ def _snapshot(sp: DataNormSparsifier) -> dict[str, Any]:
         "buffers": [n for n, _ in sp._container.named_buffers()],
         "params": [n for n, _ in sp._container.named_parameters()],
         "parametrized": {n: is_parametrized(sp._container, n) for n in sp.data_groups},
-        "data": {n: sp._container.parametrizations[n].original for n in sp.data_groups},
+        "data": {n: _plist(sp, n).original for n in sp.data_groups},
     }
 
 
@@ -70,6 +70,11 @@ def _assert_unchanged(sp: DataNormSparsifier, before: dict[str, Any]) -> None:
         now = after["masks"][name][0]
         assert now is mask
         assert now.dtype == values.dtype and torch.equal(now, values)
+
+
+def _plist(sp: DataNormSparsifier, name: str) -> Any:
+    """The ParametrizationList of ``name`` (``_container.parametrizations[name]``)."""
+    return getattr(sp._container.parametrizations, name)
 
 
 def _saved(obj: Any) -> Any:
@@ -104,7 +109,7 @@ def test_out_of_range_sparse_mask_index_is_refused_before_any_write() -> None:
 
 
 def test_huge_sparse_mask_index_does_not_crash_the_process(tmp_path: Any) -> None:
-    """An index of 10**11 segfaulted in ``to_dense``; run in a child so a crash cannot kill pytest."""
+    """An index of 10**11 segfaulted in ``to_dense``; a child runs it (a crash spares pytest)."""
     path = tmp_path / "evil.pt"
     sd = _sparsifier().state_dict()
     sd["state"]["b"]["mask"] = _bad_index_mask(10**11)
@@ -121,7 +126,8 @@ def test_huge_sparse_mask_index_does_not_crash_the_process(tmp_path: Any) -> Non
             print("refused:", str(err)[:60])
         """
     )
-    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-c", script]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "refused:" in run.stdout
 
@@ -359,7 +365,7 @@ def test_the_default_mask_is_made_on_first_read() -> None:
     sp = DataNormSparsifier()
     data = torch.randn(8, 16)
     sp.add_data("w", data)
-    holder = sp._container.parametrizations["w"][0]
+    holder = _plist(sp, "w")[0]
     assert isinstance(holder, FakeSparsity) and holder.pending
     assert "w" in sp.state.pending and holder._buffers["mask"] is None
     assert torch.equal(sp.get_data("w", return_original=False), data)
@@ -372,7 +378,7 @@ def test_the_default_mask_is_made_on_first_read() -> None:
 
 def test_every_reader_of_the_state_sees_the_made_mask() -> None:
     for read in (
-        lambda sp: sp._container.parametrizations["w"][0].mask,
+        lambda sp: _plist(sp, "w")[0].mask,
         lambda sp: sp.state.get("w")["mask"],
         lambda sp: next(iter(sp.state.values()))["mask"],
         lambda sp: dict(sp.state)["w"]["mask"],
@@ -383,7 +389,7 @@ def test_every_reader_of_the_state_sees_the_made_mask() -> None:
         mask = read(sp)
         assert mask.dtype == torch.float32 and bool((mask == 1).all())
         assert not sp.state.pending
-        assert sp._container.parametrizations["w"][0].mask is sp.get_mask("w")
+        assert _plist(sp, "w")[0].mask is sp.get_mask("w")
 
 
 def test_a_step_replaces_a_pending_mask_without_making_it() -> None:
@@ -393,5 +399,5 @@ def test_a_step_replaces_a_pending_mask_without_making_it() -> None:
         sp.step()
     mask = sp.get_mask("w")
     assert mask.dtype == torch.int8
-    assert sp._container.parametrizations["w"][0].mask is mask
+    assert _plist(sp, "w")[0].mask is mask
     assert sp.state_dict()["state"]["w"]["mask"].dtype == torch.int8
