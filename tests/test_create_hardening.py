@@ -150,6 +150,7 @@ def test_deeply_nested_and_huge_values_give_short_errors(build: Any) -> None:
         lambda: modifier_from_dict({"type": "EpochRange", "start_epoch": 0, "end_epoch": 1,
                                     1: 2, "b": 3}),  # type: ignore[dict-item]
         lambda: Recipe.from_dict({1: 2, "modifiers": []}),
+        lambda: Recipe.from_dict({"version": torch.ones(2), "modifiers": []}),
         lambda: RecipeManager(Recipe((EpochRange(0, 1e9),)), _model(), 10**400),
         lambda: RecipeManager(Recipe((EpochRange(0, 1),)), _model(), 2**40),
     ],
@@ -258,6 +259,9 @@ def _bad_states(good: dict[str, Any]) -> list[tuple[dict[str, Any], type, str]]:
     return [
         ({**good, "version": 99}, ValueError, "version"),
         ({**good, "version": True}, ValueError, "version"),
+        ({**good, "version": torch.tensor(1.0)}, ValueError, "version"),  # was accepted
+        ({**good, "version": torch.ones(2)}, ValueError, "version"),  # was RuntimeError
+        ({**good, "steps_per_epoch": torch.ones(2)}, ValueError, "steps_per_epoch"),
         ({**good, "recipe": bomb()}, ValueError, "anchors and aliases"),
         ({**good, "recipe": "[" * 50_000}, ValueError, "recipe"),
         ({**good, "step": 10**400}, ValueError, "step"),

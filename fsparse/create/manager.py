@@ -324,20 +324,21 @@ class RecipeManager:
             )
             raise ValueError(f"state_dict must have keys {sorted(STATE_KEYS)}, got {got}")
         version = state_dict["version"]
-        if isinstance(version, bool) or version != STATE_VERSION:
+        if type(version) is not int or version != STATE_VERSION:
             raise ValueError(
                 f"state_dict version must be {STATE_VERSION}, got {short_repr(version)}; "
                 "it was saved by an unknown version of fsparse.create"
             )
         if Recipe.from_yaml(state_dict["recipe"]) != self.recipe:
             raise ValueError("state_dict was saved with a different recipe")
-        if state_dict["steps_per_epoch"] != self.steps_per_epoch:
+        saved_steps = state_dict["steps_per_epoch"]
+        if type(saved_steps) is not int or saved_steps != self.steps_per_epoch:
             raise ValueError(
                 f"state_dict has steps_per_epoch {short_repr(state_dict['steps_per_epoch'])}, "
                 f"this manager {self.steps_per_epoch}"
             )
         step = state_dict["step"]
-        if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= _MAX_STEP:
+        if type(step) is not int or not 0 <= step <= _MAX_STEP:
             raise ValueError(
                 f"state_dict step must be a non-negative int, got {short_repr(step)}"
             )

@@ -130,7 +130,7 @@ class Recipe:
                 "known keys: version, modifiers"
             )
         version = data.get("version", RECIPE_VERSION)
-        if isinstance(version, bool) or version != RECIPE_VERSION:
+        if type(version) not in (int, float) or version != RECIPE_VERSION:
             raise ValueError(f"recipe version must be {RECIPE_VERSION}, got {short_repr(version)}")
         modifiers = data.get("modifiers")
         if not isinstance(modifiers, list):
