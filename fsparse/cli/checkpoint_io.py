@@ -161,7 +161,7 @@ def _load_pt(path: Path) -> Any:
         text = str(err)
         detail = next((ln.strip() for ln in text.splitlines() if "Unsupported" in ln), "")
         detail = detail.split(" was not an allowed global")[0]
-        if "Weights only load failed" in text:
+        if "Weights only load failed" in text and "Unsupported operand" not in detail:
             model = module_hint(text)
             what = model or "it holds objects that torch.load(weights_only=True) does not allow"
             raise CheckpointError(
@@ -266,7 +266,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, progress: bool = False) -> 
     state_dict, key = _find_state_dict(obj, path)
     ckpt = Checkpoint(state_dict, "pt", obj if key is not None else None, key)
     for name in ckpt.sparse_layout:
-        check_sparse(name, state_dict[name])
+        check_sparse(f"{path}: {name}", state_dict[name])
     return ckpt
 
 

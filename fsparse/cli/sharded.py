@@ -31,13 +31,18 @@ from fsparse.cli.safetensors_stream import DTYPE_NAMES
 __all__ = ["INDEX_NAMES", "ShardIndex", "read_index", "sparsify_directory"]
 
 INDEX_NAMES: tuple[str, ...] = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+SINGLE_NAMES: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")
 _MAX_INDEX_BYTES = 64 << 20
 _DTYPES = {name: dtype for dtype, name in DTYPE_NAMES.items()}
 
 
 @dataclasses.dataclass(frozen=True)
 class ShardIndex:
-    """A sharded checkpoint's index: its file name, metadata, and ``name -> shard file``."""
+    """A sharded checkpoint's index: its file name, metadata, and ``name -> shard file``.
+
+    A directory saved unsharded (one ``model.safetensors``) has no index: ``name`` is
+    ``""`` and none is written.
+    """
 
     root: Path
     name: str
@@ -65,10 +70,14 @@ def read_index(root: Path) -> ShardIndex:
     """Read and check the index of the sharded checkpoint directory ``root`` (untrusted:
     every shard must be a plain file name inside ``root``)."""
     found = [name for name in INDEX_NAMES if (root / name).is_file()]
+    single = [name for name in SINGLE_NAMES if (root / name).is_file()]
+    if not found and single:
+        keys = _placeholders(root / single[0])
+        return ShardIndex(root, "", {}, dict.fromkeys(keys, single[0]))
     if not found:
         raise io.CheckpointError(
-            f"{root}: not a file, and not a sharded checkpoint directory "
-            f"(it holds neither {' nor '.join(INDEX_NAMES)})"
+            f"{root}: not a file, and not a Hugging Face model directory "
+            f"(it holds none of {', '.join(INDEX_NAMES + SINGLE_NAMES)})"
         )
     path = root / found[0]
     if path.stat().st_size > _MAX_INDEX_BYTES:
@@ -217,9 +226,10 @@ def sparsify_directory(
         metadata = dict(index.metadata)
         if isinstance(metadata.get("total_size"), int):
             metadata["total_size"] += added
-        text = json.dumps({"metadata": metadata, "weight_map": weight_map}, indent=2)
-        (tmp / index.name).write_text(text + "\n", encoding="utf-8")
-        _copy_others(src, tmp, {index.name, *index.shards})
+        if index.name:
+            text = json.dumps({"metadata": metadata, "weight_map": weight_map}, indent=2)
+            (tmp / index.name).write_text(text + "\n", encoding="utf-8")
+        _copy_others(src, tmp, {index.name, *index.shards} - {""})
         if masks_tmp is not None and masks_file is not None:
             packed = {n: p for n, (p, _) in masks_out.items()}
             shapes = {n: s for n, (_, s) in masks_out.items()}
