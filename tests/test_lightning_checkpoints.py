@@ -328,3 +328,39 @@ def test_a_sparse_mask_with_out_of_range_indices_is_refused(tmp_path: Path) -> N
     lines = done.stdout.splitlines()
     assert len(lines) == 4, done.stdout
     assert all(line.startswith("refused:") and "mask" in line for line in lines), done.stdout
+
+
+# -- bad arguments ---------------------------------------------------------------------
+
+
+def _nested(depth: int = 50_000) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda v: PostTrainingDataSparsity(v, {}),
+        lambda v: PostTrainingDataSparsity(DataNormSparsifier, v),
+        lambda v: TrainingAwareDataSparsity(DataNormSparsifier, {}, v, {}),
+        lambda v: TrainingAwareDataSparsity(DataNormSparsifier, {}, StepSLScheduler, v),
+        lambda v: TrainingAwareDataSparsity(DataNormSparsifier, {}, StepSLScheduler,
+                                            {"gamma": v}),
+        lambda v: training_aware().load_state_dict(v),
+        lambda v: training_aware().load_state_dict(
+            {"epoch": v, "data_sparsifier_state_dict": None, "data_scheduler_state_dict": None}
+        ),
+        lambda v: training_aware().load_state_dict(
+            {"epoch": 1, "data_sparsifier_state_dict": v, "data_scheduler_state_dict": v}
+        ),
+    ],
+)
+def test_nested_and_huge_arguments_give_short_errors(build: Any) -> None:
+    """Messages bound the value they show; deep nesting is no RecursionError."""
+    for value in (_nested(), list(range(10**6))):
+        with pytest.raises((ValueError, TypeError)) as info:
+            build(value)
+        assert len(str(info.value)) < 2000

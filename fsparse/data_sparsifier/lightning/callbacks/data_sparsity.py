@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from fsparse._src.checks import short_repr
 from fsparse.data_scheduler.base_data_scheduler import BaseDataScheduler
 from fsparse.data_sparsifier.base_data_sparsifier import BaseDataSparsifier
 from fsparse.data_sparsifier.lightning.callbacks._checkpoint import check_state
@@ -73,13 +74,15 @@ def _check_class(value: object, base: type, argument: str) -> None:
     if not (isinstance(value, type) and issubclass(value, base)):
         raise TypeError(
             f"{argument} must be a subclass of {base.__module__}.{base.__qualname__} "
-            f"(the class, not an instance), got {value!r}"
+            f"(the class, not an instance), got {short_repr(value)}"
         )
 
 
 def _check_args(value: object, argument: str, reserved: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
-        raise TypeError(f"{argument} must be a dict of keyword arguments, got {value!r}")
+        raise TypeError(
+            f"{argument} must be a dict of keyword arguments, got {short_repr(value)}"
+        )
     if reserved in value:
         raise ValueError(f"{argument} must not hold {reserved!r}: the callback passes it")
     return dict(value)
@@ -96,7 +99,7 @@ def _checked_sparsifier(
 
 def _check_prefix(value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise TypeError(f"log_prefix must be a non-empty str, got {value!r}")
+        raise TypeError(f"log_prefix must be a non-empty str, got {short_repr(value)}")
     return value
 
 
@@ -207,7 +210,10 @@ class TrainingAwareDataSparsity(_CallbackBase):
         scheduler_args = _check_args(
             data_scheduler_args, "data_scheduler_args", "data_sparsifier"
         )
-        data_scheduler_class(data_sparsifier=probe, **copy.deepcopy(scheduler_args))
+        try:
+            data_scheduler_class(data_sparsifier=probe, **copy.deepcopy(scheduler_args))
+        except RecursionError:  # deepcopy of a deeply nested argument
+            raise ValueError("data_scheduler_args nests too deeply to copy") from None
         self.data_sparsifier_class = data_sparsifier_class
         self.data_sparsifier_args = sparsifier_args
         self.data_scheduler_class = data_scheduler_class
