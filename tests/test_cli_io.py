@@ -516,3 +516,49 @@ def test_progress_shows_bytes_loading_and_writing(
     ok("sparsify", src, tmp_path / "o2.pt")
     drawn = buf.getvalue()
     assert "loading in.safetensors" in drawn and "writing o2.pt" in drawn and "KiB" in drawn
+
+
+COMMIT_KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from fsparse.cli import atomic
+    real = os.replace
+    def replace(a, b):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives between the renames of one commit
+        return real(a, b)
+    atomic.os.replace = replace
+    from fsparse.cli import main
+    main(sys.argv[1:])
+    """
+)
+
+
+def test_signal_during_commit_waits_until_every_output_is_renamed(
+    pt_in: Path, tmp_path: Path
+) -> None:
+    out, masks = tmp_path / "out" / "o.pt", tmp_path / "out" / "m.safetensors"
+    out.parent.mkdir()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            COMMIT_KILL_SCRIPT,
+            "sparsify",
+            str(pt_in),
+            str(out),
+            "--masks-file",
+            str(masks),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert "interrupted by SIGTERM" in done.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["m.safetensors", "o.pt"]  # both
+    assert set(load_masks_file(masks)) == {"fc.weight", "emb.weight"}
+    assert torch.equal(
+        torch.load(out, weights_only=True)["fc.weight"], sparsified(state_dict()["fc.weight"])
+    )

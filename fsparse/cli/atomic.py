@@ -26,6 +26,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from fsparse.cli.signals import deferred
+
 __all__ = [
     "OutputError",
     "Transaction",
@@ -231,15 +233,16 @@ class Transaction:
                 os.chmod(tmp, mode)
             except OSError as err:
                 raise write_error(err, dst, self.needed) from None
-        for tmp, dst, _ in self._staged:
-            try:
-                if tmp.is_dir() and dst.is_dir():
-                    self._replace_dir(tmp, dst)
-                else:
-                    os.replace(tmp, dst)
-            except OSError as err:
-                raise write_error(err, dst, self.needed) from None
-            _fsync_dir(dst.parent)
+        with deferred():  # a signal waits: the renames all happen, or an error stops them
+            for tmp, dst, _ in self._staged:
+                try:
+                    if tmp.is_dir() and dst.is_dir():
+                        self._replace_dir(tmp, dst)
+                    else:
+                        os.replace(tmp, dst)
+                except OSError as err:
+                    raise write_error(err, dst, self.needed) from None
+                _fsync_dir(dst.parent)
 
     @staticmethod
     def _sync_tree(root: Path) -> None:
