@@ -8,6 +8,9 @@ suite writes ``benchmarks/RESULTS.md`` with the machine's description.
 
     python benchmarks/run.py                    # everything, full scale (~10 min)
     python benchmarks/run.py --scale 0.1 --cases 1,5,6
+    python benchmarks/run.py --cases d1,d2,d3,many   # the torch.ao drop-in rows only
+
+The drop-in cases (``d1``-``d3``, ``many``) are in ``dropin_cases.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ALL_CASES = ["1", "2", "3", "4", "5", "6", "train"]
+ALL_CASES = ["1", "2", "3", "4", "5", "6", "train", "d1", "d2", "d3", "many"]
+DROPIN = {"d1", "d2", "d3", "many"}
 TITLES = {
     "1": "1: 1,000,000 x 64, block (1, 4), zeros_per_block 4",
     "2": "2: 1,000,000 x 64, block (1, 4), zeros_per_block 2",
@@ -156,6 +160,9 @@ def targets(results: dict[str, dict[str, Any]], scale: float) -> list[str]:
         ours, theirs = tr["fsparse"] / tr["dense"], tr["torch.ao"] / tr["dense"]
         rows.append(("training step <= 1.15x dense (functional_call on sparsified)",
                      f"{ours:.3f}x (torch.ao parametrization: {theirs:.3f}x)", ours <= 1.15))
+    from dropin_cases import targets as dropin_targets
+
+    rows += dropin_targets(results)
     res = results.get("1", {})
     if "storage" in res:
         st = res["storage"]
@@ -242,6 +249,8 @@ METHOD = """\
 
 def write_report(path: Path, results: dict[str, dict[str, Any]], args: argparse.Namespace,
                  machine: dict[str, str], seconds: float) -> None:  # fmt: skip
+    from dropin_cases import tables as dropin_tables
+
     text = [
         "# Benchmark results: fsparse vs torch.ao",
         "",
@@ -258,6 +267,10 @@ def write_report(path: Path, results: dict[str, dict[str, Any]], args: argparse.
         *table(results),
         "",
         *details(results),
+        "",
+        "## The torch.ao drop-in beside the functional core",
+        "",
+        *dropin_tables(results),
         "",
         "## Targets",
         "",
@@ -286,7 +299,10 @@ def main() -> None:
         parser.error("--scale must be positive and --repeats/--ao-repeats at least 1")
     if args.worker:
         sys.path.insert(0, str(HERE))
-        from cases import run
+        if args.worker in DROPIN:
+            from dropin_cases import run
+        else:
+            from cases import run
 
         run(args.worker, args.scale, args.repeats, args.ao_repeats, args.phase or "time")
         return
@@ -302,14 +318,16 @@ def main() -> None:
     info = machine()
     print("\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     start = time.perf_counter()
-    results = {}
+    results: dict[str, Any] = {}
     for case in cases:
         print(f"case {case} ...", flush=True)
         results[case] = {}
         for phase in ("time", "memory"):
             run_worker(case, phase, args, results[case])
     elapsed = time.perf_counter() - start
-    print("\n" + "\n".join(table(results)))
+    from dropin_cases import tables as dropin_tables
+
+    print("\n" + "\n".join([*table(results), "", *dropin_tables(results)]))
     print("\n".join(["", *details(results), "", *targets(results, args.scale)]))
     out = args.out
     if out is None and args.scale == 1.0 and cases == ALL_CASES:
