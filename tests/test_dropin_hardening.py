@@ -401,3 +401,19 @@ def test_a_step_replaces_a_pending_mask_without_making_it() -> None:
     assert mask.dtype == torch.int8
     assert _plist(sp, "w")[0].mask is mask
     assert sp.state_dict()["state"]["w"]["mask"].dtype == torch.int8
+
+
+@pytest.mark.parametrize("level", [0.0, 0.5])
+def test_stepped_masks_are_independent_tensors(level: float) -> None:
+    """Batched small entries (and all-ones masks) get masks of their own, as in torch.ao."""
+    sp = DataNormSparsifier(sparsity_level=level, sparse_block_shape=(1, 4))
+    for name in ("a", "b", "c"):
+        sp.add_data(name, torch.randn(8, 16))
+    sp.step()
+    masks = [sp.get_mask(n) for n in ("a", "b", "c")]
+    for mask in masks:
+        assert mask.dtype == torch.int8 and mask.untyped_storage().nbytes() == mask.numel()
+    before = [m.clone() for m in masks]
+    masks[0][0, 0] = 7
+    assert int(masks[0].ne(before[0]).sum()) == 1
+    assert all(torch.equal(m, b) for m, b in zip(masks[1:], before[1:]))

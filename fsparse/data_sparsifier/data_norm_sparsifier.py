@@ -15,6 +15,17 @@ from fsparse.data_sparsifier.base_data_sparsifier import BaseDataSparsifier, _on
 
 _KEYS = ("sparsity_level", "sparse_block_shape", "zeros_per_block")
 
+
+def _as_int8(mask: torch.Tensor) -> torch.Tensor:
+    """``mask`` (bool) as int8: reinterpreted in place when it owns its whole storage,
+    else copied (a view into a batch of masks, an expanded mask), like torch.ao's own."""
+    own = (
+        mask.is_contiguous()
+        and mask.storage_offset() == 0
+        and mask.untyped_storage().nbytes() == mask.numel()
+    )
+    return mask.view(torch.int8) if own and mask.dtype == torch.bool else mask.to(torch.int8)
+
 __all__ = ["DataNormSparsifier"]
 
 
@@ -80,8 +91,8 @@ class DataNormSparsifier(BaseDataSparsifier):
             entries[name] = Entry(data, _ones_bool(data), configs[name])
         new = core_step(SparsifierState(entries, configs[name] if entries else make_config()))
         del entries
-        for name in self.data_groups:  # bool -> int8 reinterpreted, not copied
-            self._put_mask(name, new[name].mask.view(torch.int8))
+        for name in self.data_groups:
+            self._put_mask(name, _as_int8(new[name].mask))
 
     def update_mask(  # type: ignore[override]
         self,
