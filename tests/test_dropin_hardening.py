@@ -417,3 +417,16 @@ def test_stepped_masks_are_independent_tensors(level: float) -> None:
     masks[0][0, 0] = 7
     assert int(masks[0].ne(before[0]).sum()) == 1
     assert all(torch.equal(m, b) for m, b in zip(masks[1:], before[1:]))
+
+
+def test_a_rebound_state_dict_is_adopted() -> None:
+    """torch.ao code may rebind ``sparsifier.state`` (e.g. ``defaultdict(dict, state)``)."""
+    from collections import defaultdict
+
+    sp = DataNormSparsifier(sparsity_level=0.5)
+    sp.add_data("w", torch.randn(8, 16))
+    mask = sp.get_mask("w")
+    sp.state = defaultdict(dict, sp.state)  # type: ignore[assignment]
+    sp.step()
+    assert sp.get_mask("w") is mask and mask.dtype == torch.int8
+    assert sp.state_dict()["state"]["w"]["mask"].dtype == torch.int8

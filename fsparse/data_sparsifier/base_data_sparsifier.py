@@ -124,6 +124,15 @@ class BaseDataSparsifier(abc.ABC):
             entries[name] = Entry(data, core_mask, configs[name])
         return SparsifierState(entries, self._config_from_group(self.defaults))
 
+    def _adopt_state(self) -> MaskState:
+        """``self.state`` as a :class:`MaskState` (a user may have rebound it to a dict)."""
+        if not isinstance(self.state, MaskState):
+            adopted = MaskState()
+            for name, entry in dict(self.state).items():
+                dict.__setitem__(adopted, name, entry)
+            self.state = adopted
+        return self.state
+
     def _is_squashed(self, name: str) -> bool:
         return not parametrize.is_parametrized(self._container, name)
 
@@ -147,6 +156,7 @@ class BaseDataSparsifier(abc.ABC):
         never applied to the old tensor. A refused call changes nothing. A new default
         mask (float ones, as in torch.ao) is only made when something reads it.
         """
+        self._adopt_state()
         replacing = isinstance(name, str) and name in self._data
         if replacing:
             validate_name(name)
@@ -247,6 +257,7 @@ class BaseDataSparsifier(abc.ABC):
     # -- masks -------------------------------------------------------------------------
     def _sync_configs(self) -> dict[str, SparsityConfig]:
         """Each entry's config, parsed from ``data_groups`` (only groups that changed)."""
+        self._adopt_state()
         groups = self.data_groups
         if len(groups) != len(self._data) or any(n not in self._data for n in groups):
             unknown = [n for n in groups if n not in self._data]
@@ -350,6 +361,7 @@ class BaseDataSparsifier(abc.ABC):
         tensor in place (same object, same storage); otherwise the data is untouched.
         Data whose elements share memory (expanded or ``as_strided`` views) is refused.
         """
+        self._adopt_state()
         if names is None:
             todo = [n for n in self.data_groups if not self._is_squashed(n)]
         elif isinstance(names, str):
@@ -398,6 +410,7 @@ class BaseDataSparsifier(abc.ABC):
 
         It loads with ``torch.load(weights_only=True)`` when the configs hold plain values.
         """
+        self._adopt_state()
         state = {}
         for name in self.state:
             entry = self.state.raw(name)
@@ -429,6 +442,7 @@ class BaseDataSparsifier(abc.ABC):
         self._load(state_dict["state"], state_dict["data_groups"], state_dict["_container"], strict)
 
     def _load(self, states: Any, groups: Any, tensors: Any, strict: bool) -> None:
+        self._adopt_state()
         kept = () if strict else tuple(self._data)
         container = _Container() if strict else self._container
         loaded = parse_state_dict(
