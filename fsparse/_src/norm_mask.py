@@ -54,7 +54,7 @@ def _as_matrix(data: torch.Tensor) -> torch.Tensor:
     if squeezed.dim() <= 1:
         return squeezed.reshape(1, -1)
     if squeezed.dim() > 2:
-        return squeezed.reshape(squeezed.shape[0], -1)
+        return squeezed.reshape(squeezed.shape[0], math.prod(squeezed.shape[1:]))
     return squeezed
 
 
@@ -106,6 +106,8 @@ def fit_config(config: SparsityConfig, height: int, width: int) -> SparsityConfi
 def _pool_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     lead, (height, width) = scores.shape[:-2], scores.shape[-2:]
     block = fit_block(block, height, width)
+    if scores.numel() == 0:  # avg_pool2d and reshape(-1, ...) refuse empty input
+        return scores.new_empty((*lead, -(-height // block[0]), -(-width // block[1])))
     pooled = F.avg_pool2d(
         scores.reshape(-1, height, width), kernel_size=block, stride=block, ceil_mode=True
     )

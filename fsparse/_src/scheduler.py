@@ -93,19 +93,22 @@ def _param_value(entry: Entry, param: str, name: str) -> Any:
     missing = object()
     value = config.extra(param, missing)
     if value is missing:
-        raise KeyError(f"entry {name!r} has no config key {short_repr(param)} to schedule")
+        raise KeyError(
+            f"entry {short_repr(name)} has no config key {short_repr(param)} to schedule"
+        )
     return value
 
 
 def _scheduled(base: Any, factor: Any, name: str, param: str) -> Any:
     """``base * factor``, refusing a base that is no number and a NaN product."""
-    check_real(base, f"base value of {param!r} for {name!r}", finite=False)
+    check_real(base, f"base value of {short_repr(param)} for {short_repr(name)}", finite=False)
     if base == 0 and not math.isfinite(factor):
         return 0.0  # 0 times an overflowed factor stays 0, as repeated multiplication does
     value = base * factor
     if math.isnan(value):
         raise ValueError(
-            f"{param!r} for {name!r} would be NaN ({short_repr(base)} * {short_repr(factor)})"
+            f"{short_repr(param)} for {short_repr(name)} would be NaN "
+            f"({short_repr(base)} * {short_repr(factor)})"
         )
     return value
 
@@ -125,7 +128,7 @@ def schedule(
     epoch = check_int(scheduler_state.last_epoch, "scheduler_state.last_epoch", low=-1) + 1
     check_instance(scheduler_state.base_values, Mapping, "scheduler_state.base_values")
     factor = scheduler.schedule(epoch)
-    what = f"schedule({epoch}) for {scheduler.param!r}"
+    what = f"schedule({epoch}) for {short_repr(scheduler.param)}"
     if scheduler.relative or (isinstance(factor, numbers.Real) and not isinstance(factor, bool)):
         check_real(factor, what, finite=False)  # a number, not NaN; make_config checks the rest
     bases = dict(scheduler_state.base_values)

@@ -305,7 +305,7 @@ def _new_entry(
 ) -> Entry:
     """The entry that :func:`add` stores under ``name`` (``old``: the one it replaces)."""
     validate_name(name)
-    weight = _weight(data, f"data for {name!r}")
+    weight = _weight(data, f"data for {short_repr(name)}")
     check_bool(reuse_mask, "reuse_mask")
     new_config = make_config(old.config if old is not None else defaults, **config)
     if mask is not None:
@@ -313,7 +313,7 @@ def _new_entry(
     elif old is not None and reuse_mask:
         if old.data.shape != weight.shape:
             raise ValueError(
-                f"reuse_mask=True needs the new data for {name!r} to have the old shape "
+                f"reuse_mask=True needs the new data for {short_repr(name)} to have the old shape "
                 f"{tuple(old.data.shape)}, got {tuple(weight.shape)}"
             )
         new_mask = old.mask
@@ -400,8 +400,8 @@ def _mask_for(entry: Entry, name: str, mask_fn: MaskFn | None) -> torch.Tensor:
     try:
         mask = fn(entry.data.detach(), entry.config)
     except ValueError as err:
-        raise ValueError(f"{name!r}: {err}") from err
-    return _check_mask(mask, entry.data, f"mask_fn result for {name!r}")
+        raise ValueError(f"{short_repr(name)}: {err}") from err
+    return _check_mask(mask, entry.data, f"mask_fn result for {short_repr(name)}")
 
 
 def step(state: SparsifierState, mask_fn: MaskFn | None = None) -> SparsifierState:
