@@ -35,7 +35,7 @@ class CountingFile:
 
     def write(self, data: Any) -> int:
         n = self._f.write(data)
-        self._advance(len(memoryview(data).cast("B")))
+        self._advance(memoryview(data).nbytes)
         return int(n) if n is not None else 0
 
     def flush(self) -> None:

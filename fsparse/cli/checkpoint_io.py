@@ -32,7 +32,13 @@ import torch
 
 from fsparse.cli.atomic import OutputError, atomic_outputs, atomic_write
 from fsparse.cli.byte_progress import CountingFile, byte_progress
-from fsparse.cli.file_kinds import CheckpointError, describe_file, module_hint
+from fsparse.cli.file_kinds import (
+    SUFFIX_FORMATS,
+    CheckpointError,
+    check_output_format,
+    describe_file,
+    module_hint,
+)
 from fsparse.cli.masks_file import (
     MASK_SUFFIX,
     masks_file_object,
@@ -42,6 +48,7 @@ from fsparse.cli.masks_file import (
     with_packed_masks,
 )
 from fsparse.cli.safetensors_stream import write_safetensors
+from fsparse.cli.sparse_layout import check_sparse, selectable
 from fsparse.cli.tied_weights import dedupe_for_safetensors
 
 __all__ = [
@@ -63,20 +70,15 @@ __all__ = [
     "metadata_json",
     "save_checkpoint",
     "selectable",
+    "sniff_format",
     "split_masks",
     "stored_bytes",
     "with_masks",
     "with_packed_masks",
+    "write_file",
 ]
 
 FORMATS: tuple[str, ...] = ("pt", "safetensors")
-SUFFIX_FORMATS: dict[str, str] = {
-    ".safetensors": "safetensors",
-    ".pt": "pt",
-    ".pth": "pt",
-    ".bin": "pt",
-    ".ckpt": "pt",
-}
 WRAPPER_KEYS: tuple[str, ...] = ("state_dict", "model_state_dict", "model", "module", "net")
 _ZIP_MAGIC = b"PK\x03\x04"
 
@@ -107,28 +109,6 @@ class Checkpoint:
             k
             for k, v in self.state_dict.items()
             if isinstance(v, torch.Tensor) and v.layout != torch.strided
-        )
-
-
-def check_output_format(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str | None
-) -> None:
-    """Refuse a ``--format`` that contradicts ``dst``'s suffix (a ``ValueError``): other tools
-    read a file by its name, and would fail on it.
-
-    >>> check_output_format("in.pt", "out.safetensors", "pt")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-        ...
-    ValueError: --format pt contradicts OUT out.safetensors: a .safetensors name means ...
-    """
-    if fmt is None or Path(src).is_dir():
-        return
-    dst = Path(dst)
-    implied = SUFFIX_FORMATS.get(dst.suffix.lower())
-    if implied is not None and implied != fmt:
-        raise ValueError(
-            f"--format {fmt} contradicts OUT {dst}: a {dst.suffix} name means the {implied} "
-            "format; rename OUT or change --format"
         )
 
 
@@ -194,32 +174,6 @@ def _load_safetensors(path: Path, progress: bool) -> tuple[dict[str, torch.Tenso
     return tensors, metadata
 
 
-def check_sparse(name: str, tensor: torch.Tensor) -> None:
-    """Check a sparse-layout tensor's invariants (indices in range, sizes) without densifying it;
-    a ``CheckpointError`` naming ``name`` if they fail."""
-    layout = tensor.layout
-    try:
-        if layout == torch.sparse_coo:
-            torch._validate_sparse_coo_tensor_args(
-                tensor._indices(), tensor._values(), tensor.shape
-            )
-        elif layout in (torch.sparse_csr, torch.sparse_bsr):
-            torch._validate_sparse_compressed_tensor_args(
-                tensor.crow_indices(), tensor.col_indices(), tensor.values(), tensor.shape, layout
-            )
-        elif layout in (torch.sparse_csc, torch.sparse_bsc):
-            torch._validate_sparse_compressed_tensor_args(
-                tensor.ccol_indices(), tensor.row_indices(), tensor.values(), tensor.shape, layout
-            )
-        else:
-            raise ValueError(f"unsupported layout {layout}")
-    except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        raise CheckpointError(
-            f"{name}: not a valid sparse tensor ({layout}, shape {tuple(tensor.shape)}): "
-            f"{_first_line(err)[:200]}"
-        ) from None
-
-
 def _has_tensor(obj: object) -> bool:
     return isinstance(obj, Mapping) and any(isinstance(v, torch.Tensor) for v in obj.values())
 
@@ -268,17 +222,6 @@ def load_checkpoint(path: str | os.PathLike[str], *, progress: bool = False) -> 
     for name in ckpt.sparse_layout:
         check_sparse(f"{path}: {name}", state_dict[name])
     return ckpt
-
-
-def selectable(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
-    """The names selection sees: the dense tensors, and each sparse-layout tensor as an empty
-    bool placeholder (patterns may name it; it is never selected, so it passes through)."""
-    out: dict[str, torch.Tensor] = {}
-    for name, value in ckpt.state_dict.items():
-        if isinstance(value, torch.Tensor):
-            dense = value.layout == torch.strided
-            out[name] = value if dense else torch.empty(0, dtype=torch.bool)
-    return out
 
 
 def load_masks_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -1,21 +1,36 @@
-"""What a file that is not a readable checkpoint looks like, and the error that says so.
+"""What a file is: the format its name promises, what its bytes look like, and the error.
 
 :class:`CheckpointError` is the one-line error for a checkpoint (or masks file)
 that cannot be read; :func:`describe_file` says what the file looks like instead
 (text, JSON, zip, pickle, empty, a damaged safetensors header...). Only the
-first bytes are read; nothing is parsed or run.
+first bytes are read; nothing is parsed or run. :func:`check_output_format`
+refuses an output name whose suffix contradicts the format it is written in.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import zipfile
 from pathlib import Path
 
-__all__ = ["CheckpointError", "describe_file", "module_hint"]
+__all__ = [
+    "SUFFIX_FORMATS",
+    "CheckpointError",
+    "check_output_format",
+    "describe_file",
+    "module_hint",
+]
 
+SUFFIX_FORMATS: dict[str, str] = {
+    ".safetensors": "safetensors",
+    ".pt": "pt",
+    ".pth": "pt",
+    ".bin": "pt",
+    ".ckpt": "pt",
+}
 _HEAD = 4096
 _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"\x1f\x8b", "a gzip file"),
@@ -56,6 +71,28 @@ def _safetensors_kind(head: bytes, size: int) -> str | None:
     if 8 + length > size:
         return f"a truncated safetensors file (its header claims {length} bytes)"
     return "a safetensors file with a damaged header or data"
+
+
+def check_output_format(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], fmt: str | None
+) -> None:
+    """Refuse a ``--format`` that contradicts ``dst``'s suffix (a ``ValueError``): other tools
+    read a file by its name, and would fail on it.
+
+    >>> check_output_format("in.pt", "out.safetensors", "pt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: --format pt contradicts OUT out.safetensors: a .safetensors name means ...
+    """
+    if fmt is None or Path(src).is_dir():
+        return
+    dst = Path(dst)
+    implied = SUFFIX_FORMATS.get(dst.suffix.lower())
+    if implied is not None and implied != fmt:
+        raise ValueError(
+            f"--format {fmt} contradicts OUT {dst}: a {dst.suffix} name means the {implied} "
+            "format; rename OUT or change --format"
+        )
 
 
 def describe_file(path: Path) -> str:
