@@ -22,7 +22,6 @@ __all__ = [
     "check_free_name",
     "check_mask",
     "check_shape",
-    "overlaps",
 ]
 
 
@@ -130,17 +129,3 @@ def check_free_name(container: nn.Module, name: object) -> str:
         )
     return name
 
-
-def overlaps(tensor: torch.Tensor) -> bool:
-    """Whether two elements of ``tensor`` may share memory (an expanded or as_strided view).
-
-    Conservative: sorted by stride, each dim must step past everything the smaller
-    dims reach, which every non-overlapping view made by slicing or permuting does.
-    """
-    dims = sorted((abs(st), size) for size, st in zip(tensor.shape, tensor.stride()) if size > 1)
-    reach = 0
-    for stride, size in dims:
-        if stride <= reach:
-            return True
-        reach += (size - 1) * stride
-    return False

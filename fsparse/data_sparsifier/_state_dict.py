@@ -10,6 +10,7 @@ without failing half-way.
 from __future__ import annotations
 
 import copy
+from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple
 
@@ -26,8 +27,9 @@ from fsparse.data_sparsifier._container import (
     check_free_name,
     check_mask,
 )
+from fsparse.data_sparsifier._mask_state import MaskState
 
-__all__ = ["Loaded", "parse_state_dict", "try_parametrization"]
+__all__ = ["Loaded", "load_into", "parse_state_dict", "state_dict_of", "try_parametrization"]
 
 
 class Loaded(NamedTuple):
@@ -135,3 +137,66 @@ def parse_state_dict(
         if name not in skip:  # skipped entries are checked too: the file is suspect
             loaded[name] = entry
     return loaded
+
+
+def state_dict_of(sp: Any) -> dict[str, Any]:
+    """``sp.state_dict()``: torch.ao's format, plain containers, masks as sparse COO.
+
+    A pending (unmade) mask is saved as the COO of ones it stands for, and stays pending.
+    """
+    state = {}
+    for name in sp._adopt_state():
+        entry = sp.state.raw(name)
+        mask = entry.get("mask")
+        if name in sp.state.pending:
+            mask = torch.ones_like(sp._data[name])
+        out = {} if mask is None else {"mask": mask.to_sparse_coo()}
+        out.update({k: copy.deepcopy(v) for k, v in entry.items() if k != "mask"})
+        state[name] = out
+    return {
+        "state": state,
+        "data_groups": {name: copy.deepcopy(dict(g)) for name, g in sp.data_groups.items()},
+        "_container": dict(sp._container.state_dict()),
+    }
+
+
+def load_into(sp: Any, states: Any, groups: Any, tensors: Any, strict: bool) -> None:
+    """Check every entry of a state dict, then register them into ``sp`` in one go.
+
+    ``strict=False`` keeps ``sp``'s entries (they win over loaded ones of the same
+    name) and registers the others into its live container.
+    """
+    kept = () if strict else tuple(sp._data)
+    container = _Container() if strict else sp._container
+    loaded = parse_state_dict(states, groups, tensors, container, kept, sp._config_from_group)
+    new_state = MaskState()
+    new_groups: defaultdict[str, dict[str, Any]] = defaultdict(dict)
+    new_data: dict[str, torch.Tensor] = {}
+    registered: list[str] = []
+    try:
+        for name in [*(n for n in states if n not in kept), *kept]:
+            if name in kept:  # torch.ao: current entries win when not strict
+                if name in sp.state.pending:
+                    new_state.pending[name] = sp.state.pending[name]
+                dict.__setitem__(new_state, name, sp.state.raw(name))
+                new_groups[name], new_data[name] = sp.data_groups[name], sp._data[name]
+                continue
+            item = loaded[name]
+            if item.parametrized:
+                sp._register(container, new_state, name, item.data, item.mask, item.param_class)
+            else:
+                container.register_buffer(name, item.data)
+                new_state[name]["mask"] = item.mask
+            new_state.raw(name).update(item.extras)
+            registered.append(name)
+            new_groups[name], new_data[name] = item.group, item.data
+    except BaseException:
+        if not strict:  # cannot happen after the checks; undo anyway
+            for name in registered:
+                if parametrize.is_parametrized(container, name):
+                    parametrize.remove_parametrizations(container, name, False)
+                delattr(container, name)
+        raise
+    sp._container, sp.state, sp.data_groups = container, new_state, new_groups
+    sp._data = new_data
+    sp._configs = {n: (dict(loaded[n].group), loaded[n].config) for n in loaded}

@@ -30,6 +30,7 @@ from fsparse._src.state import (
     SparsifierState,
     extract_weight,
 )
+from fsparse.data_sparsifier._configs import parse_groups
 from fsparse.data_sparsifier._container import (
     FakeSparsity,
     _Container,
@@ -37,25 +38,15 @@ from fsparse.data_sparsifier._container import (
     check_free_name,
     check_mask,
     check_shape,
-    overlaps,
 )
 from fsparse.data_sparsifier._mask_state import MaskState
-from fsparse.data_sparsifier._state_dict import Loaded, parse_state_dict, try_parametrization
+from fsparse.data_sparsifier._squash import squash
+from fsparse.data_sparsifier._state_dict import load_into, state_dict_of, try_parametrization
 
 __all__ = ["EMBEDDING_TYPES", "SUPPORTED_TYPES", "BaseDataSparsifier", "FakeSparsity"]
 
 _STATE_DICT_KEYS = ("state", "data_groups", "_container")
 _VIEWS = frozenset({"state", "data_groups", "_container", "_data", "_configs", "step"})
-_PLAIN = (int, float, str, bool, type(None))
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Whether a config value is unchanged (plain values by value, objects by identity)."""
-    if isinstance(a, _PLAIN) or isinstance(b, _PLAIN):
-        return type(a) is type(b) and a == b
-    if isinstance(a, (tuple, list)):
-        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
-    return a is b
 
 
 def _ones_bool(data: torch.Tensor) -> torch.Tensor:
@@ -266,20 +257,7 @@ class BaseDataSparsifier(abc.ABC):
                 f"data_groups must hold exactly the data names: unknown {short_repr(unknown)}, "
                 f"missing {short_repr(lost)}"
             )
-        configs = {}
-        for name, group in groups.items():
-            if not isinstance(group, Mapping):
-                raise TypeError(f"data_groups[{name!r}] must be a dict, got {short_repr(group)}")
-            cached = self._configs.get(name)
-            if cached is None or not _same_group(cached[0], group):
-                try:
-                    config = self._config_from_group(group)
-                except (TypeError, ValueError) as err:
-                    raise type(err)(f"data_groups[{name!r}]: {err}") from None
-                cached = (dict(group), config)
-                self._configs[name] = cached
-            configs[name] = cached[1]
-        return configs
+        return parse_groups(groups, self._configs, self._config_from_group)
 
     def _sync_mask(self, name: str) -> torch.Tensor | None:
         """The visible mask of ``name`` (``None`` while pending), adopted by the parametrization."""
@@ -373,36 +351,7 @@ class BaseDataSparsifier(abc.ABC):
             squashed = [n for n in todo if self._is_squashed(n)]
             if squashed:
                 raise ValueError(f"mask already squashed for {short_repr(squashed)}")
-        if leave_parametrized:
-            for name in todo:
-                original = self.get_data(name)
-                if overlaps(original):
-                    raise ValueError(
-                        f"data {name!r} has elements that share memory (stride "
-                        f"{original.stride()}, e.g. an expanded view): squash_mask cannot "
-                        "write into it; pass leave_parametrized=False or add a clone"
-                    )
-                if isinstance(self._holder(name), FakeSparsity):
-                    self._sync_mask(name)
-        for name in todo:
-            self._squash(name, leave_parametrized)
-
-    def _squash(self, name: str, leave_parametrized: bool) -> None:
-        holder = self._holder(name)
-        chain = getattr(self._container.parametrizations, name)
-        if not leave_parametrized or not isinstance(holder, FakeSparsity) or len(chain) != 1:
-            with torch.no_grad():
-                sparse = getattr(self._container, name) if leave_parametrized else None
-            parametrize.remove_parametrizations(self._container, name, leave_parametrized=False)
-            if sparse is not None:
-                with torch.no_grad():
-                    getattr(self._container, name).copy_(sparse)
-            return
-        mask = None if holder.pending else holder._buffers["mask"]
-        parametrize.remove_parametrizations(self._container, name, leave_parametrized=False)
-        if mask is not None:  # an unmade mask is all ones: the data stays as it is
-            with torch.no_grad():
-                getattr(self._container, name).mul_(mask)
+        squash(self, todo, leave_parametrized)
 
     # -- serialisation -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -410,21 +359,7 @@ class BaseDataSparsifier(abc.ABC):
 
         It loads with ``torch.load(weights_only=True)`` when the configs hold plain values.
         """
-        self._adopt_state()
-        state = {}
-        for name in self.state:
-            entry = self.state.raw(name)
-            mask = entry.get("mask")
-            if name in self.state.pending:
-                mask = torch.ones_like(self._data[name])
-            out = {} if mask is None else {"mask": mask.to_sparse_coo()}
-            out.update({k: copy.deepcopy(v) for k, v in entry.items() if k != "mask"})
-            state[name] = out
-        return {
-            "state": state,
-            "data_groups": {name: copy.deepcopy(dict(g)) for name, g in self.data_groups.items()},
-            "_container": dict(self._container.state_dict()),
-        }
+        return state_dict_of(self)
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Restore from :meth:`state_dict` (fsparse's or torch.ao's).
@@ -443,47 +378,7 @@ class BaseDataSparsifier(abc.ABC):
 
     def _load(self, states: Any, groups: Any, tensors: Any, strict: bool) -> None:
         self._adopt_state()
-        kept = () if strict else tuple(self._data)
-        container = _Container() if strict else self._container
-        loaded = parse_state_dict(
-            states, groups, tensors, container, kept, self._config_from_group
-        )
-        order = [*(n for n in states if n not in kept), *kept]
-        new_state = MaskState()
-        new_groups: defaultdict[str, dict[str, Any]] = defaultdict(dict)
-        new_data: dict[str, torch.Tensor] = {}
-        registered: list[str] = []
-        try:
-            for name in order:
-                if name in kept:  # torch.ao: current entries win when not strict
-                    if name in self.state.pending:
-                        new_state.pending[name] = self.state.pending[name]
-                    dict.__setitem__(new_state, name, self.state.raw(name))
-                    new_groups[name], new_data[name] = self.data_groups[name], self._data[name]
-                    continue
-                self._commit_loaded(container, new_state, name, loaded[name])
-                registered.append(name)
-                new_groups[name], new_data[name] = loaded[name].group, loaded[name].data
-        except BaseException:
-            if not strict:  # cannot happen after the checks; undo anyway
-                for name in registered:
-                    if parametrize.is_parametrized(container, name):
-                        parametrize.remove_parametrizations(container, name, False)
-                    delattr(container, name)
-            raise
-        self._container, self.state, self.data_groups = container, new_state, new_groups
-        self._data = new_data
-        self._configs = {n: (dict(loaded[n].group), loaded[n].config) for n in loaded}
-
-    def _commit_loaded(
-        self, container: nn.Module, state: MaskState, name: str, item: Loaded
-    ) -> None:
-        if item.parametrized:
-            self._register(container, state, name, item.data, item.mask, item.param_class)
-        else:
-            container.register_buffer(name, item.data)
-            state[name]["mask"] = item.mask
-        state.raw(name).update(item.extras)
+        load_into(self, states, groups, tensors, strict)
 
     def __getstate__(self) -> dict[str, Any]:
         saved = {k: v for k, v in self.__dict__.items() if k not in _VIEWS}
@@ -508,6 +403,3 @@ class BaseDataSparsifier(abc.ABC):
                     text += f"\t    {key}: {sparse_args[key]}\n"
         return text + ")"
 
-
-def _same_group(cached: Mapping[str, Any], group: Mapping[str, Any]) -> bool:
-    return cached.keys() == group.keys() and all(_same(cached[k], group[k]) for k in cached)
