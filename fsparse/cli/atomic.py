@@ -50,6 +50,13 @@ class OutputError(ValueError):
 
 
 def _umask() -> int:
+    """The process umask: read from ``/proc`` where it can be (setting it to read it back,
+    the fallback, briefly changes it for every thread)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
