@@ -562,3 +562,12 @@ def test_signal_during_commit_waits_until_every_output_is_renamed(
     assert torch.equal(
         torch.load(out, weights_only=True)["fc.weight"], sparsified(state_dict()["fc.weight"])
     )
+
+
+def test_tied_views_of_different_shapes_are_refused(tmp_path: Path) -> None:
+    whole = torch.randn(8, 8)
+    src = tmp_path / "views.pt"
+    torch.save({"qkv.weight": whole, "q.weight": whole[:4]}, src)  # torch.save keeps the view
+    fails(run("sparsify", src, tmp_path / "o.pt"), 1, "different views", "--exclude both")
+    loaded = torch.load(src, weights_only=True)
+    assert loaded["q.weight"].data_ptr() == loaded["qkv.weight"].data_ptr()  # the case is real

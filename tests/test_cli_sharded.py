@@ -162,6 +162,9 @@ def test_packed_masks_and_masks_file_for_a_directory(tmp_path: Path) -> None:
     from_file = load_masks_file(masks_file)
     assert all(torch.equal(from_file[n], masks[n]) for n in masks)
     assert not any(MASK_SUFFIX in k for k in read_all(tmp_path / "plain"))
+    inside = tmp_path / "plain" / "masks.safetensors"  # would vanish with the old OUT
+    fails(run("sparsify", src, tmp_path / "plain", "--force", "--masks-file", inside), 1, "outside")
+    assert not inside.exists()
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from fsparse._src.checks import short_repr
 from fsparse._src.packing import pack_mask, unpack_mask
 from fsparse.cli.file_kinds import CheckpointError
 
@@ -60,7 +61,9 @@ def split_masks(
         name = key[: -len(MASK_SUFFIX)]
         weight = weights.get(name)
         if not isinstance(weight, torch.Tensor):
-            raise CheckpointError(f"packed mask {key!r} has no weight named {name!r} beside it")
+            raise CheckpointError(
+                f"packed mask {short_repr(key)} has no weight named {short_repr(name)} beside it"
+            )
         masks[name] = unpack_mask(packed, weight.shape)
     return weights, masks
 
@@ -84,7 +87,9 @@ def with_packed_masks(
         if name in packed:
             key = name + MASK_SUFFIX
             if key in state_dict:
-                raise CheckpointError(f"cannot store the mask of {name!r}: {key!r} already exists")
+                raise CheckpointError(
+                    f"cannot store the mask of {short_repr(name)}: {short_repr(key)} already exists"
+                )
             out[key] = packed[name]
     return out
 
@@ -129,7 +134,7 @@ def masks_from_checkpoint(ckpt: Any, path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not an fsparse masks file (no mask shapes recorded)")
     masks: dict[str, torch.Tensor] = {}
     for name, value in ckpt.state_dict.items():
-        where = f"{path}: {name!r}"
+        where = f"{path}: {short_repr(name)}"
         if name not in raw:
             raise CheckpointError(f"{where}: no shape recorded for this mask")
         shape = _shape(raw[name], where)

@@ -92,10 +92,12 @@ def read_index(root: Path) -> ShardIndex:
     for name, shard in weight_map.items():
         if not _plain_name(shard):
             raise io.CheckpointError(
-                f"{path}: {name!r} maps to {short_repr(shard)}, not a file name in {root}"
+                f"{path}: {short_repr(name)} maps to {short_repr(shard)}, not a file name in {root}"
             )
         if not (root / shard).is_file():
-            raise io.CheckpointError(f"{path}: shard {shard!r} (of {name!r}) is missing")
+            raise io.CheckpointError(
+                f"{path}: shard {short_repr(shard)} (of {short_repr(name)}) is missing"
+            )
     metadata = doc.get("metadata")
     return ShardIndex(
         root, found[0], dict(metadata) if isinstance(metadata, dict) else {}, dict(weight_map)
@@ -183,12 +185,18 @@ def sparsify_directory(
     index = read_index(src)
     if _inside(dst, src) or _inside(src, dst):
         raise ValueError(f"OUT {dst} and IN {src} must not contain one another")
+    if masks_file is not None and _inside(Path(masks_file), dst):
+        raise ValueError(
+            f"--masks-file {masks_file} must be outside OUT {dst} (it is replaced whole)"
+        )
     placeholders: dict[str, torch.Tensor] = {}
     shard_of: dict[str, str] = {}
     for shard in index.shards:
         for name, tensor in _placeholders(src / shard).items():
             if name in shard_of:
-                raise io.CheckpointError(f"{src}: {name!r} is in both {shard_of[name]} and {shard}")
+                raise io.CheckpointError(
+                    f"{src}: {short_repr(name)} is in both {shard_of[name]} and {shard}"
+                )
             placeholders[name], shard_of[name] = tensor, shard
     selection = choose(placeholders)
     del placeholders

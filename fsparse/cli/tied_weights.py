@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from fsparse._src.checks import short_repr
+
 __all__ = ["TiedGroups", "dedupe_for_safetensors", "shared_groups", "tie_selection"]
 
 
@@ -89,18 +91,18 @@ def tie_selection(
             continue
         first = group[0]
         for name in group[1:]:
+            a, b = short_repr(first), short_repr(name)
             if chosen[name] != chosen[first]:
                 raise ValueError(
-                    f"{first!r} and {name!r} are one tensor (tied weights: they share storage), "
-                    f"but the rules treat them differently ({first}: {_describe(chosen[first])}; "
-                    f"{name}: {_describe(chosen[name])}); give every name of a tied tensor the "
-                    "same rules (e.g. --exclude both names, or neither)"
+                    f"{a} and {b} are one tensor (tied weights: they share storage), but the "
+                    f"rules treat them differently ({a}: {_describe(chosen[first])}; {b}: "
+                    f"{_describe(chosen[name])}); give every name of a tied tensor the same "
+                    "rules (e.g. --exclude both names, or neither)"
                 )
             if not _same_view(tensors[first], tensors[name]):
                 raise ValueError(
-                    f"{first!r} and {name!r} share storage as different views (shape, offset or "
-                    "strides); fsparse cannot sparsify one without changing the other: "
-                    "--exclude both"
+                    f"{a} and {b} share storage as different views (shape, offset or strides); "
+                    "fsparse cannot sparsify one without changing the other: --exclude both"
                 )
             aliases[name] = first
             kept.pop(name, None)
