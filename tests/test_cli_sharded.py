@@ -204,3 +204,44 @@ def test_stale_temp_dir_of_a_dead_run_is_removed(tmp_path: Path) -> None:
     (stale / "shard").write_bytes(b"x" * 100)
     ok("sparsify", src, tmp_path / "out", "-q")
     assert not stale.exists() and temp_dirs(tmp_path) == []
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "bin"])
+def test_one_shard_in_memory_at_a_time(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+    import weakref
+
+    from fsparse.cli import checkpoint_io
+
+    src = make_dir(tmp_path / "model", kind)
+    real = checkpoint_io.load_checkpoint
+    alive: list[weakref.ref[Any]] = []
+
+    def tracked(path: Any, **kwargs: Any) -> Any:
+        gc.collect()
+        assert all(ref() is None for ref in alive), "an earlier shard is still held"
+        ckpt = real(path, **kwargs)
+        alive.append(
+            weakref.ref(ckpt.state_dict["a.weight" if "1-of" in str(path) else "b.weight"])
+        )
+        return ckpt
+
+    monkeypatch.setattr(checkpoint_io, "load_checkpoint", tracked)
+    ok("sparsify", src, tmp_path / "out", "-q")
+    assert len(alive) >= 2
+
+
+def test_out_dir_replaced_by_two_renames_where_no_exchange(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fsparse.cli import atomic
+
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    src, out = make_dir(tmp_path / "model"), tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    ok("sparsify", src, out, "--force", "-q")
+    assert not (out / "old.txt").exists() and (out / ST_INDEX).exists()
+    assert temp_dirs(tmp_path) == []
