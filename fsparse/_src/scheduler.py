@@ -113,6 +113,23 @@ def _scheduled(base: Any, factor: Any, name: str, param: str) -> Any:
     return value
 
 
+_Made = dict[tuple[int, type, Any], SparsityConfig]
+
+
+def _replaced(
+    config: SparsityConfig, param: str, value: Any, made: _Made
+) -> SparsityConfig:
+    """``make_config(config, param=value)``, made once per (config object, value)."""
+    try:
+        key = (id(config), type(value), value)
+        hash(key)
+    except TypeError:  # an unhashable scheduled value
+        return make_config(config, **{param: value})
+    if key not in made:
+        made[key] = make_config(config, **{param: value})
+    return made[key]
+
+
 def schedule(
     scheduler: Scheduler, scheduler_state: SchedulerState, sparsifier_state: SparsifierState
 ) -> tuple[SchedulerState, SparsifierState]:
@@ -133,6 +150,7 @@ def schedule(
         check_real(factor, what, finite=False)  # a number, not NaN; make_config checks the rest
     bases = dict(scheduler_state.base_values)
     entries = {}
+    made: _Made = {}  # entries sharing a config share the new one
     for name, entry in sparsifier_state.entries.items():
         if name not in bases:
             bases[name] = _param_value(entry, scheduler.param, name)
@@ -140,6 +158,7 @@ def schedule(
             value = _scheduled(bases[name], factor, name, scheduler.param)
         else:
             value = factor
-        config = make_config(entry.config, **{scheduler.param: value})
-        entries[name] = Entry._trusted(entry.data, entry.mask, config)
+        entries[name] = Entry._trusted(
+            entry.data, entry.mask, _replaced(entry.config, scheduler.param, value, made)
+        )
     return SchedulerState(epoch, bases), SparsifierState._own(entries, sparsifier_state.defaults)

@@ -307,7 +307,8 @@ def _new_entry(
     validate_name(name)
     weight = _weight(data, f"data for {short_repr(name)}")
     check_bool(reuse_mask, "reuse_mask")
-    new_config = make_config(old.config if old is not None else defaults, **config)
+    base = old.config if old is not None else defaults
+    new_config = make_config(base, **config) if config else base  # make_config(base) == base
     if mask is not None:
         new_mask = _check_mask(mask, weight, "mask")
     elif old is not None and reuse_mask:
