@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from fsparse._src.checks import check_instance, check_shape, check_tensor, short_repr
-from fsparse._src.state import Entry, SparsifierState, _check_mask_fits
+from fsparse._src.entry import Entry, check_mask_fits
+from fsparse._src.state import SparsifierState
 
 __all__ = ["load_masks", "masks_state_dict", "pack_mask", "unpack_mask"]
 
@@ -121,6 +122,6 @@ def load_masks(
             )
         mask = unpack_mask(check_tensor(item["bits"], f"{what}['bits']", dtypes=(torch.uint8,)),
                            shape).to(entry.data.device)
-        _check_mask_fits(mask, entry.data, f"{what} mask")
+        check_mask_fits(mask, entry.data, f"{what} mask")
         entries[name] = Entry._trusted(entry.data, mask, entry.config)
     return SparsifierState._own(entries, state.defaults)

@@ -8,7 +8,7 @@ here returns a new state and never mutates its inputs or their tensors.
 from __future__ import annotations
 
 import itertools
-from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import optree
@@ -20,7 +20,6 @@ from torch import nn
 
 from fsparse._src.batching import batched_norm_masks
 from fsparse._src.checks import (
-    FLOAT_DTYPES,
     check_bool,
     check_callable,
     check_instance,
@@ -28,6 +27,7 @@ from fsparse._src.checks import (
     short_repr,
 )
 from fsparse._src.config import MaskFn, SparsityConfig, make_config, validate_name
+from fsparse._src.entry import Entries, Entry, check_mask
 from fsparse._src.norm_mask import config_norm_mask
 
 __all__ = [
@@ -50,112 +50,6 @@ EMBEDDING_TYPES: frozenset[type] = frozenset({nn.Embedding, nn.EmbeddingBag})
 SUPPORTED_TYPES: frozenset[type] = frozenset({torch.Tensor, nn.Parameter, *EMBEDDING_TYPES})
 
 Data = torch.Tensor | nn.Embedding | nn.EmbeddingBag
-
-# Dtypes a given mask may have (converted with ``!= 0``); complex is refused.
-_MASK_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-                *FLOAT_DTYPES)
-
-
-def _checkable(*leaves: object) -> bool:
-    """Whether the leaves are real tensors to validate (not wrapped by a transform)."""
-    return (
-        all(type(x) in (torch.Tensor, nn.Parameter) for x in leaves)
-        and not any(
-            torch._C._functorch.is_functorch_wrapped_tensor(x)  # type: ignore[arg-type]
-            for x in leaves
-        )
-        and not torch.compiler.is_compiling()
-    )
-
-
-# optree's dataclass wraps the stdlib one; mypy only knows the stdlib signature.
-@optree.dataclasses.dataclass(namespace="", frozen=True)  # type: ignore[call-overload]
-class Entry:
-    """One named tensor: its data (by reference), bool mask, and static config.
-
-    When both leaves are real tensors (not inside a ``torch.func`` transform or
-    ``torch.compile``), the data must be a dense floating-point tensor on a real
-    device and the mask a bool tensor of its shape and device.
-    """
-
-    data: torch.Tensor
-    mask: torch.Tensor
-    config: SparsityConfig = optree.dataclasses.field(pytree_node=False)  # type: ignore[call-overload]
-
-    def __post_init__(self) -> None:
-        check_instance(self.config, SparsityConfig, "Entry.config")
-        if not _checkable(self.data, self.mask):
-            return
-        check_tensor(self.data, "Entry.data")
-        check_tensor(self.mask, "Entry.mask", dtypes=(torch.bool,))
-        _check_mask_fits(self.mask, self.data, "Entry.mask")
-
-    @classmethod
-    def _trusted(cls, data: torch.Tensor, mask: torch.Tensor, config: SparsityConfig) -> Entry:
-        """An entry from parts already checked (the hot paths build many)."""
-        entry = object.__new__(cls)
-        object.__setattr__(entry, "data", data)
-        object.__setattr__(entry, "mask", mask)
-        object.__setattr__(entry, "config", config)
-        return entry
-
-
-class Entries(Mapping[str, Entry]):
-    """A read-only name -> :class:`Entry` mapping, in insertion order.
-
-    Built from any mapping (copied, names and values checked); a pytree node.
-    """
-
-    __slots__ = ("_items",)
-    _items: dict[str, Entry]
-
-    def __init__(self, entries: Mapping[str, Entry] | None = None) -> None:
-        items = {} if entries is None else check_instance(entries, Mapping, "entries")
-        copied: dict[str, Entry] = {}
-        for name, entry in items.items():
-            validate_name(name)
-            copied[name] = check_instance(entry, Entry, f"entries[{short_repr(name)}]")
-        object.__setattr__(self, "_items", copied)
-
-    @classmethod
-    def _own(cls, items: dict[str, Entry]) -> Entries:
-        """Wrap ``items`` (checked, and held by nobody else) without a copy."""
-        out = object.__new__(cls)
-        object.__setattr__(out, "_items", items)
-        return out
-
-    def __setattr__(self, key: str, value: object) -> None:
-        raise AttributeError("Entries is read-only")
-
-    def __getitem__(self, name: str) -> Entry:
-        return self._items[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._items.get(name, default)
-
-    def keys(self) -> KeysView[str]:
-        return self._items.keys()
-
-    def values(self) -> ValuesView[Entry]:
-        return self._items.values()
-
-    def items(self) -> ItemsView[str, Entry]:
-        return self._items.items()
-
-    def __repr__(self) -> str:
-        return f"Entries({self._items!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Entries, (dict(self._items),))
 
 
 @optree.dataclasses.dataclass(namespace="", frozen=True)  # type: ignore[call-overload]
@@ -208,42 +102,11 @@ class SparsifierState:
         return len(self.entries)
 
 
-def _entry_unflatten(leaves: Iterable[Any], config: SparsityConfig) -> Entry:
-    data, mask = leaves
-    return Entry(data, mask, config)
-
-
 def _state_unflatten(children: Iterable[Any], defaults: SparsityConfig) -> SparsifierState:
     (entries,) = children
     return SparsifierState(entries, defaults)
 
 
-def _entries_unflatten(names: tuple[str, ...], values: Iterable[Any]) -> Entries:
-    return Entries._own(dict(zip(names, values, strict=True)))
-
-
-optree.register_pytree_node(
-    Entries,
-    lambda m: (tuple(m.values()), tuple(m), tuple(m)),  # type: ignore[attr-defined]
-    _entries_unflatten,  # type: ignore[arg-type]
-    namespace=optree.registry.__GLOBAL_NAMESPACE,  # type: ignore[attr-defined]
-)
-torch_pytree.register_pytree_node(
-    Entries,
-    lambda m: (list(m.values()), tuple(m)),
-    lambda values, names: _entries_unflatten(names, values),
-    serialized_type_name="fsparse.Entries",
-    flatten_with_keys_fn=lambda m: (
-        [(torch_pytree.MappingKey(k), v) for k, v in m.items()],
-        tuple(m),
-    ),
-)
-torch_pytree.register_pytree_node(
-    Entry,
-    lambda e: ([e.data, e.mask], e.config),
-    _entry_unflatten,
-    serialized_type_name="fsparse.Entry",
-)
 torch_pytree.register_pytree_node(
     SparsifierState,
     lambda s: ([s.entries], s.defaults),
@@ -263,23 +126,6 @@ def extract_weight(data: object) -> torch.Tensor:
         return data  # type: ignore[return-value]
     names = sorted(t.__name__ for t in SUPPORTED_TYPES)
     raise TypeError(f"data must be one of {names}, got {type(data).__name__}")
-
-
-def _check_mask_fits(mask: torch.Tensor, data: torch.Tensor, what: str) -> None:
-    if mask.shape != data.shape:
-        raise ValueError(
-            f"{what} has shape {tuple(mask.shape)} but the data has shape {tuple(data.shape)}"
-        )
-    if mask.device != data.device:
-        raise ValueError(f"{what} is on {mask.device} but the data is on {data.device}")
-
-
-def _check_mask(value: object, data: torch.Tensor, what: str) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor, got {type(value).__name__}")
-    mask = check_tensor(value, what, dtypes=_MASK_DTYPES) if _checkable(data) else value
-    _check_mask_fits(mask, data, what)
-    return mask if mask.dtype == torch.bool else mask != 0
 
 
 def _check_state(state: object) -> SparsifierState:
@@ -310,7 +156,7 @@ def _new_entry(
     base = old.config if old is not None else defaults
     new_config = make_config(base, **config) if config else base  # make_config(base) == base
     if mask is not None:
-        new_mask = _check_mask(mask, weight, "mask")
+        new_mask = check_mask(mask, weight, "mask")
     elif old is not None and reuse_mask:
         if old.data.shape != weight.shape:
             raise ValueError(
@@ -402,7 +248,7 @@ def _mask_for(entry: Entry, name: str, mask_fn: MaskFn | None) -> torch.Tensor:
         mask = fn(entry.data.detach(), entry.config)
     except ValueError as err:
         raise ValueError(f"{short_repr(name)}: {err}") from err
-    return _check_mask(mask, entry.data, f"mask_fn result for {short_repr(name)}")
+    return check_mask(mask, entry.data, f"mask_fn result for {short_repr(name)}")
 
 
 def step(state: SparsifierState, mask_fn: MaskFn | None = None) -> SparsifierState:
