@@ -237,6 +237,7 @@ def add(
 def remove(state: SparsifierState, name: str) -> SparsifierState:
     """State without the entry ``name`` (``KeyError`` if absent)."""
     _check_state(state)
+    validate_name(name)
     state[name]  # raises a KeyError naming the known names
     entries = {k: v for k, v in state.entries.items() if k != name}
     return SparsifierState._own(entries, state.defaults)
