@@ -315,7 +315,7 @@ def test_error_no_state_dict(tmp_path: Path) -> None:
         (["--block", "0x4"], "--block must look like 1x4"),
         (["--block", "4"], "--block must look like 1x4"),
         (["--zeros-per-block", "9"], "zeros_per_block must be in [0, 4]"),
-        (["--sparsity-level", "nan"], "sparsity_level must not be NaN"),
+        (["--sparsity-level", "nan"], "sparsity_level must be a number, not NaN"),
         (["--sparsity-level", "1.5"], "1.5 is not in the range 0.0<=x<=1.0"),
         (["--norm", "L3"], "'L3' is not one of"),
         (["--format", "onnx"], "'onnx' is not one of"),
