@@ -90,7 +90,7 @@ def dropin_case(case: str, scale: float, repeats: int, phase: str) -> None:
     sparsifier = _dropin({"w": x}, **config)
     sparsifier.step()
     best = {"functional": math.inf, "dropin": math.inf}
-    for _ in range(max(repeats, 3)):  # interleaved rounds: drift hits both alike
+    for _ in range(max(2 * repeats, 10)):  # interleaved rounds: drift hits both alike
         best["functional"] = min(best["functional"], best_time(lambda: fsparse.step(state), 1))
         best["dropin"] = min(best["dropin"], best_time(sparsifier.step, 1))
     mask = sparsifier.get_mask("w")

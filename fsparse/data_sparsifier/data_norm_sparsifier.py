@@ -86,9 +86,12 @@ class DataNormSparsifier(BaseDataSparsifier):
             if absent:
                 raise ValueError(f"data_groups[{name!r}] has no {absent}")
         entries = {}
+        unused: dict[tuple[Any, ...], torch.Tensor] = {}  # the core ignores the old masks
         for name in self.data_groups:
             data = self.get_data(name)
-            entries[name] = Entry(data, _ones_bool(data), configs[name])
+            key = (data.shape, data.device)
+            mask = unused[key] if key in unused else unused.setdefault(key, _ones_bool(data))
+            entries[name] = Entry(data, mask, configs[name])
         new = core_step(SparsifierState(entries, configs[name] if entries else make_config()))
         del entries
         for name in self.data_groups:
