@@ -236,7 +236,8 @@ def _print_next_steps(dense_ckpt: Path, sparse_ckpt: Path, out_dir: Path) -> Non
     lines = [
         f"next: {exe} inspect {_shown(sparse_ckpt)}",
         f"      {exe} sparsify {_shown(dense_ckpt)} {_shown(out_dir / 'tables.safetensors')} "
-        "--include 'tables.*' --sparsity-level 0.9 --packed-masks --force",
+        f"--include 'tables.*' --sparsity-level 0.9 --masks-file "
+        f"{_shown(out_dir / 'tables.masks.safetensors')} --force",
     ]
     activate = Path(sys.prefix) / "bin" / "activate"
     if exe != "fsparse" and sys.prefix != sys.base_prefix and activate.is_file():
