@@ -8,6 +8,17 @@ callbacks in ``fsparse.lightning``.
 
 from fsparse._src.batching import stacked_norm_mask
 from fsparse._src.config import NORMS, MaskFn, SparsityConfig, make_config
+from fsparse._src.engine import (
+    NM,
+    Block,
+    Channel,
+    Pattern,
+    Unstructured,
+    global_select_masks,
+    parse_pattern,
+    select_count_mask,
+    select_mask,
+)
 from fsparse._src.mask_types import (
     block_scores,
     channels_last_mask,
@@ -43,15 +54,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EMBEDDING_TYPES",
+    "NM",
     "NORMS",
     "SUPPORTED_TYPES",
+    "Block",
+    "Channel",
     "Entry",
     "MaskFn",
+    "Pattern",
     "Schedule",
     "Scheduler",
     "SchedulerState",
     "SparsifierState",
     "SparsityConfig",
+    "Unstructured",
     "add",
     "block_means",
     "block_scores",
@@ -61,6 +77,7 @@ __all__ = [
     "existing_zeros_mask",
     "extract_weight",
     "global_levels",
+    "global_select_masks",
     "init",
     "lambda_sl",
     "linear",
@@ -70,10 +87,13 @@ __all__ = [
     "norm_mask",
     "norm_scores",
     "pack_mask",
+    "parse_pattern",
     "polynomial",
     "remove",
     "schedule",
+    "select_count_mask",
     "select_k_smallest",
+    "select_mask",
     "sparsified",
     "sparsity",
     "squash",

@@ -43,50 +43,14 @@ from fsparse._src.checks import (
     check_tensor,
     short_repr,
 )
-from fsparse._src.config import NORMS, SparsityConfig, _validate_block_shape, make_config
+from fsparse._src.config import SparsityConfig, make_config
+from fsparse._src.engine.scoring import as_matrix as _as_matrix
+from fsparse._src.engine.scoring import block_means, fit_block, norm_scores
+from fsparse._src.engine.scoring import pool_means as _pool_means
+from fsparse._src.engine.scoring import scores_of as _scores
+from fsparse._src.engine.scoring import under_transform as _under_transform
 
 __all__ = ["block_means", "config_norm_mask", "norm_mask", "norm_scores", "select_k_smallest"]
-
-
-def _as_matrix(data: torch.Tensor) -> torch.Tensor:
-    """View ``data`` as the 2-D matrix that the block rule tiles (see module doc)."""
-    squeezed = data.squeeze()
-    if squeezed.dim() <= 1:
-        return squeezed.reshape(1, -1)
-    if squeezed.dim() > 2:
-        return squeezed.reshape(squeezed.shape[0], math.prod(squeezed.shape[1:]))
-    return squeezed
-
-
-def _scores(matrix: torch.Tensor, norm: str) -> torch.Tensor:
-    if matrix.dtype in (torch.float16, torch.bfloat16):
-        matrix = matrix.float()
-    if not isinstance(norm, str):
-        raise ValueError(f"norm must be one of {NORMS}, got {short_repr(norm)}")
-    if norm == "L1":
-        return matrix.abs()
-    if norm == "L2":
-        return matrix * matrix
-    raise ValueError(f"norm must be one of {NORMS}, got {short_repr(norm)}")
-
-
-def norm_scores(data: torch.Tensor, norm: str) -> torch.Tensor:
-    """Element scores as a matrix: ``|x|`` for ``"L1"``, ``x * x`` for ``"L2"``.
-
-    >>> norm_scores(torch.tensor([-2.0, 1.0]), "L2")
-    tensor([[4., 1.]])
-    """
-    check_tensor(data, "data")
-    return _scores(_as_matrix(data), norm)
-
-
-def fit_block(block: tuple[int, int], height: int, width: int) -> tuple[int, int]:
-    """``block`` cut down to an ``(height, width)`` matrix: the same tiling from index 0.
-
-    >>> fit_block((10**5, 10**5), 8, 16), fit_block((1, 4), 8, 16)
-    ((8, 16), (1, 4))
-    """
-    return (min(block[0], max(height, 1)), min(block[1], max(width, 1)))
 
 
 def fit_config(config: SparsityConfig, height: int, width: int) -> SparsityConfig:
@@ -101,31 +65,6 @@ def fit_config(config: SparsityConfig, height: int, width: int) -> SparsityConfi
         return config
     zeros = min(config.zeros_per_block, block[0] * block[1])
     return dataclasses.replace(config, sparse_block_shape=block, zeros_per_block=zeros)
-
-
-def _pool_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
-    lead, (height, width) = scores.shape[:-2], scores.shape[-2:]
-    block = fit_block(block, height, width)
-    if scores.numel() == 0:  # avg_pool2d and reshape(-1, ...) refuse empty input
-        return scores.new_empty((*lead, -(-height // block[0]), -(-width // block[1])))
-    pooled = F.avg_pool2d(
-        scores.reshape(-1, height, width), kernel_size=block, stride=block, ceil_mode=True
-    )
-    return pooled.reshape(*lead, *pooled.shape[-2:])
-
-
-def block_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
-    """Mean score of each block over its valid elements, shape ``(n_block_rows, n_block_cols)``.
-
-    Leading dims of ``scores`` are batch dims: ``(..., H, W)`` gives ``(..., nbh, nbw)``.
-
-    >>> block_means(torch.arange(6.0).reshape(1, 6), (1, 4))
-    tensor([[1.5000, 4.5000]])
-    """
-    check_tensor(scores, "scores")
-    if scores.dim() < 2:
-        raise ValueError(f"scores must have at least 2 dims (..., H, W), got {short_repr(scores)}")
-    return _pool_means(scores, _validate_block_shape(block))
 
 
 def select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -200,10 +139,6 @@ def keep_mask(
     return ~_to_elements(per_block, block, (scores.shape[-2], scores.shape[-1]))
 
 
-def _under_transform(data: torch.Tensor) -> bool:
-    return torch._C._functorch.is_functorch_wrapped_tensor(data) or torch.compiler.is_compiling()
-
-
 def non_finite_error(data: torch.Tensor, norm: str, score_dtype: torch.dtype) -> ValueError:
     """The error for block means that are not finite: NaN/Inf data, or finite data overflowing."""
     if not bool(torch.isfinite(data).all()):
@@ -220,11 +155,6 @@ def non_finite_error(data: torch.Tensor, norm: str, score_dtype: torch.dtype) ->
         f"norm {norm!r} overflows {str(score_dtype).removeprefix('torch.')} in the block "
         f"means of this finite data; {' or '.join(fixes)}"
     )
-
-
-def score_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype scores are computed in: float32 for 16-bit data, else the data's."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _check_finite(means: torch.Tensor, data: torch.Tensor, norm: str) -> None:

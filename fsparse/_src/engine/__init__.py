@@ -1,0 +1,24 @@
+"""The one selection engine: scores in, masks out.
+
+* :mod:`~fsparse._src.engine.patterns`: sparsity patterns as value objects.
+* :mod:`~fsparse._src.engine.scoring`: norm scores and block reduction.
+* :mod:`~fsparse._src.engine.threshold`: the exact ``k``-th smallest over one or
+  many tensors (``kthvalue`` for few values; sampled bracket, then radix, for many).
+* :mod:`~fsparse._src.engine.selection`: masks for any score tensor and pattern,
+  for one tensor or a global set.
+"""
+
+from fsparse._src.engine.patterns import NM, Block, Channel, Pattern, Unstructured, parse_pattern
+from fsparse._src.engine.selection import global_select_masks, select_count_mask, select_mask
+
+__all__ = [
+    "NM",
+    "Block",
+    "Channel",
+    "Pattern",
+    "Unstructured",
+    "global_select_masks",
+    "parse_pattern",
+    "select_count_mask",
+    "select_mask",
+]

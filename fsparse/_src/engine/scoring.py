@@ -1,0 +1,109 @@
+"""Scoring: norm scores of data, and block reduction of any score matrix.
+
+* The data is viewed as a matrix (:func:`as_matrix`): size-1 dims are dropped
+  (as torch.ao's ``squeeze`` does), 0-D and 1-D data become one row ``(1, n)``,
+  N-D data becomes ``(shape[0], prod(shape[1:]))``.
+* Norm scores are ``|x|`` (``"L1"``) or ``x * x`` (``"L2"``), in float32 for
+  16-bit data and in the data's dtype otherwise (:func:`score_dtype`).
+* Block means (:func:`block_means`) are ``avg_pool2d(..., ceil_mode=True)``
+  over blocks tiled from index 0: the mean over each block's valid elements.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from fsparse._src.checks import check_tensor, short_repr
+from fsparse._src.config import NORMS, _validate_block_shape
+
+__all__ = [
+    "as_matrix",
+    "block_means",
+    "fit_block",
+    "norm_scores",
+    "pool_means",
+    "score_dtype",
+    "scores_of",
+    "under_transform",
+]
+
+
+def as_matrix(data: torch.Tensor) -> torch.Tensor:
+    """View ``data`` as the 2-D matrix that the block rule tiles (see module doc)."""
+    squeezed = data.squeeze()
+    if squeezed.dim() <= 1:
+        return squeezed.reshape(1, -1)
+    if squeezed.dim() > 2:
+        return squeezed.reshape(squeezed.shape[0], math.prod(squeezed.shape[1:]))
+    return squeezed
+
+
+def score_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype scores are computed in: float32 for 16-bit data, else the data's."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def scores_of(matrix: torch.Tensor, norm: str) -> torch.Tensor:
+    """``|x|`` or ``x * x`` of ``matrix`` in the score dtype (no argument checks on it)."""
+    if matrix.dtype in (torch.float16, torch.bfloat16):
+        matrix = matrix.float()
+    if not isinstance(norm, str):
+        raise ValueError(f"norm must be one of {NORMS}, got {short_repr(norm)}")
+    if norm == "L1":
+        return matrix.abs()
+    if norm == "L2":
+        return matrix * matrix
+    raise ValueError(f"norm must be one of {NORMS}, got {short_repr(norm)}")
+
+
+def norm_scores(data: torch.Tensor, norm: str) -> torch.Tensor:
+    """Element scores as a matrix: ``|x|`` for ``"L1"``, ``x * x`` for ``"L2"``.
+
+    >>> norm_scores(torch.tensor([-2.0, 1.0]), "L2")
+    tensor([[4., 1.]])
+    """
+    check_tensor(data, "data")
+    return scores_of(as_matrix(data), norm)
+
+
+def fit_block(block: tuple[int, int], height: int, width: int) -> tuple[int, int]:
+    """``block`` cut down to an ``(height, width)`` matrix: the same tiling from index 0.
+
+    >>> fit_block((10**5, 10**5), 8, 16), fit_block((1, 4), 8, 16)
+    ((8, 16), (1, 4))
+    """
+    return (min(block[0], max(height, 1)), min(block[1], max(width, 1)))
+
+
+def pool_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """:func:`block_means` without argument checks."""
+    lead, (height, width) = scores.shape[:-2], scores.shape[-2:]
+    block = fit_block(block, height, width)
+    if scores.numel() == 0:  # avg_pool2d and reshape(-1, ...) refuse empty input
+        return scores.new_empty((*lead, -(-height // block[0]), -(-width // block[1])))
+    pooled = F.avg_pool2d(
+        scores.reshape(-1, height, width), kernel_size=block, stride=block, ceil_mode=True
+    )
+    return pooled.reshape(*lead, *pooled.shape[-2:])
+
+
+def block_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
+    """Mean score of each block over its valid elements, shape ``(n_block_rows, n_block_cols)``.
+
+    Leading dims of ``scores`` are batch dims: ``(..., H, W)`` gives ``(..., nbh, nbw)``.
+
+    >>> block_means(torch.arange(6.0).reshape(1, 6), (1, 4))
+    tensor([[1.5000, 4.5000]])
+    """
+    check_tensor(scores, "scores")
+    if scores.dim() < 2:
+        raise ValueError(f"scores must have at least 2 dims (..., H, W), got {short_repr(scores)}")
+    return pool_means(scores, _validate_block_shape(block))
+
+
+def under_transform(data: torch.Tensor) -> bool:
+    """Whether ``data`` is traced by ``torch.func`` or ``torch.compile``."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(data) or torch.compiler.is_compiling()

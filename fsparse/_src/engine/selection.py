@@ -1,0 +1,200 @@
+"""Selection: scores in, masks out (``True`` = keep). Exact, no sorting, pure.
+
+A tensor's *units* (see :mod:`fsparse._src.engine.patterns`) are ranked by
+score: elements by their own, blocks and channels by the mean over their
+elements, N:M groups by their mean. The ``k`` lowest units are pruned, ties
+broken by unit index (the lower index first, as a stable sort would) and, in a
+global selection, by tensor order first. Inside a pruned N:M group the
+``m - n`` lowest scores (ties by position) are zeroed; every other pattern
+prunes its units whole. NaN scores raise ``ValueError``; ``+-inf`` are ordinary.
+One threshold routine (:mod:`fsparse._src.engine.threshold`) serves one tensor
+and a global set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from fsparse._src.checks import check_instance, check_int, check_real, check_tensor, short_repr
+from fsparse._src.engine.patterns import NM, Block, Channel, Pattern, matrix_shape, parse_pattern
+from fsparse._src.engine.scoring import pool_means, score_dtype, under_transform
+from fsparse._src.engine.threshold import kth_threshold, lowest_masks
+
+__all__ = ["global_select_masks", "pruned_count", "select_count_mask", "select_mask"]
+
+
+def pruned_count(sparsity: float, units: int) -> int:
+    """``round(clamp(sparsity, 0, 1) * units)``.
+
+    >>> pruned_count(0.5, 5), pruned_count(-0.3, 5), pruned_count(1.7, 5)
+    (2, 0, 5)
+    """
+    return round(min(max(sparsity, 0.0), 1.0) * units)
+
+
+def _channels_last(scores: torch.Tensor) -> torch.Tensor:
+    return scores.permute(0, *range(2, scores.dim()), 1) if scores.dim() >= 3 else scores
+
+
+def _groups(scores: torch.Tensor, m: int) -> torch.Tensor:
+    """``(G, m)``: the N:M groups, in channels-last order for conv weights."""
+    return _channels_last(scores).reshape(-1, m)
+
+
+def _unit_values(scores: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    """1-D score of every unit, in unit order."""
+    if scores.numel() == 0:
+        return scores.new_empty(0)
+    if isinstance(pattern, Block):
+        matrix = scores.reshape(matrix_shape(tuple(scores.shape)))
+        block = (pattern.height, pattern.width)
+        return pool_means(matrix.to(score_dtype(scores.dtype)), block).reshape(-1)
+    if isinstance(pattern, Channel):
+        rows = scores.shape[0] if scores.dim() else 1
+        return scores.reshape(rows, -1).to(score_dtype(scores.dtype)).mean(1)
+    if isinstance(pattern, NM):
+        return _groups(scores, pattern.m).to(score_dtype(scores.dtype)).mean(1)
+    return scores.reshape(-1)
+
+
+def _in_group_lowest(groups: torch.Tensor, count: int) -> torch.Tensor:
+    """Bool ``(G, m)``: the ``count`` lowest of each group (ties by position), by pairwise ranks."""
+    m = groups.shape[1]
+    rank = torch.zeros(groups.shape, dtype=torch.int16 if m < 1 << 15 else torch.int32,
+                       device=groups.device)
+    for j in range(m):
+        column = groups[:, j, None]
+        rank += column < groups
+        rank[:, j + 1 :] += column == groups[:, j + 1 :]
+    return rank < count
+
+
+def _pruned(scores: torch.Tensor, pattern: Pattern, units: torch.Tensor) -> torch.Tensor:
+    """Bool of ``scores.shape``: ``True`` where a pruned unit prunes."""
+    shape = tuple(scores.shape)
+    if scores.numel() == 0:
+        return torch.zeros(shape, dtype=torch.bool, device=scores.device)
+    if isinstance(pattern, Block):
+        rows, cols = matrix_shape(shape)
+        bh, bw = min(pattern.height, rows), min(pattern.width, cols)
+        nbh, nbw = -(-rows // bh), -(-cols // bw)
+        grid = units.view(nbh, 1, nbw, 1).expand(nbh, bh, nbw, bw).reshape(nbh * bh, nbw * bw)
+        return grid[:rows, :cols].reshape(shape)
+    if isinstance(pattern, Channel):
+        return units.view(-1, *([1] * (scores.dim() - 1))).expand(shape) if shape else units[0]
+    if isinstance(pattern, NM):
+        groups = _groups(scores, pattern.m)
+        pruned = _in_group_lowest(groups, pattern.m - pattern.n) & units[:, None]
+        view = _channels_last(scores)
+        pruned = pruned.view(view.shape)
+        if scores.dim() >= 3:
+            order = (0, *range(2, scores.dim()), 1)
+            pruned = pruned.permute(tuple(order.index(i) for i in range(scores.dim())))
+        return pruned
+    return units.view(shape)
+
+
+def _checked(scores: object, pattern: Pattern | str, arg: str) -> tuple[torch.Tensor, Pattern]:
+    scores = check_tensor(scores, arg)
+    pattern = parse_pattern(pattern)
+    pattern.check(tuple(scores.shape), arg)
+    return scores, pattern
+
+
+def _select(
+    tensors: list[torch.Tensor], pattern: Pattern, k: int, names: list[str]
+) -> list[torch.Tensor]:
+    """Keep masks of ``tensors`` with their ``k`` lowest units (all together) pruned."""
+    values = [_unit_values(t.detach(), pattern) for t in tensors]
+    transformed = any(under_transform(t) for t in tensors)
+    if not transformed:
+        for name, v in zip(names, values):
+            if v.is_floating_point() and bool(v.isnan().any()):
+                raise ValueError(f"{name} contains NaN (or its unit means are NaN), which "
+                                 "cannot be ranked; clean it first")
+    total = sum(v.numel() for v in values)
+    if isinstance(pattern, NM) and k == total:
+        units = [torch.ones(v.shape, dtype=torch.bool, device=v.device) for v in values]
+    elif k <= 0:
+        units = [torch.zeros(v.shape, dtype=torch.bool, device=v.device) for v in values]
+    elif k >= total:
+        units = [torch.ones(v.shape, dtype=torch.bool, device=v.device) for v in values]
+    else:
+        common = values[0].dtype
+        for v in values[1:]:
+            common = torch.promote_types(common, v.dtype)
+        pieces = [v.to(common) for v in values]
+        if transformed:
+            units = _transform_lowest(pieces, k)
+        else:
+            units = lowest_masks(pieces, *kth_threshold(pieces, k))
+    return [~_pruned(t, pattern, u) for t, u in zip(tensors, units)]
+
+
+def _transform_lowest(pieces: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """The ``k`` lowest with tensor ops only (safe under ``vmap`` and ``compile``)."""
+    values = torch.cat(pieces)
+    threshold = values.kthvalue(k).values
+    below = values < threshold
+    at = values == threshold
+    chosen = below | (at & (at.cumsum(0) <= k - below.sum()))
+    return list(chosen.split([p.numel() for p in pieces]))
+
+
+def select_count_mask(
+    scores: torch.Tensor, k: int, pattern: Pattern | str = "unstructured"
+) -> torch.Tensor:
+    """Bool mask of ``scores.shape`` with exactly the ``k`` lowest units pruned.
+
+    ``0 <= k <= pattern.units(scores.shape)`` (``ValueError`` otherwise). For
+    N:M, the ``k`` lowest-mean groups each lose their ``m - n`` lowest scores.
+
+    >>> select_count_mask(torch.tensor([3.0, 1.0, 1.0, 2.0]), 2).tolist()
+    [True, False, False, True]
+    """
+    scores, pattern = _checked(scores, pattern, "scores")
+    units = pattern.units(tuple(scores.shape))
+    check_int(k, "k", low=0, high=units)
+    return _select([scores], pattern, k, ["scores"])[0]
+
+
+def select_mask(
+    scores: torch.Tensor, sparsity: float, pattern: Pattern | str = "unstructured"
+) -> torch.Tensor:
+    """Bool mask of ``scores.shape`` pruning ``round(clamp(sparsity, 0, 1) * units)`` units.
+
+    N:M prunes every group (``n`` kept in each) whenever ``sparsity > 0``.
+
+    >>> select_mask(torch.tensor([[4.0, 1.0, 3.0, 2.0]]), 0.5, "2:4").tolist()
+    [[True, False, True, False]]
+    """
+    scores, pattern = _checked(scores, pattern, "scores")
+    sparsity = check_real(sparsity, "sparsity", finite=False)
+    units = pattern.units(tuple(scores.shape))
+    k = (units if sparsity > 0 else 0) if isinstance(pattern, NM) else pruned_count(sparsity, units)
+    return _select([scores], pattern, k, ["scores"])[0]
+
+
+def global_select_masks(
+    scores: Mapping[str, torch.Tensor], sparsity: float, pattern: Pattern | str = "unstructured"
+) -> dict[str, torch.Tensor]:
+    """One threshold over all tensors' units; ties by (tensor order, index).
+
+    >>> masks = global_select_masks({"a": torch.tensor([1.0, 4.0]), "b": torch.tensor([2.0, 3.0])},
+    ...                             0.5)
+    >>> {name: m.tolist() for name, m in masks.items()}
+    {'a': [False, True], 'b': [False, True]}
+    """
+    check_instance(scores, Mapping, "scores")
+    sparsity = check_real(sparsity, "sparsity", finite=False)
+    pattern = parse_pattern(pattern)
+    names = list(scores)
+    tensors = [_checked(scores[n], pattern, f"scores[{short_repr(n)}]")[0] for n in names]
+    if not tensors:
+        return {}
+    units = sum(pattern.units(tuple(t.shape)) for t in tensors)
+    k = (units if sparsity > 0 else 0) if isinstance(pattern, NM) else pruned_count(sparsity, units)
+    labels = [f"scores[{short_repr(n)}]" for n in names]
+    return dict(zip(names, _select(tensors, pattern, k, labels)))
