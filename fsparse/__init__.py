@@ -102,3 +102,8 @@ __all__ = [
     "step_sl",
     "unpack_mask",
 ]
+
+# The pruners' distributions and drop-and-grow rule (fsparse.pruners), also public here.
+from fsparse.pruners import drop_and_grow, erk_sparsities, uniform_sparsities
+
+__all__ += ["drop_and_grow", "erk_sparsities", "uniform_sparsities"]

@@ -1,0 +1,83 @@
+"""Drop and grow (SET, Mocanu et al. 2018; RigL, Evci et al. 2020), as jaxpruner's ``SET``.
+
+:func:`drop_and_grow` is the rule as a pure function on one mask. It keeps the
+live count exact with two count selections by the engine: drop keys put the dead
+units below every live drop score; grow keys put the survivors above every grow
+score. Both keys stay finite for finite scores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from fsparse._src.checks import check_finite, check_real, check_tensor, short_repr
+from fsparse._src.engine import NM, Pattern, Unstructured, parse_pattern, select_count_mask
+from fsparse._src.engine.selection import _unit_values
+
+__all__ = ["below", "above", "drop_and_grow", "live_units"]
+
+
+def below(scores: torch.Tensor) -> torch.Tensor:
+    """A value strictly below every (finite) score: ``min - (|min| + 1)``."""
+    low = scores.min() if scores.numel() else scores.new_zeros(())
+    return low - (low.abs() + 1)
+
+
+def above(scores: torch.Tensor) -> torch.Tensor:
+    """A value strictly above every (finite) score: ``max + (|max| + 1)``."""
+    high = scores.max() if scores.numel() else scores.new_zeros(())
+    return high + (high.abs() + 1)
+
+
+def live_units(mask: torch.Tensor, pattern: Pattern, arg: str = "mask") -> tuple[int, int]:
+    """``(live, total)`` units of a mask made of whole units of ``pattern``."""
+    if isinstance(pattern, Unstructured):
+        return int(mask.sum()), mask.numel()
+    means = _unit_values(mask.to(torch.float32), pattern)
+    live = int((means == 1).sum())
+    if live + int((means == 0).sum()) != means.numel():
+        raise ValueError(f"{arg} is not made of whole {pattern} units (some are partly pruned)")
+    return live, means.numel()
+
+
+def drop_and_grow(mask: torch.Tensor, drop_score: torch.Tensor, grow_score: torch.Tensor,
+                  drop_fraction: float, *, pattern: Pattern | str = "unstructured"
+                  ) -> torch.Tensor:
+    """Drop the lowest ``drop_score`` of the live units, grow back as many by ``grow_score``.
+
+    With ``L`` live units, ``L - round(L * (1 - drop_fraction))`` of them are
+    dropped (dead units count as lowest); then the same number are grown among
+    all the others by the highest ``grow_score`` (the survivors count as
+    highest), so exactly ``L`` stay live. A dropped unit may be grown back.
+
+    >>> mask = torch.tensor([True, True, False, False])
+    >>> drop_and_grow(mask, torch.tensor([1.0, 2.0, 0.0, 0.0]),
+    ...               torch.tensor([0.0, 0.0, 5.0, 1.0]), 0.5).tolist()
+    [False, True, True, False]
+    """
+    mask = check_tensor(mask, "mask", dtypes=(torch.bool,))
+    pattern = parse_pattern(pattern, "pattern")
+    if isinstance(pattern, NM):
+        raise ValueError(f"pattern {pattern}: N:M fixes the count in every group, so there is "
+                         "nothing to drop and grow; use unstructured, block or channel")
+    for arg, score in (("drop_score", drop_score), ("grow_score", grow_score)):
+        check_tensor(score, arg)
+        if score.shape != mask.shape or score.device != mask.device:
+            raise ValueError(f"{arg} must have the mask's shape {tuple(mask.shape)} and device "
+                             f"{mask.device}, got {short_repr(score)} on {score.device}")
+        check_finite(score, arg)
+    fraction = check_real(drop_fraction, "drop_fraction", low=0.0, high=1.0)
+    pattern.check(tuple(mask.shape), "mask")
+    live, total = live_units(mask, pattern)
+    dropped = live - round(live * (1.0 - fraction))
+    with torch.no_grad():
+        drop_keys = torch.where(mask, drop_score, below(drop_score))
+        survivors = select_count_mask(drop_keys, total - live + dropped, pattern)
+        grow_keys = torch.where(survivors, above(grow_score), grow_score)
+        return select_count_mask(grow_keys, total - live, pattern)
+
+
+def describe_fraction(value: Any) -> Any:
+    return value if isinstance(value, float) else getattr(value, "__name__", "schedule")

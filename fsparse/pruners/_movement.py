@@ -1,0 +1,80 @@
+"""Movement pruning, hard variant (Sanh et al. 2020), as SparseML's movement modifier.
+
+The state keeps an accumulated score per weight, ``S += -g * w`` at every
+update, where only live weights accumulate (pruned ones keep their ``S``). At
+the mask update steps of the cubic ramp, the masks prune the lowest ``S`` of
+each tensor (``target * ramp(t)``). ``S`` is ``state.stats["movement"][name]``
+(float32 for 16-bit data). A pruned weight whose ``S`` later ranks high again
+comes back, restarting at zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from fsparse._src.engine.scoring import score_dtype
+from fsparse.pruners._common import Common
+from fsparse.pruners._magnitude import Sparsity
+from fsparse.pruners._protocol import Params, Pruner, check_grads, check_params_fit, check_state
+from fsparse.pruners._ranked import dense_state, select, zero_activated
+from fsparse.pruners._state import PrunerState
+
+__all__ = ["movement"]
+
+STAT = "movement"
+
+
+def movement(sparsity: Sparsity, *, distribution: Any = "uniform",
+             sparsity_type: Any = "unstructured", start_step: int = 0,
+             end_step: int | None = None, update_every: int = 1,
+             overrides: Mapping[str, float] | None = None) -> Pruner:
+    """Hard movement pruning; ``update`` needs ``grads`` at every step.
+
+    >>> pruner = movement(0.5, start_step=1)
+    >>> w = {"w": torch.tensor([1.0, 1.0, 1.0, 1.0])}
+    >>> state = pruner.init(w)
+    >>> state, _ = pruner.update(state, w, grads={"w": torch.tensor([1.0, -1.0, 0.5, -2.0])})
+    >>> state.stats["movement"]["w"].tolist()
+    [-1.0, 1.0, -0.5, 2.0]
+    >>> state, _ = pruner.update(state, w, grads={"w": torch.zeros(4)})
+    >>> state.masks["w"].tolist()
+    [False, True, False, True]
+    """
+    common = Common.make(sparsity, distribution, sparsity_type, start_step, end_step,
+                         update_every, overrides)
+    steps = common.steps
+
+    def init(params: Params) -> PrunerState:
+        checked, state = dense_state(common, params)
+        scores = {n: torch.zeros(p.shape, dtype=score_dtype(p.dtype), device=p.device)
+                  for n, p in checked.items()}
+        return state.replace(stats={STAT: scores})
+
+    def update(state: PrunerState, params: Params, *, grads: Params | None = None
+               ) -> tuple[PrunerState, dict[str, torch.Tensor]]:
+        state = check_state(state)
+        checked = check_params_fit(state, params)
+        grads_in = check_grads(grads, checked, "movement", True)
+        assert grads_in is not None
+        old = state.stats.get(STAT)
+        if not isinstance(old, Mapping) or set(old) != set(checked):
+            raise ValueError("state has no movement scores for these params: make it with "
+                             "movement(...).init(params)")
+        t = state.step
+        with torch.no_grad():
+            scores = {}
+            for n, p in checked.items():
+                dt = old[n].dtype
+                delta = -(grads_in[n].to(dt) * p.to(dt))
+                scores[n] = old[n] + torch.where(state.masks[n], delta, 0.0)
+            masks = dict(state.masks)
+            if steps.is_update(t):
+                ramp = steps.ramp(t)
+                masks = select(common, scores, {n: state.targets[n] * ramp for n in checked})
+        new = state.replace(masks=masks, step=t + 1, stats={**state.stats, STAT: scores})
+        return new, zero_activated(checked, state, new)
+
+    return Pruner("movement", init, update, common.describe(), needs_grads=True)

@@ -1,0 +1,107 @@
+"""Ranked pruners: a scoring rule on the cubic ramp, masks from the selection engine.
+
+Every mask here comes from :mod:`fsparse._src.engine` (``select_mask`` per tensor,
+``global_select_masks`` for one threshold over all tensors); nothing here ranks
+or sorts. With ``monotone`` (gradual pruning), weights already pruned get the key
+``-1``, below every score (scores are ``>= 0``), so they stay pruned as the ramp
+rises. With ``every_step`` (straight-through pruners) masks are recomputed from
+the dense weights at every update from ``start_step`` on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from fsparse._src.engine import global_select_masks, select_mask
+from fsparse.pruners._common import Common
+from fsparse.pruners._protocol import (
+    Params,
+    Pruner,
+    activated,
+    check_grads,
+    check_params,
+    check_params_fit,
+    check_state,
+)
+from fsparse.pruners._state import PrunerState
+
+__all__ = ["dense_state", "ranked", "select", "zero_activated"]
+
+ScoreFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int],
+                   dict[str, torch.Tensor]]
+
+
+def no_resets(old: PrunerState, new: PrunerState) -> dict[str, torch.Tensor]:
+    """Straight-through pruners keep training every dense weight: nothing restarts."""
+    return {}
+
+
+def dense_state(common: Common, params: object) -> tuple[dict[str, torch.Tensor], PrunerState]:
+    """Checked params and a state with all-ones masks and the solved targets."""
+    checked = check_params(params)
+    targets = common.targets(checked)
+    masks = {n: torch.ones(p.shape, dtype=torch.bool, device=p.device) for n, p in checked.items()}
+    return checked, PrunerState(masks, 0, {}, targets)
+
+
+def select(common: Common, keys: Mapping[str, torch.Tensor], sparsities: Mapping[str, float]
+           ) -> dict[str, torch.Tensor]:
+    """Masks from the engine: per tensor, or one threshold over the non-overridden tensors."""
+    if not common.is_global:
+        return {n: select_mask(k, sparsities[n], common.pattern) for n, k in keys.items()}
+    shared = [n for n in keys if n not in common.overrides]
+    out = {}
+    if shared:
+        level = sparsities[shared[0]]
+        out.update(global_select_masks({n: keys[n] for n in shared}, level, common.pattern))
+    for n in keys:
+        if n in common.overrides:
+            out[n] = select_mask(keys[n], sparsities[n], common.pattern)
+    return {n: out[n] for n in keys}
+
+
+def zero_activated(params: dict[str, torch.Tensor], old: PrunerState, new: PrunerState
+                   ) -> dict[str, torch.Tensor]:
+    """``params`` with every weight whose mask turned on set to 0 (new tensors only there)."""
+    out = dict(params)
+    with torch.no_grad():
+        for name, on in activated(old, new).items():
+            if bool(on.any()):
+                out[name] = torch.where(on, torch.zeros((), dtype=params[name].dtype,
+                                                        device=on.device), params[name])
+    return out
+
+
+def ranked(name: str, common: Common, score: ScoreFn, hyperparams: dict[str, Any], *,
+           needs_grads: bool = False, monotone: bool = True, every_step: bool = False) -> Pruner:
+    """A pruner whose masks at an update step ``t`` prune ``target * ramp(t)`` by ``score``."""
+    steps = common.steps
+
+    def init(params: Params) -> PrunerState:
+        return dense_state(common, params)[1]
+
+    def update(state: PrunerState, params: Params, *, grads: Params | None = None
+               ) -> tuple[PrunerState, dict[str, torch.Tensor]]:
+        state = check_state(state)
+        checked = check_params_fit(state, params)
+        t = state.step
+        recompute = t >= steps.start and (every_step or steps.is_update(t))
+        grads_in = check_grads(grads, checked, name, needs_grads and recompute)
+        if not recompute:
+            return state.replace(step=t + 1), checked
+        ramp = steps.ramp(t)
+        sparsities = {n: state.targets[n] * ramp for n in checked}
+        with torch.no_grad():
+            scores = score(checked, grads_in, t)
+            if monotone:
+                scores = {n: torch.where(state.masks[n], s, -1.0) for n, s in scores.items()}
+            masks = select(common, scores, sparsities)
+        new = state.replace(masks=masks, step=t + 1)
+        return new, (checked if every_step or monotone else zero_activated(checked, state, new))
+
+    return Pruner(name, init, update, {**common.describe(), **hyperparams},
+                  needs_grads=needs_grads, straight_through=every_step,
+                  resets=no_resets if every_step else activated)
