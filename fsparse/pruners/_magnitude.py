@@ -113,7 +113,15 @@ def saliency(sparsity: Sparsity, *, distribution: Any = "uniform",
 def global_saliency(sparsity: float, *, sparsity_type: Any = "unstructured",
                     start_step: int = 0, end_step: int | None = None, update_every: int = 1,
                     overrides: Mapping[str, float] | None = None) -> Pruner:
-    """Prune the lowest ``|w * g|`` over all tensors together; ``update`` needs ``grads``."""
+    """Prune the lowest ``|w * g|`` over all tensors together; ``update`` needs ``grads``.
+
+    >>> w = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([3.0, 4.0])}
+    >>> g = {"a": torch.tensor([5.0, 1.0]), "b": torch.tensor([1.0, 0.1])}
+    >>> pruner = global_saliency(0.5)
+    >>> state, _ = pruner.update(pruner.init(w), w, grads=g)
+    >>> {n: m.tolist() for n, m in state.masks.items()}
+    {'a': [True, False], 'b': [True, False]}
+    """
     common = Common.make(sparsity, "uniform", sparsity_type, start_step, end_step, update_every,
                          overrides, is_global=True)
     return ranked("global_saliency", common, saliency_scores, {}, needs_grads=True)

@@ -49,7 +49,15 @@ def ste_random(sparsity: Sparsity, *, seed: int = 0, distribution: Any = "unifor
                sparsity_type: Any = "unstructured", start_step: int = 0,
                end_step: int | None = None, update_every: int = 1,
                overrides: Mapping[str, float] | None = None) -> Pruner:
-    """A fresh seeded random mask at every update (straight-through), as jaxpruner's."""
+    """A fresh seeded random mask at every update (straight-through), as jaxpruner's.
+
+    >>> pruner = ste_random(0.5, seed=0)
+    >>> state = pruner.init({"w": torch.ones(8)})
+    >>> first, _ = pruner.update(state, {"w": torch.ones(8)})
+    >>> again, _ = pruner.update(state, {"w": torch.ones(8)})  # the same step, the same mask
+    >>> int(first.masks["w"].sum()), torch.equal(first.masks["w"], again.masks["w"])
+    (4, True)
+    """
     base = check_seed(seed)
     common = Common.make(sparsity, distribution, sparsity_type, start_step, end_step,
                          update_every, overrides)
