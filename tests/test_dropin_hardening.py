@@ -16,8 +16,10 @@ import warnings
 from typing import Any
 from unittest import mock
 
+import hypothesis.strategies as st
 import pytest
 import torch
+from hypothesis import given, settings
 from torch import nn
 from torch.nn.utils.parametrize import is_parametrized
 
@@ -430,3 +432,57 @@ def test_a_rebound_state_dict_is_adopted() -> None:
     sp.step()
     assert sp.get_mask("w") is mask and mask.dtype == torch.int8
     assert sp.state_dict()["state"]["w"]["mask"].dtype == torch.int8
+
+
+# -- fuzz: any argument at the door either works or is refused cleanly ----------------------
+
+_DTYPES = [torch.float32, torch.float16, torch.float64, torch.int8, torch.uint8, torch.bool,
+           torch.int64, torch.complex64]  # fmt: skip
+
+
+def _tensor(kind: str, dtype: torch.dtype, shape: tuple[int, int]) -> torch.Tensor:
+    base = torch.ones(shape, dtype=dtype) if dtype != torch.float32 else torch.randn(shape)
+    if kind == "meta":
+        return base.to("meta")
+    if kind == "coo":
+        return base.to_sparse_coo()
+    if kind == "csr":
+        return base.to_sparse_csr() if dtype != torch.bool else base.to_sparse_coo()
+    if kind == "expanded":
+        return base[:1].expand(shape)
+    return base
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(["a", "c", "", "x.y", "training", "parametrizations", "items", 5]),
+    kind=st.sampled_from(["dense", "meta", "coo", "csr", "expanded"]),
+    dtype=st.sampled_from(_DTYPES),
+    shape=st.sampled_from([(8, 16), (4, 16), (1, 16)]),
+    mask=st.sampled_from([None, "dense", "meta", "coo", "wrong_shape", "float64", "bool"]),
+    level=st.sampled_from([0.5, float("nan"), -1.0, 2.0, "x"]),
+    reuse_mask=st.booleans(),
+)
+def test_add_data_fuzz_works_or_changes_nothing(
+    name: Any, kind: str, dtype: torch.dtype, shape: tuple[int, int], mask: str | None,
+    level: Any, reuse_mask: bool,
+) -> None:  # fmt: skip
+    sp = _sparsifier()
+    data = _tensor(kind, dtype, shape)
+    config: dict[str, Any] = {"sparsity_level": level}
+    if mask is not None:
+        mask_shape = (3, 3) if mask == "wrong_shape" else shape
+        mask_dtype = {"float64": torch.float64, "bool": torch.bool}.get(mask, torch.float32)
+        config["mask"] = _tensor(mask if mask in ("meta", "coo") else "dense", mask_dtype,
+                                 mask_shape)  # fmt: skip
+    before = _snapshot(sp)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sp.add_data(name, data, reuse_mask=reuse_mask, **config)
+    except (TypeError, ValueError):
+        _assert_unchanged(sp, before)
+        return
+    assert name in sp.data_groups
+    sp.step()  # an accepted entry steps
+    assert sp.get_mask(name).dtype == torch.int8
