@@ -8,15 +8,13 @@ score. Both keys stay finite for finite scores.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from fsparse._src.checks import check_finite, check_real, check_tensor, short_repr
 from fsparse._src.engine import NM, Pattern, Unstructured, parse_pattern, select_count_mask
 from fsparse._src.engine.selection import _unit_values
 
-__all__ = ["below", "above", "drop_and_grow", "live_units"]
+__all__ = ["above", "below", "drop_and_grow", "exchange", "live_units"]
 
 
 def below(scores: torch.Tensor) -> torch.Tensor:
@@ -70,14 +68,16 @@ def drop_and_grow(mask: torch.Tensor, drop_score: torch.Tensor, grow_score: torc
         check_finite(score, arg)
     fraction = check_real(drop_fraction, "drop_fraction", low=0.0, high=1.0)
     pattern.check(tuple(mask.shape), "mask")
+    with torch.no_grad():
+        return exchange(mask, drop_score.clone(), grow_score.clone(), fraction, pattern)
+
+
+def exchange(mask: torch.Tensor, drop: torch.Tensor, grow: torch.Tensor, fraction: float,
+             pattern: Pattern) -> torch.Tensor:
+    """:func:`drop_and_grow` on checked input; ``drop`` and ``grow`` are keyed in place."""
     live, total = live_units(mask, pattern)
     dropped = live - round(live * (1.0 - fraction))
-    with torch.no_grad():
-        drop_keys = torch.where(mask, drop_score, below(drop_score))
-        survivors = select_count_mask(drop_keys, total - live + dropped, pattern)
-        grow_keys = torch.where(survivors, above(grow_score), grow_score)
-        return select_count_mask(grow_keys, total - live, pattern)
-
-
-def describe_fraction(value: Any) -> Any:
-    return value if isinstance(value, float) else getattr(value, "__name__", "schedule")
+    drop.masked_fill_(~mask, below(drop))
+    survivors = select_count_mask(drop, total - live + dropped, pattern)
+    grow.masked_fill_(survivors, above(grow))
+    return select_count_mask(grow, total - live, pattern)

@@ -19,7 +19,7 @@ import torch
 from fsparse._src.engine import NM
 from fsparse._src.engine.scoring import score_dtype
 from fsparse.pruners._common import Common, check_seed, random_scores
-from fsparse.pruners._drop_and_grow import describe_fraction, drop_and_grow
+from fsparse.pruners._drop_and_grow import exchange
 from fsparse.pruners._magnitude import Sparsity, abs_scores
 from fsparse.pruners._protocol import (
     Params,
@@ -37,6 +37,10 @@ __all__ = ["rigl", "set_"]
 _INIT, _GROW = 2, 3  # purpose tags of the random scores
 GrowFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int],
                   dict[str, torch.Tensor]]
+
+
+def _describe(value: Any) -> Any:
+    return value if isinstance(value, float) else getattr(value, "__name__", "schedule")
 
 
 def _dst(name: str, grow: GrowFn, needs_grads: bool, sparsity: Sparsity, drop_fraction: Any,
@@ -71,12 +75,12 @@ def _dst(name: str, grow: GrowFn, needs_grads: bool, sparsity: Sparsity, drop_fr
         f = fraction(t)
         with torch.no_grad():
             drop, grow_scores = abs_scores(checked), grow(checked, grads_in, t)
-            masks = {n: drop_and_grow(state.masks[n], drop[n], grow_scores[n], f,
-                                      pattern=common.pattern) for n in checked}
+            masks = {n: exchange(state.masks[n], drop[n], grow_scores[n], f, common.pattern)
+                     for n in checked}
         new = state.replace(masks=masks, step=t + 1)
         return new, zero_activated(checked, state, new)
 
-    hyper = {**common.describe(), "drop_fraction": describe_fraction(drop_fraction), "seed": base}
+    hyper = {**common.describe(), "drop_fraction": _describe(drop_fraction), "seed": base}
     return Pruner(name, init, update, hyper, needs_grads=needs_grads)
 
 

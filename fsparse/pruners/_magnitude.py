@@ -29,6 +29,7 @@ _RANDOM = 1  # purpose tag of random pruning's scores
 
 def abs_scores(params: dict[str, torch.Tensor], grads: object = None, t: int = 0
                ) -> dict[str, torch.Tensor]:
+    """``|w|`` (float32 for 16-bit data): new tensors, never the inputs."""
     return {n: p.to(score_dtype(p.dtype)).abs() for n, p in params.items()}
 
 

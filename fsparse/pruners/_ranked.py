@@ -30,6 +30,7 @@ from fsparse.pruners._state import PrunerState
 
 __all__ = ["dense_state", "ranked", "select", "zero_activated"]
 
+# (params, grads, t) -> scores: new tensors the pruner owns (it may key them in place).
 ScoreFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int],
                    dict[str, torch.Tensor]]
 
@@ -96,8 +97,10 @@ def ranked(name: str, common: Common, score: ScoreFn, hyperparams: dict[str, Any
         sparsities = {n: state.targets[n] * ramp for n in checked}
         with torch.no_grad():
             scores = score(checked, grads_in, t)
-            if monotone:
-                scores = {n: torch.where(state.masks[n], s, -1.0) for n, s in scores.items()}
+            if monotone:  # score functions return fresh tensors: key them in place
+                for n, s in scores.items():
+                    if not bool(state.masks[n].all()):
+                        s.masked_fill_(~state.masks[n], -1.0)
             masks = select(common, scores, sparsities)
         new = state.replace(masks=masks, step=t + 1)
         return new, (checked if every_step or monotone else zero_activated(checked, state, new))
