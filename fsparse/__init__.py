@@ -6,7 +6,6 @@ The torch.ao-compatible classes live in ``fsparse.data_sparsifier`` and
 callbacks in ``fsparse.lightning``.
 """
 
-from fsparse._src.batching import stacked_norm_mask
 from fsparse._src.config import NORMS, MaskFn, SparsityConfig, make_config
 from fsparse._src.engine import (
     NM,
@@ -19,13 +18,14 @@ from fsparse._src.engine import (
     select_count_mask,
     select_mask,
 )
-from fsparse._src.mask_types import (
+from fsparse._src.engine.batching import stacked_norm_mask
+from fsparse._src.engine.mask_types import (
     block_scores,
     channels_last_mask,
     existing_zeros_mask,
     global_levels,
 )
-from fsparse._src.norm_mask import (
+from fsparse._src.engine.norm_mask import (
     block_means,
     config_norm_mask,
     norm_mask,

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from torch.ao.pruning._experimental.data_sparsifier import DataNormSparsifier
 
 import fsparse
-from fsparse._src.chunked_mask import large_norm_mask
+from fsparse._src.engine.chunked_mask import large_norm_mask
 
 # -- 1. a block larger than the data is fitted to it -------------------------------------
 

@@ -1,4 +1,4 @@
-"""Mask types for fsparse.create, checked against brute force (fsparse._src.mask_types)."""
+"""Mask types for fsparse.create, checked against brute force (fsparse._src.engine.mask_types)."""
 
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fsparse._src.demo import QUICK, DemoConfig, make_data
 from fsparse.cli import cli
 from fsparse.cli.demo import PLOTS
+from fsparse.cli.demo_model import QUICK, DemoConfig, make_data
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

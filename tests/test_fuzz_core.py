@@ -220,8 +220,28 @@ def either(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 INTS = st.one_of(st.integers(-5, 50), st.sampled_from([10**400, 2**63]))
+SHAPE_MAPS = st.dictionaries(NAMES, SHAPES | st.lists(INTS, max_size=3), max_size=3)
+PATTERNS = st.sampled_from(["unstructured", "channel", "1x4", "2x2", "2:4", "1:2", "4:4", "0:3",
+                            "9:4", "x", fsparse.NM(2, 4), fsparse.Block(3, 1), fsparse.Channel()])
 # Positional argument strategies per public callable (keywords where keyword-only).
 SIGNATURES: dict[str, tuple[list[Any], dict[str, Any]]] = {
+    "Block": ([either(INTS), either(INTS)], {}),
+    "Channel": ([], {}),
+    "NM": ([either(INTS), either(INTS)], {}),
+    "Unstructured": ([], {}),
+    "global_select_masks": ([either(st.dictionaries(NAMES, TENSORS, max_size=3)),
+                             either(LEVELS), either(PATTERNS)], {}),
+    "parse_pattern": ([either(PATTERNS)], {}),
+    "select_count_mask": ([either(TENSORS), either(INTS), either(PATTERNS)], {}),
+    "select_mask": ([either(TENSORS), either(LEVELS), either(PATTERNS)], {}),
+    "drop_and_grow": ([either(dense(st.just(torch.bool)) | TENSORS), either(TENSORS),
+                       either(TENSORS), either(LEVELS)], {"pattern": either(PATTERNS)}),
+    "erk_sparsities": ([either(SHAPE_MAPS), either(LEVELS)],
+                       {"include_kernel": either(st.booleans()),
+                        "power_scale": either(st.floats(-2, 3)),
+                        "overrides": either(st.none() | st.dictionaries(NAMES, LEVELS))}),
+    "uniform_sparsities": ([either(SHAPE_MAPS), either(LEVELS)],
+                           {"overrides": either(st.none() | st.dictionaries(NAMES, LEVELS))}),
     "Entry": ([either(TENSORS), either(TENSORS), either(configs())], {}),
     "Scheduler": ([either(_schedules()), either(st.sampled_from(
         ["sparsity_level", "block_size", "extras", "replace", "__class__", "", "t"])),

@@ -19,11 +19,12 @@ from hypothesis import strategies as st
 from torch.ao.pruning._experimental.data_sparsifier import DataNormSparsifier
 
 import fsparse
-from fsparse._src import chunked_mask
-from fsparse._src.batching import batched_norm_masks, stacked_norm_mask
-from fsparse._src.block_plan import BlockPlan
-from fsparse._src.chunked_mask import chunked_norm_mask, large_norm_mask
-from fsparse._src.norm_mask import CHUNKED_MIN_NUMEL, _as_matrix, reference_norm_mask
+from fsparse._src.engine import chunked_mask
+from fsparse._src.engine.batching import batched_norm_masks, stacked_norm_mask
+from fsparse._src.engine.block_plan import BlockPlan
+from fsparse._src.engine.chunked_mask import chunked_norm_mask, large_norm_mask
+from fsparse._src.engine.norm_mask import CHUNKED_MIN_NUMEL, reference_norm_mask
+from fsparse._src.engine.scoring import as_matrix as _as_matrix
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 CHUNKS = [1, 2, 3, 5, 8, 13, 64, 1 << 20]
@@ -280,7 +281,7 @@ def test_step_names_the_entry_with_nan_even_when_batched() -> None:
 
 
 def test_batches_respect_the_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fsparse._src import batching
+    from fsparse._src.engine import batching
 
     monkeypatch.setattr(batching, "MAX_BATCH_ELEMENTS", 200)
     state = fsparse.init({f"t{i}": torch.randn(10, 10) for i in range(5)})

@@ -18,7 +18,6 @@ import torch
 import torch.utils._pytree as torch_pytree
 from torch import nn
 
-from fsparse._src.batching import batched_norm_masks
 from fsparse._src.checks import (
     check_bool,
     check_callable,
@@ -27,8 +26,9 @@ from fsparse._src.checks import (
     short_repr,
 )
 from fsparse._src.config import MaskFn, SparsityConfig, make_config, validate_name
+from fsparse._src.engine.batching import batched_norm_masks
+from fsparse._src.engine.norm_mask import config_norm_mask
 from fsparse._src.entry import Entries, Entry, check_mask
-from fsparse._src.norm_mask import config_norm_mask
 
 __all__ = [
     "EMBEDDING_TYPES",

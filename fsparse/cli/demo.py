@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 import torch
 
-from fsparse._src.demo import QUICK, DemoConfig, DemoResult, run_demo
 from fsparse.cli.console import human_bytes, stdout_console
+from fsparse.cli.demo_model import QUICK, DemoConfig, DemoResult, run_demo
 
 __all__ = ["PLOTS", "command", "fsparse_command", "write_plots"]
 

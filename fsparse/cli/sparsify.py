@@ -13,7 +13,7 @@ import click
 import torch
 
 from fsparse._src.config import NORMS, SparsityConfig, make_config
-from fsparse._src.norm_mask import config_norm_mask
+from fsparse._src.engine.norm_mask import config_norm_mask
 from fsparse._src.packing import pack_mask
 from fsparse._src.state import add, init, sparsity, squash
 from fsparse.cli import checkpoint_io as io

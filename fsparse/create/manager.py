@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from fsparse._src.checks import check_int, check_real, check_tensor, short_repr
-from fsparse._src.mask_types import global_levels
+from fsparse._src.engine.mask_types import global_levels
 from fsparse._src.state import SparsifierState, add, sparsity
 from fsparse._src.untrusted import load_mask
 from fsparse.create import distillation as kd

@@ -15,7 +15,7 @@ from torch import nn
 
 from fsparse._src.checks import short_repr
 from fsparse._src.config import MaskFn
-from fsparse._src.mask_types import channels_last_mask, existing_zeros_mask, global_levels
+from fsparse._src.engine.mask_types import channels_last_mask, existing_zeros_mask, global_levels
 from fsparse._src.state import SparsifierState, add, init, step
 from fsparse.create.modifiers import ALL_PRUNABLE, ConstantPruning, GradualPruning
 from fsparse.create.recipe_variables import parse_mask_type

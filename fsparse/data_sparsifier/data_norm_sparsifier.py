@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from fsparse._src.config import SparsityConfig, make_config
-from fsparse._src.norm_mask import config_norm_mask
+from fsparse._src.engine.norm_mask import config_norm_mask
 from fsparse._src.state import Entry, SparsifierState
 from fsparse._src.state import step as core_step
 from fsparse.data_sparsifier.base_data_sparsifier import BaseDataSparsifier, _ones_bool

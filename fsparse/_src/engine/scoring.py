@@ -11,18 +11,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
 import torch.nn.functional as F
 
 from fsparse._src.checks import check_tensor, short_repr
-from fsparse._src.config import NORMS, _validate_block_shape
+from fsparse._src.config import NORMS, SparsityConfig, _validate_block_shape
 
 __all__ = [
     "as_matrix",
     "block_means",
+    "check_finite",
     "fit_block",
+    "fit_config",
+    "non_finite_error",
     "norm_scores",
     "pool_means",
     "score_dtype",
@@ -107,3 +111,42 @@ def block_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
 def under_transform(data: torch.Tensor) -> bool:
     """Whether ``data`` is traced by ``torch.func`` or ``torch.compile``."""
     return torch._C._functorch.is_functorch_wrapped_tensor(data) or torch.compiler.is_compiling()
+
+
+def fit_config(config: SparsityConfig, height: int, width: int) -> SparsityConfig:
+    """``config`` with its block fitted to an ``(height, width)`` matrix: the same mask.
+
+    A block row or column past the matrix holds no element, so the cut block has
+    the same valid elements and means; ``min(zeros_per_block, valid)`` is kept by
+    cutting ``zeros_per_block`` to the cut block's size.
+    """
+    block = fit_block(config.sparse_block_shape, height, width)
+    if block == config.sparse_block_shape:
+        return config
+    zeros = min(config.zeros_per_block, block[0] * block[1])
+    return dataclasses.replace(config, sparse_block_shape=block, zeros_per_block=zeros)
+
+
+def non_finite_error(data: torch.Tensor, norm: str, score_dtype: torch.dtype) -> ValueError:
+    """The error for block means that are not finite: NaN/Inf data, or finite data overflowing."""
+    if not bool(torch.isfinite(data).all()):
+        return ValueError(
+            "data contains NaN or Inf; fsparse refuses to rank non-finite values "
+            "(clean the tensor, e.g. with torch.nan_to_num, before sparsifying)"
+        )
+    fixes = ["rescale the data"]
+    if norm == "L2":
+        fixes.append("use norm='L1'")
+    if score_dtype != torch.float64:
+        fixes.append("pass float64 data")
+    return ValueError(
+        f"norm {norm!r} overflows {str(score_dtype).removeprefix('torch.')} in the block "
+        f"means of this finite data; {' or '.join(fixes)}"
+    )
+
+
+def check_finite(means: torch.Tensor, data: torch.Tensor, norm: str) -> None:
+    """``ValueError`` if ``means`` (of ``data``'s ``norm`` scores) is not all finite."""
+    if under_transform(data) or bool(torch.isfinite(means).all()):
+        return
+    raise non_finite_error(data, norm, means.dtype)

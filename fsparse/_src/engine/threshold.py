@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["SLICE", "kth_threshold", "lowest_masks", "sample_size"]
+__all__ = ["SLICE", "k_lowest", "kth_threshold", "lowest_masks", "sample_size"]
 
 SLICE = 1 << 22  # elements per pass slice
 SMALL = 1 << 17  # up to this many values: kthvalue on a concatenated copy
@@ -128,6 +128,23 @@ def _radix(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
     key = key ^ ((key >> (63 if wide else 31)) & (0x7FFFFFFFFFFFFFFF if wide else 0x7FFFFFFF))
     value = key.view(torch.float64 if wide else torch.float32)[0]
     return value.to(pieces[0].dtype).to(pieces[0].device), k - below
+
+
+def k_lowest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` lowest of each row of ``values`` (ties to lower indices), tensor ops only.
+
+    Safe under ``vmap`` and ``compile``; leading dims are batch dims.
+    """
+    n = values.shape[-1]
+    if k <= 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    if k >= n:
+        return torch.ones_like(values, dtype=torch.bool)
+    threshold = values.kthvalue(k, dim=-1, keepdim=True).values
+    below = values < threshold
+    at = values == threshold
+    wanted = k - below.sum(-1, keepdim=True)
+    return below | (at & (at.cumsum(-1) <= wanted))
 
 
 def kth_threshold(

@@ -1,6 +1,6 @@
 """The norm block mask for large tensors: exact, and lean in time and memory.
 
-Same rule and same masks as the reference path in :mod:`fsparse._src.norm_mask`;
+Same rule and same masks as the reference path in :mod:`fsparse._src.engine.norm_mask`;
 only the evaluation differs. The data matrix is walked in *units* of whole
 block rows (or, for very wide matrices, of block columns within one block row),
 and every temporary is unit-sized and allocated once:
@@ -26,9 +26,10 @@ import math
 
 import torch
 
-from fsparse._src.block_plan import SCORE_DTYPES, BlockPlan
 from fsparse._src.config import SparsityConfig
-from fsparse._src.norm_mask import _as_matrix, fit_config, non_finite_error, pruned_block_count
+from fsparse._src.engine.block_plan import SCORE_DTYPES, BlockPlan
+from fsparse._src.engine.scoring import as_matrix, fit_config, non_finite_error
+from fsparse._src.engine.selection import pruned_count
 
 __all__ = ["DEFAULT_CHUNK_ELEMENTS", "chunked_norm_mask", "large_norm_mask", "sample_size"]
 
@@ -232,13 +233,13 @@ def large_norm_mask(
     tensor([[0, 0, 0, 0],
             [1, 1, 1, 1]], dtype=torch.int32)
     """
-    matrix = _as_matrix(data.detach())
+    matrix = as_matrix(data.detach())
     if matrix.numel() == 0:
         return torch.ones_like(data, dtype=torch.bool)
     config = fit_config(config, *matrix.shape)
     bh, bw = config.sparse_block_shape
     n_blocks = -(-matrix.shape[0] // bh) * -(-matrix.shape[1] // bw)
-    k = pruned_block_count(config.sparsity_level, n_blocks)
+    k = pruned_count(config.sparsity_level, n_blocks)
     if k == 0 or config.zeros_per_block == 0:
         plan = BlockPlan(matrix, config, chunk_elements)
         _raise_non_finite([plan.means(u, plan.scores(u)).amax() for u in plan.units], plan)

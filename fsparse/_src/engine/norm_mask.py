@@ -24,13 +24,12 @@ No function here sorts the whole tensor or repeats it per block element. This
 module holds the reference path: the threshold is found with ``kthvalue`` on the
 block means; it is vmap- and compile-friendly, and the NaN/Inf check runs only
 outside transforms. Large tensors (outside transforms) take the exact chunked
-path in :mod:`fsparse._src.chunked_mask` instead (same masks, fixed-size
+path in :mod:`fsparse._src.engine.chunked_mask` instead (same masks, fixed-size
 temporaries, a sampled threshold refined exactly).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import torch
@@ -44,27 +43,21 @@ from fsparse._src.checks import (
     short_repr,
 )
 from fsparse._src.config import SparsityConfig, make_config
-from fsparse._src.engine.scoring import as_matrix as _as_matrix
-from fsparse._src.engine.scoring import block_means, fit_block, norm_scores
-from fsparse._src.engine.scoring import pool_means as _pool_means
-from fsparse._src.engine.scoring import scores_of as _scores
-from fsparse._src.engine.scoring import under_transform as _under_transform
+from fsparse._src.engine.chunked_mask import large_norm_mask
+from fsparse._src.engine.scoring import (
+    as_matrix,
+    block_means,
+    check_finite,
+    fit_config,
+    norm_scores,
+    pool_means,
+    scores_of,
+    under_transform,
+)
+from fsparse._src.engine.selection import pruned_count
+from fsparse._src.engine.threshold import k_lowest
 
 __all__ = ["block_means", "config_norm_mask", "norm_mask", "norm_scores", "select_k_smallest"]
-
-
-def fit_config(config: SparsityConfig, height: int, width: int) -> SparsityConfig:
-    """``config`` with its block fitted to an ``(height, width)`` matrix: the same mask.
-
-    A block row or column past the matrix holds no element, so the cut block has
-    the same valid elements and means; ``min(zeros_per_block, valid)`` is kept by
-    cutting ``zeros_per_block`` to the cut block's size.
-    """
-    block = fit_block(config.sparse_block_shape, height, width)
-    if block == config.sparse_block_shape:
-        return config
-    zeros = min(config.zeros_per_block, block[0] * block[1])
-    return dataclasses.replace(config, sparse_block_shape=block, zeros_per_block=zeros)
 
 
 def select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -82,20 +75,7 @@ def select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
         raise ValueError(f"values must have at least 1 dim, got {short_repr(values)}")
     check_int(k, "k")
     check_no_nan(values, "values")
-    return _select_k_smallest(values, k)
-
-
-def _select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
-    n = values.shape[-1]
-    if k <= 0:
-        return torch.zeros_like(values, dtype=torch.bool)
-    if k >= n:
-        return torch.ones_like(values, dtype=torch.bool)
-    threshold = values.kthvalue(k, dim=-1, keepdim=True).values
-    below = values < threshold
-    at = values == threshold
-    wanted = k - below.sum(-1, keepdim=True)
-    return below | (at & (at.cumsum(-1) <= wanted))
+    return k_lowest(values, k)
 
 
 def _smallest_in_blocks(scores: torch.Tensor, block: tuple[int, int], zeros: int) -> torch.Tensor:
@@ -131,7 +111,7 @@ def keep_mask(
     leading index is one independent matrix.
     """
     block, zeros = config.sparse_block_shape, config.zeros_per_block
-    selected = _select_k_smallest(means.flatten(-2), k).view(means.shape)
+    selected = k_lowest(means.flatten(-2), k).view(means.shape)
     if zeros == config.block_size:
         per_block = selected[..., None].expand(*selected.shape, config.block_size)
     else:
@@ -139,40 +119,7 @@ def keep_mask(
     return ~_to_elements(per_block, block, (scores.shape[-2], scores.shape[-1]))
 
 
-def non_finite_error(data: torch.Tensor, norm: str, score_dtype: torch.dtype) -> ValueError:
-    """The error for block means that are not finite: NaN/Inf data, or finite data overflowing."""
-    if not bool(torch.isfinite(data).all()):
-        return ValueError(
-            "data contains NaN or Inf; fsparse refuses to rank non-finite values "
-            "(clean the tensor, e.g. with torch.nan_to_num, before sparsifying)"
-        )
-    fixes = ["rescale the data"]
-    if norm == "L2":
-        fixes.append("use norm='L1'")
-    if score_dtype != torch.float64:
-        fixes.append("pass float64 data")
-    return ValueError(
-        f"norm {norm!r} overflows {str(score_dtype).removeprefix('torch.')} in the block "
-        f"means of this finite data; {' or '.join(fixes)}"
-    )
-
-
-def _check_finite(means: torch.Tensor, data: torch.Tensor, norm: str) -> None:
-    if _under_transform(data) or bool(torch.isfinite(means).all()):
-        return
-    raise non_finite_error(data, norm, means.dtype)
-
-
-def pruned_block_count(sparsity_level: float, n_blocks: int) -> int:
-    """``round(clamp(sparsity_level, 0, 1) * n_blocks)``: how many blocks the mask selects.
-
-    >>> pruned_block_count(0.5, 5), pruned_block_count(-0.3, 5), pruned_block_count(1.7, 5)
-    (2, 0, 5)
-    """
-    return round(min(max(sparsity_level, 0.0), 1.0) * n_blocks)
-
-
-# From this many elements on, masks are computed unit by unit (fsparse._src.chunked_mask).
+# From this many elements on, masks are computed unit by unit (fsparse._src.engine.chunked_mask).
 CHUNKED_MIN_NUMEL = 1 << 14
 
 
@@ -189,10 +136,8 @@ def config_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor
     if (
         data.numel() >= CHUNKED_MIN_NUMEL
         and data.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-        and not _under_transform(data)
+        and not under_transform(data)
     ):
-        from fsparse._src.chunked_mask import large_norm_mask  # it imports this module
-
         return large_norm_mask(data, config)
     return reference_norm_mask(data, config)
 
@@ -201,11 +146,11 @@ def reference_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Ten
     """The whole-tensor path of :func:`config_norm_mask`; safe under vmap and compile."""
     if data.numel() == 0:
         return torch.ones_like(data, dtype=torch.bool)
-    scores = _scores(_as_matrix(data), config.norm)
+    scores = scores_of(as_matrix(data), config.norm)
     config = fit_config(config, scores.shape[0], scores.shape[1])
-    means = _pool_means(scores, config.sparse_block_shape)
-    _check_finite(means, data, config.norm)
-    k = pruned_block_count(config.sparsity_level, means.numel())
+    means = pool_means(scores, config.sparse_block_shape)
+    check_finite(means, data, config.norm)
+    k = pruned_count(config.sparsity_level, means.numel())
     if k == 0 or config.zeros_per_block == 0:
         return torch.ones_like(data, dtype=torch.bool)
     return keep_mask(scores, means, config, k).reshape(data.shape)

@@ -3,7 +3,7 @@
 Computing small masks one by one is dominated by per-call overhead. Entries with
 the same shape, dtype, device and mask settings are stacked and masked in one
 batch by the reference path, which gives each item exactly the mask
-:func:`~fsparse._src.norm_mask.config_norm_mask` gives it alone.
+:func:`~fsparse._src.engine.norm_mask.config_norm_mask` gives it alone.
 """
 
 from __future__ import annotations
@@ -15,17 +15,9 @@ import torch
 
 from fsparse._src.checks import check_instance, check_tensor, short_repr
 from fsparse._src.config import MaskFn, SparsityConfig
-from fsparse._src.norm_mask import (
-    CHUNKED_MIN_NUMEL,
-    _as_matrix,
-    _check_finite,
-    _pool_means,
-    _scores,
-    config_norm_mask,
-    fit_config,
-    keep_mask,
-    pruned_block_count,
-)
+from fsparse._src.engine.norm_mask import CHUNKED_MIN_NUMEL, config_norm_mask, keep_mask
+from fsparse._src.engine.scoring import as_matrix, check_finite, fit_config, pool_means, scores_of
+from fsparse._src.engine.selection import pruned_count
 
 __all__ = ["MAX_BATCH_ELEMENTS", "batched_norm_masks", "stacked_norm_mask"]
 
@@ -57,18 +49,18 @@ def stacked_norm_mask(stack: torch.Tensor, config: SparsityConfig) -> torch.Tens
         raise ValueError(f"stack must have a batch dim, got {short_repr(stack)}")
     if stack.numel() == 0:
         return torch.ones_like(stack, dtype=torch.bool)
-    height, width = _as_matrix(torch.empty(stack.shape[1:], device="meta")).shape
+    height, width = as_matrix(torch.empty(stack.shape[1:], device="meta")).shape
     config = fit_config(config, height, width)
-    scores = _scores(stack.reshape(stack.shape[0], height, width), config.norm)
-    means = _pool_means(scores, config.sparse_block_shape)
+    scores = scores_of(stack.reshape(stack.shape[0], height, width), config.norm)
+    means = pool_means(scores, config.sparse_block_shape)
     finite = means.flatten(1).isfinite().all(1)
     if not bool(finite.all()):
         bad = int((~finite).nonzero()[0, 0])
         try:
-            _check_finite(means[bad], stack[bad], config.norm)
+            check_finite(means[bad], stack[bad], config.norm)
         except ValueError as err:
             raise ValueError(f"stack[{bad}]: {err}") from None
-    k = pruned_block_count(config.sparsity_level, means[0].numel())
+    k = pruned_count(config.sparsity_level, means[0].numel())
     if k == 0 or config.zeros_per_block == 0:
         return torch.ones_like(stack, dtype=torch.bool)
     return keep_mask(scores, means, config, k).reshape(stack.shape)

@@ -11,7 +11,7 @@
   norm mask reproduces global magnitude pruning.
 
 Every function is ``(data, config) -> bool mask`` or a pure helper; all
-ranking goes through :mod:`fsparse._src.norm_mask`.
+ranking goes through :mod:`fsparse._src.engine.norm_mask`.
 """
 
 from __future__ import annotations
@@ -28,13 +28,10 @@ from fsparse._src.checks import (
     short_repr,
 )
 from fsparse._src.config import SparsityConfig
-from fsparse._src.norm_mask import (
-    _as_matrix,
-    _pool_means,
-    _scores,
-    config_norm_mask,
-    pruned_block_count,
-)
+from fsparse._src.engine.norm_mask import config_norm_mask
+from fsparse._src.engine.scoring import as_matrix, pool_means, scores_of
+from fsparse._src.engine.selection import pruned_count
+from fsparse._src.engine.threshold import kth_threshold
 
 __all__ = ["block_scores", "channels_last_mask", "existing_zeros_mask", "global_levels"]
 
@@ -91,8 +88,8 @@ def block_scores(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
 
 def _block_scores(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
     view, _ = _channels_last(data.detach())
-    scores = _scores(_as_matrix(view), config.norm)
-    return _pool_means(scores, config.sparse_block_shape).reshape(-1)
+    scores = scores_of(as_matrix(view), config.norm)
+    return pool_means(scores, config.sparse_block_shape).reshape(-1)
 
 
 def global_levels(
@@ -104,9 +101,10 @@ def global_levels(
 
     Blocks of all tensors are ranked together by mean score (see
     :func:`block_scores`); ``round(level * total_blocks)`` of them are chosen with
-    ``kthvalue`` (ties go to earlier tensors, then lower indices). Tensor ``i``
+    the engine's exact threshold (:func:`~fsparse._src.engine.threshold.kth_threshold`;
+    ties go to earlier tensors, then lower indices). Tensor ``i``
     gets ``k_i / n_i``, so the norm mask with that level selects exactly its
-    ``k_i`` lowest blocks. Memory: all block means, concatenated into one tensor.
+    ``k_i`` lowest blocks. Memory: all block means (not concatenated).
     Data that is NaN/Inf (or overflows its block means) raises ``ValueError`` at
     every ``level``.
 
@@ -139,20 +137,21 @@ def global_levels(
             )
     sizes = [s.numel() for s in scores]
     total = sum(sizes)
-    k = pruned_block_count(level, total)
+    k = pruned_count(level, total)
     if k == 0 or total == 0:
         return dict.fromkeys(data, 0.0)
     if k >= total:
         return dict.fromkeys(data, 1.0)
-    flat = torch.cat(scores)  # promotes to a common dtype
+    common = scores[0].dtype
+    for part in scores[1:]:
+        common = torch.promote_types(common, part.dtype)
+    pieces = [part.to(common) for part in scores]
     del scores
-    threshold = flat.kthvalue(k).values
-    parts = flat.split(sizes)
-    below = [int((part < threshold).sum()) for part in parts]
-    ties_left = k - sum(below)
+    threshold, ties_left = kth_threshold(pieces, k)
     levels = {}
-    for name, part, count, size in zip(data, parts, below, sizes, strict=True):
-        take = min(int((part == threshold).sum()), ties_left)
+    for name, part, size in zip(data, pieces, sizes, strict=True):
+        count = int((part < threshold).sum())
+        take = min(int((part == threshold).sum()), ties_left) if ties_left > 0 else 0
         ties_left -= take
         levels[name] = (count + take) / size if size else 0.0
     return levels
