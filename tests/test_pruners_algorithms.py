@@ -258,3 +258,8 @@ def test_bad_init_input() -> None:
         pruners.magnitude(0.5).init([torch.ones(4)])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="non-empty"):
         pruners.magnitude(0.5).init({"": torch.ones(4)})
+
+
+def test_cosine_drop_fraction_with_a_huge_end_step() -> None:
+    f = pruners.cosine_drop_fraction(0.3, 10**400)  # was OverflowError: int too large
+    assert f(0) == 0.3 and f(5) == pytest.approx(0.3) and f(10**400) == 0.0

@@ -79,7 +79,7 @@ def cosine_drop_fraction(initial: float, end_step: int) -> Schedule:
 
     def value(t: int) -> float:
         done = min(max(check_int(t, "t (the step)"), 0), end)
-        out = f0 / 2 * (1 + math.cos(math.pi * done / end))
+        out = f0 / 2 * (1 + math.cos(math.pi * (done / end)))  # int / int: no overflow
         return 0.0 if done == end else out
 
     return value
