@@ -162,3 +162,5 @@ def test_pruner_is_frozen_and_describes_its_hyperparameters() -> None:
     assert pruner.hyperparams["end_step"] == 1000 and pruner.hyperparams["drop_fraction"] == 0.3
     with pytest.raises(AttributeError):
         pruner.name = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        pruner.hyperparams["end_step"] = 5  # type: ignore[index]

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from fsparse._src.checks import check_instance, check_tensor, short_repr
-from fsparse.pruners._mapping import check_name
+from fsparse.pruners._mapping import ReadOnlyDict, check_name
 from fsparse.pruners._state import PrunerState
 
 __all__ = ["Params", "Pruner", "UpdateFn", "activated", "check_grads", "check_params",
@@ -55,6 +55,10 @@ class Pruner:
     straight_through: bool = False
     resets: Callable[[PrunerState, PrunerState], dict[str, torch.Tensor]] = field(
         default=activated, repr=False)
+
+    def __post_init__(self) -> None:
+        if type(self.hyperparams) is not ReadOnlyDict:
+            object.__setattr__(self, "hyperparams", ReadOnlyDict(self.hyperparams, "hyperparams"))
 
 
 def _names_differ(arg: str, got: Mapping[str, Any], want: Mapping[str, Any], what: str) -> None:
