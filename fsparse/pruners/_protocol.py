@@ -34,7 +34,12 @@ class UpdateFn(Protocol):
 
 
 def activated(old: PrunerState, new: PrunerState) -> dict[str, torch.Tensor]:
-    """``~old & new`` per name: the weights an update brought back to life."""
+    """``new & ~old`` per name: the weights an update brought back to life.
+
+    >>> old = PrunerState({"w": torch.tensor([True, False, False])})
+    >>> activated(old, PrunerState({"w": torch.tensor([False, True, False])}))["w"].tolist()
+    [False, True, False]
+    """
     return {n: new.masks[n] & ~old.masks[n] for n in new.masks if n in old.masks}
 
 
@@ -45,6 +50,13 @@ class Pruner:
     ``name`` and ``hyperparams`` describe it; ``needs_grads`` says whether
     ``update`` requires ``grads``; ``straight_through`` whether its masks are
     meant for ``apply_masks(..., straight_through=True)``.
+
+    >>> def init(params): return PrunerState({n: torch.ones_like(p, dtype=torch.bool)
+    ...                                       for n, p in params.items()})
+    >>> def update(state, params, *, grads=None): return state.replace(step=state.step + 1), params
+    >>> dense = Pruner("dense", init, update)
+    >>> dense.update(dense.init({"w": torch.ones(2)}), {"w": torch.ones(2)})[0].step
+    1
     """
 
     name: str
