@@ -486,3 +486,50 @@ def test_add_data_fuzz_works_or_changes_nothing(
     assert name in sp.data_groups
     sp.step()  # an accepted entry steps
     assert sp.get_mask(name).dtype == torch.int8
+
+
+_TAMPERS: dict[str, Any] = {
+    "mask_index": lambda e, g, t: e.update(mask=_bad_index_mask(10**6)),
+    "mask_shape": lambda e, g, t: e.update(mask=torch.ones(3, 3).to_sparse_coo()),
+    "mask_dtype": lambda e, g, t: e.update(mask=torch.ones(8, 16, dtype=torch.complex64)),
+    "mask_csr": lambda e, g, t: e.update(mask=torch.ones(8, 16).to_sparse_csr()),
+    "mask_list": lambda e, g, t: e.update(mask=[1, 2]),
+    "no_mask": lambda e, g, t: e.pop("mask"),
+    "data_int": lambda e, g, t: t.update({k: torch.ones(8, 16, dtype=torch.int64) for k in t}),
+    "data_meta": lambda e, g, t: t.update({k: torch.ones(8, 16, device="meta") for k in t}),
+    "data_missing": lambda e, g, t: t.clear(),
+    "level_nan": lambda e, g, t: g.update(sparsity_level=float("nan")),
+    "block_bad": lambda e, g, t: g.update(sparse_block_shape="1x4"),
+    "key_int": lambda e, g, t: g.update({3: 4}),
+    "extra_ok": lambda e, g, t: e.update(step_count=3),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    tamper=st.sampled_from(sorted(_TAMPERS)),
+    which=st.sampled_from(["a", "b"]),
+    strict=st.booleans(),
+)
+def test_load_state_dict_fuzz_loads_or_changes_nothing(
+    tamper: str, which: str, strict: bool
+) -> None:
+    source = DataNormSparsifier(sparsity_level=0.5)
+    for name in ("a", "b", "z"):
+        source.add_data(name, torch.randn(8, 16))
+    source.step()
+    sd = source.state_dict()
+    tensors = {k: v for k, v in sd["_container"].items() if f".{which}." in k}
+    _TAMPERS[tamper](sd["state"][which], sd["data_groups"][which], tensors)
+    sd["_container"] = {
+        **{k: v for k, v in sd["_container"].items() if f".{which}." not in k}, **tensors
+    }
+    target = _sparsifier() if not strict else DataNormSparsifier()
+    before = _snapshot(target)
+    try:
+        target.load_state_dict(_saved(sd) if tamper != "mask_list" else sd, strict=strict)
+    except (TypeError, ValueError):
+        _assert_unchanged(target, before)
+        return
+    assert tamper == "extra_ok" or (not strict and which in ("a", "b"))  # kept names win
+    target.step()
