@@ -533,3 +533,16 @@ def test_load_state_dict_fuzz_loads_or_changes_nothing(
         return
     assert tamper == "extra_ok" or (not strict and which in ("a", "b"))  # kept names win
     target.step()
+
+
+def test_schedulers_at_huge_epochs_do_not_overflow() -> None:
+    from fsparse.data_scheduler import CubicSLScheduler
+
+    sp = _sparsifier()
+    StepSLScheduler(sp, gamma=2.0, last_epoch=2000)  # 0.5 * 2**2001: unclamped, as StepLR
+    assert sp.data_groups["a"]["sparsity_level"] == float("inf")
+    sp.step()  # the level is clamped to 1 when the mask is computed
+    assert not bool(sp.get_mask("a").any())
+    other = _sparsifier()
+    CubicSLScheduler(other, final_sparsity=0.8, num_updates=4, last_epoch=10**400)
+    assert other.data_groups["a"]["sparsity_level"] == 0.8
