@@ -10,13 +10,44 @@ reader sees torch.ao's float-ones tensor (the same object as the parametrization
 
 from __future__ import annotations
 
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["MaskState"]
+__all__ = ["MaskState", "PendingOnes"]
+
+
+class PendingOnes:
+    """Makes one entry's torch.ao float-ones mask on first read (by the view or the holder).
+
+    The mask goes into the parametrization ``holder`` and into the sparsifier's
+    ``state`` view in use at that moment. Weak references keep it out of reference
+    cycles, so that dropped entries are freed without the cyclic GC.
+    """
+
+    __slots__ = ("_holder", "_owner", "name", "weight")
+
+    def __init__(self, owner: Any, name: str, weight: torch.Tensor, holder: nn.Module) -> None:
+        self._owner = weakref.ref(owner)
+        self._holder = weakref.ref(holder)
+        self.name = name
+        self.weight = weight
+
+    def __call__(self) -> torch.Tensor:
+        made = torch.ones_like(self.weight)
+        holder = self._holder()
+        if holder is not None:
+            holder.set_mask(made)  # type: ignore[operator]
+        owner = self._owner()
+        live = getattr(owner, "state", None)  # the view in use when the mask is first read
+        if isinstance(live, MaskState) and live.pending.get(self.name) is self:
+            del live.pending[self.name]
+            live.raw(self.name)["mask"] = made
+        return made
 
 
 class MaskState(defaultdict):  # type: ignore[type-arg]

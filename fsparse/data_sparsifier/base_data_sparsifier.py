@@ -39,7 +39,7 @@ from fsparse.data_sparsifier._container import (
     check_mask,
     check_shape,
 )
-from fsparse.data_sparsifier._mask_state import MaskState
+from fsparse.data_sparsifier._mask_state import MaskState, PendingOnes
 from fsparse.data_sparsifier._squash import squash
 from fsparse.data_sparsifier._state_dict import load_into, state_dict_of, try_parametrization
 
@@ -208,15 +208,7 @@ class BaseDataSparsifier(abc.ABC):
             state[name]["mask"] = mask
             return
 
-        def make() -> torch.Tensor:
-            made = torch.ones_like(weight)
-            holder.set_mask(made)
-            live = self.state  # the view in use when the mask is first read
-            if isinstance(live, MaskState) and live.pending.get(name) is make:
-                del live.pending[name]
-                live.raw(name)["mask"] = made
-            return made
-
+        make = PendingOnes(self, name, weight, holder)
         holder._first_read = make
         parametrize.register_parametrization(container, name, holder)
         state[name]  # the entry dict, without its mask yet
