@@ -62,8 +62,8 @@ def wanda_prune(
     ``n_m=(N, M)``, N of every M consecutive input columns are pruned in each row.
 
     >>> w = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
-    >>> wanda_prune(w, torch.tensor([16.0, 4.0, 1.0, 1.0]), 0.5).tolist()
-    [[1.0, 2.0, 0.0, 4.0]]
+    >>> wanda_prune(w, torch.tensor([16.0, 1.0, 1.0, 1.0]), 0.5).tolist()  # scores 4, 2, 3, 4
+    [[1.0, 0.0, 0.0, 4.0]]
     """
     scores = wanda_scores(weight, input_sq_norms)
     sparsity = check_sparsity(sparsity)
