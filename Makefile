@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench bench-pruners clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# fsparse.pruners: accuracy vs sparsity on the digits, then update time vs a read pass
+# (writes benchmarks/PRUNERS.md and benchmarks/pruners_quality.png; ~5 min).
+bench-pruners: $(STAMP)
+	$(PY) benchmarks/pruners_quality.py
+	$(PY) benchmarks/pruners_speed.py
 
 clean:
 	rm -rf $(VENV) demo-report .pytest_cache .hypothesis
