@@ -69,18 +69,17 @@ def _run(model: nn.Module, batch: object) -> None:
         model(*batch)  # type: ignore[misc]
 
 
-def _forward_all(model: nn.Module, batches: list[object]) -> None:
-    """Every batch through ``model``; a failing batch is a ``ValueError`` naming it."""
-    for i, batch in enumerate(batches):
-        try:
-            _run(model, batch)
-        except _Stop:
-            continue
-        except (RuntimeError, ValueError, TypeError, IndexError) as error:
-            raise ValueError(
-                f"calibration_batches[{i}] ({short_repr(batch)}) does not fit the model: "
-                f"{type(error).__name__}: {str(error)[:300]}"
-            ) from error
+def _forward(model: nn.Module, i: int, batch: object) -> None:
+    """``batch`` (number ``i``) through ``model``; a failure is a ``ValueError`` naming it."""
+    try:
+        _run(model, batch)
+    except _Stop:
+        pass
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        raise ValueError(
+            f"calibration_batches[{i}] ({short_repr(batch)}) does not fit the model: "
+            f"{type(error).__name__}: {str(error)[:300]}"
+        ) from error
 
 
 def _check_batches(calibration_batches: object) -> list[object]:
@@ -138,9 +137,9 @@ def _discover(model: nn.Module, layers: dict[str, tuple[nn.Module, str]],
     handles = [m.register_forward_pre_hook(counter(n)) for n, (m, _) in layers.items()]
     once = set(layers)
     try:
-        for batch in batches:
+        for i, batch in enumerate(batches):
             per_batch.clear()
-            _forward_all(model, [batch])
+            _forward(model, i, batch)
             once -= {n for n, c in per_batch.items() if c > 1}
     finally:
         for handle in handles:
@@ -250,7 +249,8 @@ def _prune_layer(model: nn.Module, name: str, module: nn.Module, kind: str, batc
         handle = module.register_forward_pre_hook(
             _hook(name, module, kind, dense.shape[1], stats, calls, name in once), with_kwargs=True)
         try:
-            _forward_all(model, batches)
+            for i, batch in enumerate(batches):
+                _forward(model, i, batch)
         finally:
             handle.remove()
         if method != "magnitude" and not stats.tokens:
