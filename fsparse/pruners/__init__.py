@@ -20,6 +20,7 @@ from fsparse.pruners._distributions import erk_sparsities, uniform_sparsities
 from fsparse.pruners._drop_and_grow import drop_and_grow
 from fsparse.pruners._dst import rigl
 from fsparse.pruners._dst import set_ as set  # the algorithm's name
+from fsparse.pruners._fisher import FisherInverse, MFACInverse
 from fsparse.pruners._magnitude import (
     global_magnitude,
     global_saliency,
@@ -30,6 +31,7 @@ from fsparse.pruners._magnitude import (
 )
 from fsparse.pruners._masks import apply_masks
 from fsparse.pruners._movement import movement
+from fsparse.pruners._obs import mfac, obs
 from fsparse.pruners._optim import reset_optimizer_state
 from fsparse.pruners._protocol import Pruner, activated
 from fsparse.pruners._schedules import cosine_drop_fraction
@@ -37,6 +39,8 @@ from fsparse.pruners._state import PrunerState, load_state_dict, state_dict
 from fsparse.pruners._ste import static_random, ste_magnitude, ste_random
 
 __all__ = [
+    "FisherInverse",
+    "MFACInverse",
     "Pruner",
     "PrunerState",
     "acdc",
@@ -49,7 +53,9 @@ __all__ = [
     "global_saliency",
     "load_state_dict",
     "magnitude",
+    "mfac",
     "movement",
+    "obs",
     "random",
     "reset_optimizer_state",
     "rigl",
