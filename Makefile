@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench bench-pruners clean
+.PHONY: demo test test-slow lint bench bench-pruners bench-oneshot clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(STAMP)
 bench-pruners: $(STAMP)
 	$(PY) benchmarks/pruners_quality.py
 	$(PY) benchmarks/pruners_speed.py
+
+# fsparse.oneshot: a small GPT-2-style LM trained on the stdlib's sources, pruned at 50 % and
+# 2:4 by magnitude, Wanda and SparseGPT (writes benchmarks/ONESHOT.md; ~5 min).
+bench-oneshot: $(STAMP)
+	$(PY) benchmarks/oneshot_lm.py
 
 clean:
 	rm -rf $(VENV) demo-report .pytest_cache .hypothesis
