@@ -147,14 +147,23 @@ def test_tiny_gpt2() -> None:
         assert model.transformer.wte.weight.eq(0).sum() == 0
 
 
-def test_progress_lines_and_modes_restored(capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_lines_and_modes_restored(capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
     model = mlp()
     model.train()
     model[2].eval()
-    prune_model(model, batches(), method="magnitude", report_error=False)
+    prune_model(model, batches(), method="magnitude", report_error=False)   # rich, if installed
     assert model.training and model[0].training and not model[2].training
-    err = capsys.readouterr().err
-    assert "magnitude" in err or err == ""         # rich draws transiently; plain prints lines
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "rich" else real(name, *a))
+    prune_model(mlp(), batches(), method="wanda", n_m=(2, 4))
+    err = capsys.readouterr().err.splitlines()
+    assert err[-2:] == ["wanda 2:4 [1/2] 0", "wanda 2:4 [2/2] 2"]
+    prune_model(mlp(), batches(), method="wanda", quiet=True)
+    assert capsys.readouterr().err == ""
 
 
 def test_magnitude_without_error_needs_no_forward() -> None:
