@@ -16,9 +16,9 @@ from torch import nn
 from fsparse.oneshot import prune_model, sparsegpt_prune, wanda_prune
 
 torch.manual_seed(0)
-steps = 100 if os.environ.get("FSPARSE_EXAMPLE_SMALL") else 1000
+steps = 40 if os.environ.get("FSPARSE_EXAMPLE_SMALL") else 1000
 mix = torch.randn(32, 32) * torch.rand(32) * 2           # correlated input features
-x = torch.randn(2048, 32) @ mix
+x = torch.randn(1024, 32) @ mix
 y = torch.sin(x @ torch.randn(32, 4) / 8)
 model = nn.Sequential(nn.Linear(32, 128), nn.GELU(), nn.Linear(128, 128), nn.GELU(),
                       nn.Linear(128, 4))
