@@ -39,7 +39,7 @@ from fsparse.create.schedules import (
 def test_variable_defaults() -> None:
     v = RecipeVariables()
     assert (v.num_epochs, v.init_lr, v.final_lr, v.target) == (20.0, 1e-3, 1e-7, None)
-    assert (v.sparsity, v.mask_type, v.global_sparsity) == (0.8, "unstructured", True)
+    assert (v.sparsity, v.mask_type, v.global_sparsity) == (0.8, "unstructured", None)
     assert (v.hardness, v.temperature) == (0.5, 2.0)
 
 
@@ -138,10 +138,52 @@ def test_pruning_options_pick_modifiers() -> None:
     assert kinds(pruning=False, quantization=False) == ["EpochRange", "LearningRateFunction"]
 
 
-@pytest.mark.parametrize("option", ["acdc", "movement", "obs", "mfac"])
-def test_later_pruning_methods_say_so(option: str) -> None:
-    with pytest.raises(NotImplementedError, match="later issue"):
-        create_recipe(pruning=option)
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        ("movement", "MovementPruning(start_epoch=0.0, end_epoch=7.5, update_frequency=0.375, "
+                     "final_sparsity=0.8, mask_type='unstructured', global_sparsity=False"),
+        ("obs", "OBSPruning(start_epoch=0.0, end_epoch=7.5, update_frequency=0.375, "
+                "final_sparsity=0.8, num_grads=None, damp=1e-05, block_size=50, "
+                "mask_type='unstructured', global_sparsity=True"),
+        ("mfac", "MFACPruning(start_epoch=0.0, end_epoch=7.5, update_frequency=0.375, "
+                 "final_sparsity=0.8, num_grads=None, damp=1e-05, block_size=2048, "
+                 "mask_type='unstructured', global_sparsity=True"),
+        ("acdc", "ACDCPruning(start_epoch=1.5, end_epoch=13.5, phase_epochs=0.75, sparsity=0.8, "
+                 "mask_type='unstructured', global_sparsity=False, distribution='uniform', "
+                 "reset_momentum=True"),
+        ("rigl", "RigLPruning(start_epoch=0.0, end_epoch=11.25, update_frequency=0.5625, "
+                 "sparsity=0.8, drop_fraction=0.3, distribution='erk', mask_type='unstructured', "
+                 "global_sparsity=False, seed=0"),
+        ("set", "SETPruning(start_epoch=0.0, end_epoch=11.25, update_frequency=0.5625, "
+                "sparsity=0.8, drop_fraction=0.3, distribution='erk', mask_type='unstructured', "
+                "global_sparsity=False, seed=0"),
+    ],
+)
+def test_each_pruning_mode_writes_its_default_modifier(option: str, expected: str) -> None:
+    # E = 20, qat = 5: E' = 15; pruning over 0..7.5, AC/DC phases of 0.75, RigL/SET to 11.25
+    recipe = create_recipe(RecipeVariables(num_epochs=20), pruning=option)
+    kinds = [type(m).__name__ for m in recipe.modifiers]
+    assert kinds[:2] == ["EpochRange", "LearningRateFunction"] and kinds[3] == "Quantization"
+    assert repr(recipe.modifiers[2]).startswith(expected)
+    assert Recipe.from_yaml(recipe.to_yaml()) == recipe
+
+
+@pytest.mark.parametrize(
+    ("option", "variables", "match"),
+    [
+        ("movement", {"global_sparsity": True}, r"global_sparsity=True .*mode 'movement'"),
+        ("acdc", {"global_sparsity": True}, r"global_sparsity=True .*mode 'acdc'"),
+        ("rigl", {"global_sparsity": True}, r"global_sparsity=True .*mode 'rigl'"),
+        ("set", {"target": "tensorrt"}, r"mask_type '2:4' .*mode 'set'.*target 'tensorrt'"),
+        ("rigl", {"mask_type": "1:4"}, r"mask_type '1:4' .*mode 'rigl'"),
+    ],
+)
+def test_a_mode_refuses_what_it_cannot_honour(
+    option: str, variables: dict[str, object], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        create_recipe(RecipeVariables(**variables), pruning=option)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -142,8 +142,9 @@ def test_end_to_end_default_recipe() -> None:
     assert seen["lrs"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
     assert seen["phases"][0] == "pruning" and seen["phases"][-1] == "finished"
     assert seen["phases"].index("fine-tuning") == 30 and seen["phases"].index("qat") == 60
-    # the state is inspectable and lives in the core
-    assert all(isinstance(s, fsparse.SparsifierState) for s in manager.pruning_states)
+    # the state is inspectable: the pruner's, on fsparse.pruners
+    assert all(isinstance(s, fsparse.pruners.PrunerState) for s in manager.pruning_states)
+    assert [p.name for p in manager.pruners] == ["global_magnitude"]
     assert manager.sparsity() == pytest.approx(
         {n: 1 - m.float().mean().item() for n, m in manager.masks.items()}
     )
@@ -623,7 +624,6 @@ def test_load_state_dict_errors() -> None:
         ({"steps_per_epoch": 2.5}, TypeError, "steps_per_epoch must be an int"),
         ({"steps_per_epoch": True}, TypeError, "steps_per_epoch must be an int"),
         ({"pruning": "magnitude"}, ValueError, "pruning must be one of"),
-        ({"pruning": "obs"}, NotImplementedError, "later issue"),
         ({"recipe_variables": {"sparsity": 1.2}}, ValueError, "sparsity"),
         ({"recipe_variables": {"num_epochs": 0}}, ValueError, "num_epochs"),
         ({"recipe_variables": {"epochs": 3}}, ValueError, "unknown keys"),

@@ -1,8 +1,9 @@
 """The recipe manager: a thin stateful wrapper over the pure recipe functions.
 
-State is the step count, one core :class:`fsparse.SparsifierState` per pruning
-modifier (masks), which one-off events have run (QAT, observer and BN
-freezes, the self-teacher copy) and the self-teacher. The wrappers in
+State is the step count, one :class:`fsparse.fp.PrunerState` per pruning
+modifier (masks, scores, gradient buffers: see :mod:`fsparse.create.pruning`),
+which one-off events have run (QAT, observer and BN freezes, the self-teacher
+copy) and the self-teacher. The wrappers in
 :mod:`fsparse.create.optimizer_wrapper` call :meth:`RecipeManager.before_step`
 and :meth:`RecipeManager.after_step` around every optimizer step.
 """
@@ -17,44 +18,45 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from fsparse import pruners as fp
 from fsparse._src.checks import check_int, check_real, check_tensor, short_repr
-from fsparse._src.engine.mask_types import global_levels
-from fsparse._src.state import SparsifierState, add, sparsity
 from fsparse._src.untrusted import load_mask
 from fsparse.create import distillation as kd
 from fsparse.create import quantization as qat
-from fsparse.create.masks import (
-    apply_masks,
-    init_pruning,
-    prunable_parameters,
-    state_name,
-    update_masks,
-)
+from fsparse.create.checkpoint import check_pruner_state
+from fsparse.create.masks import apply_masks, prunable_parameters
 from fsparse.create.modifiers import (
     MAX_EPOCH,
+    PRUNING_TYPES,
     ConstantPruning,
     Distillation,
-    GradualPruning,
     LearningRateFunction,
     Modifier,
     Quantization,
 )
+from fsparse.create.pruning import (
+    Plan,
+    due,
+    init_state,
+    make_plan,
+    model_masks,
+    step_state,
+    target_levels,
+)
 from fsparse.create.recipe import Recipe
-from fsparse.create.recipe_variables import parse_mask_type
 from fsparse.create.schedules import (
     distillation_active,
     first_step,
     learning_rate,
-    mask_update_due,
     phase,
-    pruning_level,
     qat_flags,
 )
 
 __all__ = ["MAX_STEPS_PER_EPOCH", "STATE_KEYS", "STATE_VERSION", "RecipeManager"]
 
-STATE_KEYS = ("version", "recipe", "steps_per_epoch", "step", "finalized", "masks", "teacher")
-STATE_VERSION = 1
+STATE_KEYS = ("version", "recipe", "steps_per_epoch", "step", "finalized", "masks", "pruners",
+              "teacher")
+STATE_VERSION = 2
 # With epochs capped at modifiers.MAX_EPOCH, steps stay far inside float precision.
 MAX_STEPS_PER_EPOCH = 2**31
 _MAX_STEP = 2**62
@@ -95,14 +97,15 @@ class RecipeManager:
         self._bn_hooks: list[RemovableHandle] = []
         self._done: set[str] = set()
         prunable = prunable_parameters(model)
-        self._names = {state_name(n): n for n in prunable}
-        pruning: list[tuple[GradualPruning | ConstantPruning, SparsifierState]] = []
+        self._weights = prunable
+        pruning: list[tuple[Plan, fp.PrunerState]] = []
         skipped: list[str] = []
         for modifier in self.pruning_modifiers:
-            state, left_out = init_pruning(modifier, prunable)  # type: ignore[arg-type]
-            pruning.append((modifier, state))  # type: ignore[arg-type]
+            plan, left_out = make_plan(modifier, prunable, steps_per_epoch)
+            pruning.append((plan, init_state(plan, self._detached(plan))))
             skipped.extend(left_out)
         self._pruning = pruning
+        self._masks = [model_masks(plan, state) for plan, state in pruning]
         self.skipped: tuple[str, ...] = tuple(skipped)
         self._run_events(0)
 
@@ -119,7 +122,33 @@ class RecipeManager:
 
     @property
     def pruning_modifiers(self) -> tuple[Modifier, ...]:
-        return self.recipe.of_type(GradualPruning, ConstantPruning)
+        return self.recipe.of_type(*PRUNING_TYPES)
+
+    @property
+    def pruners(self) -> tuple[fp.Pruner, ...]:
+        """The ``fsparse.pruners`` pruner each pruning modifier runs, in recipe order."""
+        return tuple(plan.pruner for plan, _ in self._pruning)
+
+    @property
+    def needs_grads(self) -> bool:
+        """Whether some pruner takes the training loop's gradients."""
+        return not self.finalized and any(plan.needs_grads for plan, _ in self._pruning)
+
+    def _detached(self, plan: Plan) -> dict[str, torch.Tensor]:
+        return {n: self._weights[n].detach() for n in plan.names}
+
+    def _grads(self, plan: Plan, scale: float | None) -> dict[str, torch.Tensor]:
+        """The weights' gradients, unscaled (``scale``: the AMP scaler's), non-finite as 0."""
+        out = {}
+        for n in plan.names:
+            g = self._weights[n].grad
+            if g is None:
+                out[n] = torch.zeros_like(self._weights[n].detach())
+            elif scale is None:
+                out[n] = g.detach()
+            else:
+                out[n] = torch.nan_to_num(g.detach() / scale, nan=0.0, posinf=0.0, neginf=0.0)
+        return out
 
     @property
     def quantization_modifiers(self) -> tuple[Modifier, ...]:
@@ -159,43 +188,38 @@ class RecipeManager:
         return learning_rate(modifiers[0], self._at(epoch)) if modifiers else None  # type: ignore[arg-type]
 
     def target_sparsity(self, epoch: float | None = None) -> dict[str, float]:
-        """Per weight, the element sparsity its gradual pruning modifier targets at ``epoch``.
+        """Per weight, the element sparsity its pruning modifier targets at ``epoch``.
 
-        Layer by layer, every weight gets the modifier's level. With global sparsity
-        each weight gets its own level: the share of the overall target that the
-        global ranking of the current weights gives it (what a mask update would
-        use now); after pruning ends these are the levels of the held masks.
+        Layer by layer, every weight gets its level on the modifier's schedule
+        (AC/DC: the target in sparse phases, 0 in dense ones; RigL/SET: the
+        distribution's level). With global magnitude pruning each weight gets its
+        own level: the share of the overall target that the global ranking of the
+        current weights gives it (what a mask update would use now); after pruning
+        ends these are the levels of the held masks. Global OBS/M-FAC report the
+        levels of the masks held now. ConstantPruning weights are not listed.
         """
         t = first_step(self._at(epoch), self.steps_per_epoch)
         out = {}
-        for modifier, state in self._pruning:
-            if not isinstance(modifier, GradualPruning):
+        for plan, state in self._pruning:
+            if isinstance(plan.modifier, ConstantPruning):
                 continue
-            level = pruning_level(modifier, t, self.steps_per_epoch)
-            if modifier.global_sparsity:
-                width, zeros, _ = parse_mask_type(modifier.mask_type)
-                data = {n: e.data.detach() for n, e in state.entries.items()}
-                configs = {n: e.config for n, e in state.entries.items()}
-                blocks = global_levels(data, configs, level * width / zeros)
-                out.update({self._names[n]: b * zeros / width for n, b in blocks.items()})
-            else:
-                out.update({self._names[n]: level for n in state.names})
+            out.update(target_levels(plan, state, self._detached(plan), t, self.steps_per_epoch))
         return out
 
     # ----- state -----
     @property
-    def pruning_states(self) -> tuple[SparsifierState, ...]:
-        """The core state of each pruning modifier, in recipe order."""
+    def pruning_states(self) -> tuple[fp.PrunerState, ...]:
+        """The pruner state of each pruning modifier, in recipe order (pruner layout)."""
         return tuple(state for _, state in self._pruning)
 
     @property
     def masks(self) -> dict[str, torch.Tensor]:
-        """``parameter name -> bool mask`` (``False`` = pruned)."""
-        return {self._names[n]: e.mask for s in self.pruning_states for n, e in s.entries.items()}
+        """``parameter name -> bool mask`` (``False`` = pruned), in the weights' layout."""
+        return {n: m for masks in self._masks for n, m in masks.items()}
 
     def sparsity(self) -> dict[str, float]:
         """``parameter name -> fraction of masked-out elements``."""
-        return {self._names[n]: v for s in self.pruning_states for n, v in sparsity(s).items()}
+        return {n: 1.0 - float(m.float().mean()) for n, m in self.masks.items()}
 
     @property
     def teacher(self) -> nn.Module | None:
@@ -236,17 +260,36 @@ class RecipeManager:
         self._bn_hooks.extend(qat.freeze_bn(self.model))
 
     # ----- driven by the wrapped optimizer -----
-    def before_step(self, optimizer: Any) -> None:
-        """Update the masks that are due at this step and set every group's LR."""
+    def before_step(self, optimizer: Any, grad_scale: float | None = None) -> None:
+        """Run the pruners due at this step and set every group's LR.
+
+        Each pruner that needs gradients gets the weights' ``.grad`` (divided by
+        ``grad_scale``, the AMP scaler's scale, when given). Weights a pruner
+        changes (regrown weights at 0, OBS's compensation) are written into the
+        model, the masks applied, and the optimizer state of the entries the
+        pruner names restarted (``fp.reset_optimizer_state``).
+        """
         if self.finalized:
             return
-        updated = []
-        for modifier, state in self._pruning:
-            if mask_update_due(modifier, self.step, self.steps_per_epoch):
-                state = update_masks(state, modifier, self.step, self.steps_per_epoch)
-                apply_masks(state)
-            updated.append((modifier, state))
-        self._pruning = updated
+        t, spe = self.step, self.steps_per_epoch
+        results: list[tuple[Plan, fp.PrunerState, Any, Any]] = []
+        for plan, state in self._pruning:  # compute everything first
+            if not due(plan, state, t, spe):
+                results.append((plan, state, None, None))
+                continue
+            grads = self._grads(plan, grad_scale) if plan.needs_grads else None
+            results.append((plan, *step_state(plan, state, self._detached(plan), grads, t, spe)))
+        for i, (plan, state, changed, resets) in enumerate(results):  # then commit
+            self._pruning[i] = (plan, state)
+            if changed is None:
+                continue
+            with torch.no_grad():
+                for n, value in changed.items():
+                    self._weights[n].copy_(value)
+            self._masks[i] = model_masks(plan, state)
+            apply_masks(self._weights, self._masks[i])
+            if resets and isinstance(optimizer, torch.optim.Optimizer):
+                fp.reset_optimizer_state(optimizer, self._weights, resets)
         lr = self.learning_rate()
         if lr is not None:
             for group in optimizer.param_groups:
@@ -256,8 +299,8 @@ class RecipeManager:
         """Re-apply the masks (momentum cannot revive pruned weights) and advance one step."""
         if self.finalized:
             return
-        for state in self.pruning_states:
-            apply_masks(state)
+        for masks in self._masks:
+            apply_masks(self._weights, masks)
         self.step += 1
         self._run_events(self.step)
 
@@ -286,8 +329,8 @@ class RecipeManager:
 
     def finalize(self) -> None:
         """Apply the masks for good, remove the BN hooks and stop driving the run."""
-        for state in self.pruning_states:
-            apply_masks(state)
+        for masks in self._masks:
+            apply_masks(self._weights, masks)
         for handle in self._bn_hooks:
             handle.remove()
         self._bn_hooks = []
@@ -298,12 +341,13 @@ class RecipeManager:
         """Everything needed to resume: keys :data:`STATE_KEYS`, masks by parameter name."""
         teacher = self._self_teacher.state_dict() if self._self_teacher is not None else None
         return {
-            "version": 1,
+            "version": STATE_VERSION,
             "recipe": self.recipe.to_yaml(),
             "steps_per_epoch": self.steps_per_epoch,
             "step": self.step,
             "finalized": self.finalized,
             "masks": {n: m.clone() for n, m in self.masks.items()},
+            "pruners": [copy.deepcopy(fp.state_dict(s)) for s in self.pruning_states],
             "teacher": teacher,
         }
 
@@ -358,7 +402,7 @@ class RecipeManager:
             raise ValueError(
                 f"state_dict {has} a self-teacher, but at step {step} this recipe {wants} one"
             )
-        restored = self._restored_pruning(state_dict["masks"])
+        restored = self._restored_pruning(state_dict["masks"], state_dict["pruners"], step)
         if expects_teacher:
             self._check_teacher(teacher_state, step, events)
         # everything checked: commit
@@ -366,25 +410,32 @@ class RecipeManager:
         if self._self_teacher is not None:
             self._self_teacher.load_state_dict(teacher_state)
         self._pruning = restored
+        self._masks = [model_masks(plan, state) for plan, state in restored]
         self.step = step
         if finalized:
             self.finalize()
 
     def _restored_pruning(
-        self, masks: object
-    ) -> list[tuple[GradualPruning | ConstantPruning, SparsifierState]]:
-        """The pruning states with the checkpoint's masks, validated (nothing is committed)."""
+        self, masks: object, saved: object, step: int
+    ) -> list[tuple[Plan, fp.PrunerState]]:
+        """The pruner states of the checkpoint, validated (nothing is committed)."""
         current = self.masks
         if not isinstance(masks, Mapping) or set(masks) != set(current):
             raise ValueError(f"state_dict masks must be for {short_repr(sorted(current), 400)}")
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(self._pruning):
+            raise ValueError(f"state_dict pruners must be a list of {len(self._pruning)} pruner "
+                             f"state dicts, got {short_repr(saved)}")
         restored = []
-        for modifier, state in self._pruning:
-            for name, entry in state.entries.items():
-                param = self._names[name]
-                arg = f"state_dict masks[{short_repr(param)}]"
-                mask = load_mask(masks[param], tuple(entry.data.shape), arg)
-                state = add(state, name, entry.data, mask=mask.to(entry.data.device))
-            restored.append((modifier, state))
+        for i, ((plan, fresh), sd) in enumerate(zip(self._pruning, saved)):
+            want = step if plan.kind == "inject" else min(step, plan.last + 1)
+            state = check_pruner_state(sd, fresh, f"state_dict pruners[{i}]",
+                                       None if plan.kind == "inject" else want)
+            restored.append((plan, state))
+            for name, mask in model_masks(plan, state).items():
+                arg = f"state_dict masks[{short_repr(name)}]"
+                loaded = load_mask(masks[name], tuple(mask.shape), arg)
+                if not torch.equal(loaded.to(mask.device), mask):
+                    raise ValueError(f"{arg} disagrees with the mask in state_dict pruners[{i}]")
         return restored
 
     def _check_teacher(

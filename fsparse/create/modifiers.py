@@ -8,15 +8,41 @@ and from a plain dict (``{"type": name, **fields}``) for YAML.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Union
 
 from fsparse._src.checks import short_repr
+from fsparse.create.modifier_fields import (
+    ALL_PRUNABLE,
+    LR_FUNCTIONS,
+    MAX_EPOCH,
+    MAX_LR,
+    MAX_TEMPERATURE,
+    Base,
+    check_params,
+    in_range,
+)
+from fsparse.create.pruning_modifiers import (
+    PRUNER_MODIFIERS,
+    ACDCPruning,
+    MFACPruning,
+    MovementPruning,
+    OBSPruning,
+    RigLPruning,
+    SETPruning,
+)
 from fsparse.create.recipe_variables import max_sparsity, parse_mask_type
 
 __all__ = [
     "ALL_PRUNABLE",
+    "MAX_EPOCH",
+    "PRUNING_TYPES",
+    "ACDCPruning",
+    "MFACPruning",
+    "MovementPruning",
+    "OBSPruning",
+    "RigLPruning",
+    "SETPruning",
     "LR_FUNCTIONS",
     "MODIFIER_TYPES",
     "ConstantPruning",
@@ -30,80 +56,8 @@ __all__ = [
     "modifier_to_dict",
 ]
 
-ALL_PRUNABLE = "__ALL_PRUNABLE__"
-LR_FUNCTIONS = ("linear", "cosine", "cyclic_linear")
-# Epoch fields are capped so that ``epoch * steps_per_epoch`` stays a finite float;
-# a learning rate and a squared temperature must fit a float32 (torch's optimizers
-# and the KD loss turn them into one).
-MAX_EPOCH = 1e9
-MAX_LR = 3.4e38
-MAX_TEMPERATURE = 1.8e19
-_EPOCH_FIELDS = frozenset(
-    {"start_epoch", "end_epoch", "update_frequency", "cycle_epochs",
-     "disable_observer_epoch", "freeze_bn_stats_epoch"}
-)
-
-
-def _float(owner: str, field: str, value: object) -> float:
-    """``value`` as a finite float; numeric strings such as YAML's ``1e-7`` are accepted."""
-    given = value
-    if isinstance(value, str) and len(value) <= 64:
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{owner}.{field} must be a finite number, got {short_repr(given)}")
-    try:
-        number = float(value)
-    except OverflowError:  # an int beyond float range
-        number = math.inf
-    if not math.isfinite(number):
-        raise ValueError(f"{owner}.{field} must be a finite number, got {short_repr(given)}")
-    if field in _EPOCH_FIELDS and abs(number) > MAX_EPOCH:
-        raise ValueError(f"{owner}.{field} must be at most {MAX_EPOCH:g}, got {short_repr(given)}")
-    return number
-
-
-def _in_range(owner: str, field: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ValueError(f"{owner}.{field} must be in [{low}, {high}], got {short_repr(value)}")
-
-
-class _Base:
-    """Float coercion and epoch checks shared by all modifiers."""
-
-    FLOATS: ClassVar[tuple[str, ...]] = ("start_epoch", "end_epoch")
-
-    def _coerce(self) -> None:
-        name = type(self).__name__
-        for field in self.FLOATS:
-            object.__setattr__(self, field, _float(name, field, getattr(self, field)))
-        start = self.start_epoch  # type: ignore[attr-defined]
-        if start < 0:
-            raise ValueError(f"{name}.start_epoch must be >= 0, got {start!r}")
-
-    def _check_span(self) -> None:
-        start, end = self.start_epoch, self.end_epoch  # type: ignore[attr-defined]
-        if end <= start:
-            raise ValueError(
-                f"{type(self).__name__}.end_epoch must be > start_epoch ({start}), got {end!r}"
-            )
-
-
-def _params(owner: str, value: object) -> str | tuple[str, ...]:
-    if value == ALL_PRUNABLE:
-        return ALL_PRUNABLE
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise ValueError(
-        f"{owner}.params must be {ALL_PRUNABLE!r} or a non-empty list of parameter names, "
-        f"got {short_repr(value)}"
-    )
-
-
 @dataclasses.dataclass(frozen=True)
-class EpochRange(_Base):
+class EpochRange(Base):
     """The run's epoch span; sets ``max_epochs`` when nothing else ends later."""
 
     start_epoch: float
@@ -115,7 +69,7 @@ class EpochRange(_Base):
 
 
 @dataclasses.dataclass(frozen=True)
-class LearningRateFunction(_Base):
+class LearningRateFunction(Base):
     """LR from ``init_lr`` to ``final_lr`` over the span (held at ``final_lr`` after it).
 
     ``lr_func`` is ``"linear"``, ``"cosine"`` or ``"cyclic_linear"`` (a linear
@@ -136,7 +90,7 @@ class LearningRateFunction(_Base):
         self._coerce()
         self._check_span()
         for field in ("init_lr", "final_lr"):
-            _in_range("LearningRateFunction", field, getattr(self, field), 0.0, MAX_LR)
+            in_range("LearningRateFunction", field, getattr(self, field), 0.0, MAX_LR)
         if not isinstance(self.lr_func, str) or self.lr_func not in LR_FUNCTIONS:
             raise ValueError(
                 f"LearningRateFunction.lr_func must be one of {LR_FUNCTIONS}, "
@@ -149,7 +103,7 @@ class LearningRateFunction(_Base):
 
 
 @dataclasses.dataclass(frozen=True)
-class GradualPruning(_Base):
+class GradualPruning(Base):
     """Magnitude pruning from ``init_sparsity`` to ``final_sparsity`` on the cubic schedule.
 
     Masks are recomputed every ``update_frequency`` epochs inside the span and
@@ -177,20 +131,20 @@ class GradualPruning(_Base):
             )
         parse_mask_type(self.mask_type, "GradualPruning.mask_type")
         ceiling = max_sparsity(self.mask_type)
-        _in_range("GradualPruning", "final_sparsity", self.final_sparsity, 0.0, ceiling)
+        in_range("GradualPruning", "final_sparsity", self.final_sparsity, 0.0, ceiling)
         if self.final_sparsity >= 1.0:
             raise ValueError("GradualPruning.final_sparsity must be < 1, got 1.0")
-        _in_range("GradualPruning", "init_sparsity", self.init_sparsity, 0.0, self.final_sparsity)
+        in_range("GradualPruning", "init_sparsity", self.init_sparsity, 0.0, self.final_sparsity)
         if not isinstance(self.global_sparsity, bool):
             raise ValueError(
                 "GradualPruning.global_sparsity must be a bool, "
                 f"got {short_repr(self.global_sparsity)}"
             )
-        object.__setattr__(self, "params", _params("GradualPruning", self.params))
+        object.__setattr__(self, "params", check_params("GradualPruning", self.params))
 
 
 @dataclasses.dataclass(frozen=True)
-class ConstantPruning(_Base):
+class ConstantPruning(Base):
     """Hold the parameters' existing zeros fixed from ``start_epoch`` on."""
 
     start_epoch: float
@@ -200,11 +154,11 @@ class ConstantPruning(_Base):
     def __post_init__(self) -> None:
         self._coerce()
         self._check_span()
-        object.__setattr__(self, "params", _params("ConstantPruning", self.params))
+        object.__setattr__(self, "params", check_params("ConstantPruning", self.params))
 
 
 @dataclasses.dataclass(frozen=True)
-class Quantization(_Base):
+class Quantization(Base):
     """Eager-mode QAT from ``start_epoch``; observers off and BN frozen at the later epochs."""
 
     FLOATS: ClassVar[tuple[str, ...]] = (
@@ -230,7 +184,7 @@ class Quantization(_Base):
 
 
 @dataclasses.dataclass(frozen=True)
-class Distillation(_Base):
+class Distillation(Base):
     """Loss ``(1 - hardness) * loss + hardness * KD`` inside the span."""
 
     FLOATS: ClassVar[tuple[str, ...]] = ("start_epoch", "end_epoch", "hardness", "temperature")
@@ -242,7 +196,7 @@ class Distillation(_Base):
     def __post_init__(self) -> None:
         self._coerce()
         self._check_span()
-        _in_range("Distillation", "hardness", self.hardness, 0.0, 1.0)
+        in_range("Distillation", "hardness", self.hardness, 0.0, 1.0)
         if not 0 < self.temperature <= MAX_TEMPERATURE:
             raise ValueError(
                 f"Distillation.temperature must be in (0, {MAX_TEMPERATURE:g}], "
@@ -251,8 +205,11 @@ class Distillation(_Base):
 
 
 Modifier = Union[  # noqa: UP007 (an alias, evaluated at import)
-    EpochRange, LearningRateFunction, GradualPruning, ConstantPruning, Quantization, Distillation
+    EpochRange, LearningRateFunction, GradualPruning, ConstantPruning, Quantization,
+    Distillation, ACDCPruning, MovementPruning, OBSPruning, MFACPruning, RigLPruning, SETPruning,
 ]
+# Every pruning modifier: each runs one fsparse.pruners pruner (ConstantPruning: none).
+PRUNING_TYPES: tuple[type, ...] = (GradualPruning, ConstantPruning, *PRUNER_MODIFIERS)
 MODIFIER_TYPES: dict[str, type] = {
     cls.__name__: cls
     for cls in (
@@ -262,6 +219,7 @@ MODIFIER_TYPES: dict[str, type] = {
         ConstantPruning,
         Quantization,
         Distillation,
+        *PRUNER_MODIFIERS,
     )
 }
 

@@ -80,16 +80,37 @@ class RecipeOptimizer(_Forwarding):
 class RecipeScaler(_Forwarding):
     """An AMP scaler (anything with ``step(optimizer)``) whose ``step`` advances ``manager``."""
 
+    def _scale(self, optimizer: Any) -> float | None:
+        """The scaler's current scale, when a pruner needs the (unscaled) gradients.
+
+        ``None`` when the gradients are already unscaled (``scaler.unscale_``
+        ran on ``optimizer`` this step, as torch's ``GradScaler`` records).
+        """
+        get_scale = getattr(self._wrapped, "get_scale", None)
+        if not self._manager.needs_grads or not callable(get_scale):
+            return None
+        states = getattr(self._wrapped, "_per_optimizer_states", None)
+        stage = states.get(id(optimizer), {}).get("stage") if isinstance(states, dict) else None
+        if getattr(stage, "name", None) == "UNSCALED":
+            return None
+        scale = float(get_scale())
+        return scale if scale > 0 else None
+
     def step(self, optimizer: Any, *args: Any, **kwargs: Any) -> Any:
-        """Advance the recipe around ``scaler.step(optimizer)``."""
-        self._manager.before_step(optimizer)
+        """Advance the recipe around ``scaler.step(optimizer)``.
+
+        Pruners that need gradients get ``grad / scaler.get_scale()`` (the unscaled
+        gradients; non-finite entries of an overflowing step as 0), or the
+        gradients as they are once ``scaler.unscale_(optimizer)`` has run.
+        """
+        self._manager.before_step(optimizer, self._scale(optimizer))
         result = self._wrapped.step(optimizer, *args, **kwargs)
         self._manager.after_step()
         return result
 
     def emulated_step(self, optimizer: Any) -> None:
         """Advance the recipe one step without stepping; see ``RecipeOptimizer.emulated_step``."""
-        self._manager.before_step(optimizer)
+        self._manager.before_step(optimizer, self._scale(optimizer))
         self._manager.after_step()
 
     def __repr__(self) -> str:

@@ -24,10 +24,9 @@ from fsparse._src.untrusted import MAX_YAML_BYTES, safe_yaml_load
 from fsparse.create.modifiers import (
     ALL_PRUNABLE,
     MODIFIER_TYPES,
-    ConstantPruning,
+    PRUNING_TYPES,
     Distillation,
     EpochRange,
-    GradualPruning,
     LearningRateFunction,
     Modifier,
     Quantization,
@@ -53,9 +52,10 @@ def _check_pruning_overlap(modifiers: Iterable[Modifier]) -> None:
     seen: set[str] = set()
     everything = False
     for modifier in modifiers:
-        if not isinstance(modifier, (GradualPruning, ConstantPruning)):
+        if not isinstance(modifier, PRUNING_TYPES):
             continue
-        names = {ALL_PRUNABLE} if modifier.params == ALL_PRUNABLE else set(modifier.params)
+        params = getattr(modifier, "params")  # noqa: B009 (every pruning modifier has params)
+        names = {ALL_PRUNABLE} if params == ALL_PRUNABLE else set(params)
         if everything or (seen and ALL_PRUNABLE in names) or seen & names:
             raise ValueError(
                 "pruning modifiers must act on disjoint params; "

@@ -88,7 +88,7 @@ class RecipeVariables:
     target: str | None = None
     sparsity: float | None = None
     mask_type: str | None = None
-    global_sparsity: bool = True
+    global_sparsity: bool | None = None
     hardness: float = 0.5
     temperature: float = 2.0
 
@@ -126,9 +126,9 @@ class RecipeVariables:
                 "can reach"
             )
         set_(self, "sparsity", sparsity)
-        if not isinstance(self.global_sparsity, bool):
+        if self.global_sparsity is not None and not isinstance(self.global_sparsity, bool):
             raise ValueError(
-                f"global_sparsity must be a bool, got {short_repr(self.global_sparsity)}"
+                f"global_sparsity must be a bool or None, got {short_repr(self.global_sparsity)}"
             )
         hardness = _number("hardness", self.hardness)
         if not 0 <= hardness <= 1:

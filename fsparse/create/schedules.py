@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from fsparse._src.schedules import cubic
 from fsparse.create.modifiers import (
+    PRUNING_TYPES,
     ConstantPruning,
     Distillation,
     GradualPruning,
@@ -143,7 +144,8 @@ def distillation_active(modifier: Distillation | None, epoch: float) -> bool:
 
 def phase(recipe: Recipe, epoch: float) -> str:
     """``"finished"`` from ``max_epochs`` on, else ``"qat"`` once QAT is on, else
-    ``"pruning"`` inside a gradual pruning span, else ``"fine-tuning"``.
+    ``"pruning"`` inside a pruning modifier's span (all but ConstantPruning),
+    else ``"fine-tuning"``.
 
     >>> from fsparse.create.template import create_recipe
     >>> [phase(create_recipe(), e) for e in (0, 10, 16, 20)]
@@ -154,7 +156,9 @@ def phase(recipe: Recipe, epoch: float) -> str:
     quantization = recipe.of_type(Quantization)
     if quantization and qat_flags(quantization[0], epoch).active:  # type: ignore[arg-type]
         return "qat"
-    for modifier in recipe.of_type(GradualPruning):
+    for modifier in recipe.of_type(*PRUNING_TYPES):
+        if isinstance(modifier, ConstantPruning):
+            continue
         if modifier.start_epoch <= epoch < modifier.end_epoch:
             return "pruning"
     return "fine-tuning"

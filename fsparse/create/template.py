@@ -5,23 +5,31 @@ from __future__ import annotations
 from fsparse._src.checks import short_repr
 from fsparse.create.modifiers import (
     LR_FUNCTIONS,
+    ACDCPruning,
     ConstantPruning,
     Distillation,
     EpochRange,
     GradualPruning,
     LearningRateFunction,
+    MFACPruning,
     Modifier,
+    MovementPruning,
+    OBSPruning,
     Quantization,
+    RigLPruning,
+    SETPruning,
 )
 from fsparse.create.recipe import Recipe
 from fsparse.create.recipe_variables import RecipeVariables
 
-__all__ = ["CONSTANT_PRUNING", "LATER_PRUNING", "PRUNING_OPTIONS", "create_recipe"]
+__all__ = ["CONSTANT_PRUNING", "PRUNER_MODES", "PRUNING_OPTIONS", "create_recipe"]
 
 CONSTANT_PRUNING = ("constant", "transfer", "sparse-transfer")
-LATER_PRUNING = ("acdc", "movement", "obs", "mfac")
-PRUNING_OPTIONS = (True, False, *CONSTANT_PRUNING, *LATER_PRUNING)
+PRUNER_MODES = ("acdc", "movement", "obs", "mfac", "rigl", "set")
+PRUNING_OPTIONS = (True, False, *CONSTANT_PRUNING, *PRUNER_MODES)
+GLOBAL_BY_DEFAULT = (True, "obs", "mfac")
 MASK_UPDATES = 20
+ACDC_PHASES = 20  # AC/DC phase length: (E - qat) / 20 (5 epochs of 100, as the paper)
 
 
 def qat_epochs(num_epochs: float, quantization: bool) -> float:
@@ -41,11 +49,6 @@ def _check_options(pruning: object, quantization: object, lr: object, distillati
         for option in PRUNING_OPTIONS
     ):
         raise ValueError(f"pruning must be one of {PRUNING_OPTIONS}, got {short_repr(pruning)}")
-    if pruning in LATER_PRUNING:
-        raise NotImplementedError(
-            f"pruning={pruning!r} is not built yet (a later issue adds acdc, movement, obs and "
-            "mfac); use True, False, 'constant', 'transfer' or 'sparse-transfer'"
-        )
     if not isinstance(quantization, bool):
         raise ValueError(f"quantization must be True or False, got {short_repr(quantization)}")
     if lr not in LR_FUNCTIONS:
@@ -64,14 +67,28 @@ def create_recipe(
 ) -> Recipe:
     """The default recipe for ``E = variables.num_epochs`` epochs.
 
-    Rules (every number comes from ``variables``):
+    Rules (every number comes from ``variables``; ``E' = E - qat``):
 
     * ``qat = 5 if E >= 15 else 2`` (``0`` without quantization); ``E`` must exceed it.
     * ``pruning=True``: :class:`GradualPruning` from ``min(0.05, sparsity)`` to
-      ``sparsity`` over epochs ``0 .. (E - qat) / 2`` on the cubic schedule, with
-      ``update_frequency = ((E - qat) / 2) / 20`` (about 20 mask updates), using
-      ``mask_type`` and ``global_sparsity``. Masks are then held to the end
-      (fine-tuning until ``E - qat``, then QAT).
+      ``sparsity`` over epochs ``0 .. E' / 2`` on the cubic schedule, with
+      ``update_frequency = (E' / 2) / 20`` (about 20 mask updates), using
+      ``mask_type`` and ``global_sparsity`` (default global). Masks are then held
+      to the end (fine-tuning until ``E'``, then QAT).
+    * ``"movement"``: :class:`MovementPruning` to ``sparsity`` over ``0 .. E' / 2``
+      on the pruner's cubic ramp (from 0), ``update_frequency = (E' / 2) / 20``,
+      layer by layer.
+    * ``"obs"`` / ``"mfac"``: :class:`OBSPruning` / :class:`MFACPruning` likewise,
+      global by default, each pruning step from the gradients of the training
+      steps just before it (``num_grads``: as many as fit, at most 16).
+    * ``"acdc"``: :class:`ACDCPruning` with phases of ``p = E' / 20`` epochs:
+      dense until ``2p``, then sparse/dense phases of ``p`` each, sparse from
+      ``E' - 2p`` to the end; ``sparsity`` spread uniformly; momentum reset at
+      every phase change.
+    * ``"rigl"`` / ``"set"``: :class:`RigLPruning` / :class:`SETPruning` at
+      ``sparsity`` (ERK) from the first step, drop-and-grow every
+      ``(3 E' / 4) / 20`` epochs with the cosine drop fraction from 0.3 to 0 at
+      ``3 E' / 4``; masks held afterwards.
     * ``"constant"``, ``"transfer"``, ``"sparse-transfer"``, and ``False`` with
       quantization: :class:`ConstantPruning` over ``0 .. E`` (existing zeros stay zero).
     * quantization: :class:`Quantization` from ``E - qat``; observers disabled and
@@ -79,6 +96,10 @@ def create_recipe(
     * :class:`LearningRateFunction` ``lr`` from ``init_lr`` to ``final_lr`` over ``0 .. E``.
     * distillation: :class:`Distillation` over ``0 .. E`` with ``hardness``, ``temperature``.
     * :class:`EpochRange` ``0 .. E``.
+
+    ``mask_type`` and an explicit ``global_sparsity`` apply to every mode; a mode
+    that cannot honour them (global for movement, AC/DC, RigL and SET; N:M for
+    RigL and SET) raises ``ValueError`` naming the variable and the mode.
 
     >>> r = create_recipe(RecipeVariables(num_epochs=20))
     >>> [type(m).__name__ for m in r.modifiers]
@@ -99,19 +120,8 @@ def create_recipe(
         EpochRange(0.0, epochs),
         LearningRateFunction(0.0, epochs, variables.init_lr, variables.final_lr, lr),
     ]
-    if pruning is True:
-        prune_end = (epochs - qat) / 2
-        modifiers.append(
-            GradualPruning(
-                start_epoch=0.0,
-                end_epoch=prune_end,
-                update_frequency=prune_end / MASK_UPDATES,
-                init_sparsity=min(0.05, variables.sparsity),
-                final_sparsity=variables.sparsity,
-                mask_type=variables.mask_type,
-                global_sparsity=variables.global_sparsity,
-            )
-        )
+    if pruning is True or pruning in PRUNER_MODES:
+        modifiers.append(_pruning_modifier(pruning, variables, epochs - qat))
     elif pruning in CONSTANT_PRUNING or (pruning is False and quantization):
         modifiers.append(ConstantPruning(0.0, epochs))
     if quantization:
@@ -122,3 +132,36 @@ def create_recipe(
             Distillation(0.0, epochs, variables.hardness, variables.temperature)
         )
     return Recipe(tuple(modifiers))
+
+
+def _pruning_modifier(pruning: bool | str, variables: RecipeVariables, train: float) -> Modifier:
+    """The pruning modifier of mode ``pruning`` over ``train = E - qat`` epochs."""
+    sparsity, mask_type = variables.sparsity, variables.mask_type
+    assert sparsity is not None and mask_type is not None
+    glob = variables.global_sparsity
+    if glob is None:
+        glob = any(pruning is m or (isinstance(m, str) and pruning == m)
+                   for m in GLOBAL_BY_DEFAULT)
+    end = train / 2
+    try:
+        if pruning is True:
+            return GradualPruning(0.0, end, end / MASK_UPDATES, min(0.05, sparsity), sparsity,
+                                  mask_type=mask_type, global_sparsity=glob)
+        if pruning == "movement":
+            return MovementPruning(0.0, end, end / MASK_UPDATES, sparsity, mask_type=mask_type,
+                                   global_sparsity=glob)
+        if pruning in ("obs", "mfac"):
+            obs = OBSPruning if pruning == "obs" else MFACPruning
+            return obs(0.0, end, end / MASK_UPDATES, sparsity, mask_type=mask_type,
+                       global_sparsity=glob)
+        if pruning == "acdc":
+            phase = train / ACDC_PHASES
+            return ACDCPruning(2 * phase, train - 2 * phase, phase, sparsity, mask_type=mask_type,
+                               global_sparsity=glob)
+        cls = RigLPruning if pruning == "rigl" else SETPruning
+        stop = 0.75 * train
+        return cls(0.0, stop, stop / MASK_UPDATES, sparsity, mask_type=mask_type,
+                   global_sparsity=glob)
+    except ValueError as err:
+        hint = f" (target {variables.target!r} needs it)" if variables.target else ""
+        raise ValueError(f"recipe_variables for pruning={pruning!r}: {err}{hint}") from None
