@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from fsparse.oneshot import magnitude_prune, sparsegpt_prune, wanda_prune
+from fsparse.oneshot import hessian_inverse_factor, magnitude_prune, sparsegpt_prune, wanda_prune
 
 Layer = Callable[..., torch.Tensor]
 
@@ -172,6 +172,9 @@ W, H, S = torch.randn(4, 8), torch.eye(8), torch.ones(8)
     (lambda: wanda_prune(W, S, 0.5, n_m=(1, 3)), ValueError, "n_m"),
     (lambda: magnitude_prune(W, 0.5, n_m=(1, 5)), ValueError, "n_m"),
     (lambda: magnitude_prune([[1.0]], 0.5), TypeError, "weight"),
+    (lambda: hessian_inverse_factor(torch.ones(3)), ValueError, "hessian"),
+    (lambda: hessian_inverse_factor(torch.ones(3, 2)), ValueError, "hessian"),
+    (lambda: hessian_inverse_factor(torch.eye(3) * float("inf")), ValueError, "hessian"),
 ])
 def test_bad_input_names_the_argument(call: Callable[[], object], error: type, words: str) -> None:
     with pytest.raises(error, match=words):

@@ -59,6 +59,7 @@ def hessian_inverse_factor(
     ``hessian`` is not modified. ``ValueError`` if ``H + damp I`` is not positive definite.
     """
     hessian = check_tensor(hessian, "hessian")
+    _check_hessian(hessian, hessian.shape[0] if hessian.dim() else 0)
     dampening = check_real(dampening, "dampening", low=0.0)
     dtype = compute_dtype(hessian.dtype)
     h = hessian.detach().to(dtype, copy=True)
