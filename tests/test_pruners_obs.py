@@ -323,3 +323,27 @@ def test_non_finite_grads_are_refused_before_anything_changes(factory: Factory) 
     big = {"w": torch.full((8,), 1e200, dtype=torch.float64)}
     with pytest.raises(ValueError, match="Fisher inverse"):
         huge.update(huge.init(big), big, grads=big)
+
+
+@pytest.mark.parametrize("factory", SECOND_ORDER)
+def test_recomputations_on_a_gradual_ramp(factory: Factory) -> None:
+    gen = torch.Generator().manual_seed(6)
+    w = {"w": torch.randn(48, generator=gen)}
+    pruner = factory(0.5, num_grads=2, damp=0.1, block_size=16, num_recomputations=3,
+                     start_step=0, end_step=12, update_every=6)
+    state = pruner.init(w)
+    levels = {6: [1 / 3, 2 / 3, 1.0], 12: [1 / 3, 2 / 3, 1.0]}
+    prev = {6: 0.0, 12: 0.875}  # the cubic ramp at 6 of 0..12 is 0.875
+    want_at = {}
+    for tp, fracs in levels.items():
+        top = 0.875 if tp == 6 else 1.0
+        for j, f in enumerate(fracs):
+            want_at[tp + 2 * j] = pruned_count(0.5 * (prev[tp] + (top - prev[tp]) * f), 48)
+    last = 0
+    for t in range(18):
+        state, w = pruner.update(state, w, grads={"w": torch.randn(48, generator=gen)})
+        got = int((~state.masks["w"]).sum())
+        last = want_at.get(t, last)
+        assert got == last, t
+        assert bool((w["w"][~state.masks["w"]] == 0).all())
+    assert last == 24
