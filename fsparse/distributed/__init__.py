@@ -1,0 +1,16 @@
+"""fsparse on ``torch.distributed``: exact masks of row-sharded tensors, never gathered.
+
+The engine's distributed form (see ``docs/distributed.md``). Data is either a
+``DTensor`` (``Shard(0)`` or ``Replicate()`` on a 1-D mesh; the mask comes back
+as a DTensor placed alike) or a plain local shard with its global
+``row_offset`` and a process ``group`` (``None``: the default group). Every
+rank of the group must call with its own shard; masks equal the matching
+slice of the single-process mask of the whole tensor, bit for bit.
+"""
+
+from fsparse.distributed.api import config_norm_mask, global_levels, norm_mask
+from fsparse.distributed.dtensor import is_dtensor
+from fsparse.distributed.selection import BITS, distributed_lowest
+
+__all__ = ["BITS", "config_norm_mask", "distributed_lowest", "global_levels", "is_dtensor",
+           "norm_mask"]
