@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-ALL_CASES = ["1", "2", "3", "4", "5", "6", "train", "d1", "d2", "d3", "many"]
+ALL_CASES = ["1", "2", "3", "4", "5", "6", "train", "d1", "d2", "d3", "many", "contended"]
 DROPIN = {"d1", "d2", "d3", "many"}
 TITLES = {
     "1": "1: 1,000,000 x 64, block (1, 4), zeros_per_block 4",
@@ -272,6 +272,10 @@ def write_report(path: Path, results: dict[str, dict[str, Any]], args: argparse.
         "",
         *dropin_tables(results),
         "",
+        "## Under a competing load (benchmarks/contended.py)",
+        "",
+        *results.get("contended", {}).get("lines", ["not run"]),
+        "",
         "## Targets",
         "",
         *targets(results, args.scale),
@@ -322,6 +326,12 @@ def main() -> None:
     for case in cases:
         print(f"case {case} ...", flush=True)
         results[case] = {}
+        if case == "contended":  # its own script: burners, quiet and loaded in one run
+            rows = subprocess.run([sys.executable, str(HERE / "contended.py"), "--scale",
+                                   str(args.scale)], capture_output=True, text=True).stdout
+            results[case]["lines"] = rows.strip().splitlines()
+            print(rows, flush=True)
+            continue
         for phase in ("time", "memory"):
             run_worker(case, phase, args, results[case])
     elapsed = time.perf_counter() - start

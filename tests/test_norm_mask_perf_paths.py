@@ -20,8 +20,9 @@ from torch.ao.pruning._experimental.data_sparsifier import DataNormSparsifier
 
 import fsparse
 from fsparse._src.engine import chunked_mask
+from fsparse._src.engine import threshold as threshold_mod
 from fsparse._src.engine.batching import batched_norm_masks, stacked_norm_mask
-from fsparse._src.engine.block_plan import BlockPlan
+from fsparse._src.engine.block_plan import BlockPlan, auto_chunk
 from fsparse._src.engine.chunked_mask import chunked_norm_mask, large_norm_mask
 from fsparse._src.engine.norm_mask import CHUNKED_MIN_NUMEL, reference_norm_mask
 from fsparse._src.engine.scoring import as_matrix as _as_matrix
@@ -86,7 +87,7 @@ def test_sampled_bracket_and_radix_fallback_match_reference(
     # A small sample and a narrow bracket make both the bracket pass and its
     # radix fallback (on a miss, or when ties crowd the bracket) run on small data.
     monkeypatch.setattr(chunked_mask, "sample_size", lambda n: 48)
-    monkeypatch.setattr(chunked_mask, "_Z_SCORE", 0.3)
+    monkeypatch.setattr(threshold_mod, "_Z_SCORE", 0.3)
     brackets = _counting(monkeypatch, "_bracket_pass")
     radix = _counting(monkeypatch, "_radix_threshold")
     gen = torch.Generator().manual_seed(0)
@@ -293,3 +294,22 @@ def test_batches_respect_the_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_matrix_view_of_an_item_shape() -> None:
     assert _as_matrix(torch.empty(3, 1, 4, device="meta")).shape == (3, 4)
+
+
+def test_whole_block_plans_score_on_the_fly_in_few_large_units() -> None:
+    # Whole blocks of fp32/fp64 data need no score buffer, and large tensors are
+    # walked in a handful of units (few tensor ops: what a busy machine needs).
+    config = fsparse.make_config(sparse_block_shape=(1, 4), zeros_per_block=4)
+    plan = BlockPlan(torch.randn(512, 64), config, None)
+    assert plan.lazy and plan.scores_buf.numel() == 0 and len(plan.units) == 1
+    assert not BlockPlan(torch.randn(512, 64).half(), config, None).lazy
+    big = torch.empty(1_000_000, 64, device="meta")
+    assert math.ceil(big.numel() / auto_chunk(big, 4, True, False)) <= 8
+    assert math.ceil(big.numel() / auto_chunk(big, 1, False, False)) <= 32
+
+
+def test_lazy_scores_of_a_one_element_edge_block() -> None:
+    # Regression: the 1-element edge block of a lazy plan was copied unscored.
+    data = torch.tensor([1.5410, -0.2934, -2.1788])
+    config = fsparse.make_config(sparse_block_shape=(1, 2), zeros_per_block=2)
+    assert torch.equal(large_norm_mask(data, config, 2), reference_norm_mask(data, config))

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 
 from fsparse._src.config import SparsityConfig
 
-__all__ = ["SCORE_DTYPES", "BlockPlan", "Unit"]
+__all__ = ["SCORE_DTYPES", "BlockPlan", "Unit", "auto_chunk"]
 
 PAIRWISE_MAX = 16  # blocks up to this size: unrolled sums and pairwise ranks
+MIN_CHUNK = 1 << 20  # automatic units hold at least this many elements
 _REWRITE_SLICE = 1 << 15  # blocks rewritten per slice
 SCORE_DTYPES = {
     torch.float16: torch.float32,
@@ -62,7 +63,7 @@ class _Region:
 class BlockPlan:
     """Geometry of one mask computation, its scratch buffers, and the per-unit steps."""
 
-    def __init__(self, matrix: torch.Tensor, config: SparsityConfig, chunk: int) -> None:
+    def __init__(self, matrix: torch.Tensor, config: SparsityConfig, chunk: int | None) -> None:
         self.matrix = matrix
         self.height, self.width = matrix.shape
         self.block = bh, bw = config.sparse_block_shape
@@ -71,6 +72,13 @@ class BlockPlan:
         self.dtype = SCORE_DTYPES[matrix.dtype]
         self.nbh, self.nbw = -(-self.height // bh), -(-self.width // bw)
         self.n_blocks = self.nbh * self.nbw
+        area = bh * bw
+        # Whole blocks of 2..PAIRWISE_MAX full-precision elements: the means are summed from
+        # the data's planes directly, so no unit-sized score buffer is needed.
+        self.lazy = (self.zeros >= area and 1 < area <= PAIRWISE_MAX
+                     and matrix.dtype == self.dtype and matrix.is_contiguous())
+        if chunk is None:
+            chunk = auto_chunk(matrix, area, self.lazy, self.zeros < area)
         if bh * self.width <= chunk:
             step = max(1, chunk // (bh * self.width))
             self.units = [Unit(i, min(i + step, self.nbh), 0, self.nbw)
@@ -83,9 +91,10 @@ class BlockPlan:
         elems = (first.i1 - first.i0) * bh * (first.j1 - first.j0) * bw
         blocks = (first.i1 - first.i0) * (first.j1 - first.j0)
         device = matrix.device
-        self.scores_buf = torch.empty(elems, dtype=self.dtype, device=device)
+        self.scores_buf = torch.empty(0 if self.lazy else elems, dtype=self.dtype, device=device)
         pooled = blocks if self.block != (1, 1) else 0  # (1, 1): the means are the scores
-        self.means_buf = torch.empty(pooled, dtype=self.dtype, device=device)
+        self.means_buf = torch.empty(pooled * (2 if self.lazy else 1), dtype=self.dtype,
+                                     device=device)
         self.flags_buf = torch.empty(3, blocks, dtype=torch.bool, device=device)
         partial = self.zeros < bh * bw
         self.rank_buf = torch.empty(elems if partial else 0, dtype=torch.uint8, device=device)
@@ -117,8 +126,14 @@ class BlockPlan:
         return tensor[unit.i0 * bh : unit.i1 * bh, unit.j0 * bw : unit.j1 * bw]
 
     def scores(self, unit: Unit) -> torch.Tensor:
-        """``|x|`` or ``x * x`` over the unit, in the score dtype (a scratch view)."""
+        """``|x|`` or ``x * x`` over the unit, in the score dtype (a scratch view).
+
+        In lazy mode (see ``__init__``) this is the unit's data itself, and
+        :meth:`means` applies the norm plane by plane.
+        """
         part = self.window(self.matrix, unit)
+        if self.lazy:
+            return part
         out = self.scores_buf[: part.numel()].view(part.shape)
         if part.dtype != self.dtype:
             out.copy_(part)
@@ -132,10 +147,14 @@ class BlockPlan:
         shape = (unit.i1 - unit.i0, unit.j1 - unit.j0)
         if self.block == (1, 1):
             return scores
-        out = self.means_buf[: shape[0] * shape[1]].view(shape)
+        n = shape[0] * shape[1]
+        out = self.means_buf[:n].view(shape)
+        norm = self.norm if self.lazy else None
         for region in self.regions(unit):
-            _pool_into(_blocks4d(scores[region.rows, region.cols], region.shape),
-                       out[region.brows, region.bcols])
+            target = out[region.brows, region.bcols]
+            tmp = self.means_buf[n : n + target.numel()].view(target.shape) if norm else None
+            _pool_into(_blocks4d(scores[region.rows, region.cols], region.shape), target,
+                       norm, tmp)
         return out
 
     def write(
@@ -286,8 +305,21 @@ def _sorted_smallest(blocks: torch.Tensor, zeros: int) -> torch.Tensor:
     return smallest.view(a, b, h, w).permute(0, 2, 1, 3)
 
 
-def _pool_into(blocks: torch.Tensor, out: torch.Tensor) -> None:
-    """Mean of each ``(h, w)`` block, summed row-major from its first element as avg_pool2d does."""
+def _norm_into(plane: torch.Tensor, norm: str, out: torch.Tensor) -> torch.Tensor:
+    if norm == "L1":
+        return torch.abs(plane, out=out)
+    return torch.mul(plane, plane, out=out)
+
+
+def _pool_into(
+    blocks: torch.Tensor, out: torch.Tensor, norm: str | None = None,
+    tmp: torch.Tensor | None = None,
+) -> None:
+    """Mean of each ``(h, w)`` block, summed row-major from its first element as avg_pool2d does.
+
+    With ``norm``, ``blocks`` holds data and each plane is scored on the way
+    (into ``tmp``, shaped like ``out``): the same sums of the same scores.
+    """
     a, h, b, w = blocks.shape
     count = h * w
     if count > PAIRWISE_MAX:
@@ -296,9 +328,30 @@ def _pool_into(blocks: torch.Tensor, out: torch.Tensor) -> None:
         return
     planes = [blocks[:, r, :, c] for r in range(h) for c in range(w)]
     if count == 1:
-        out.copy_(planes[0])
+        if norm is not None:
+            _norm_into(planes[0], norm, out)
+        else:
+            out.copy_(planes[0])
         return
-    torch.add(planes[0], planes[1], out=out)
-    for plane in planes[2:]:
-        out.add_(plane)
+    if norm is not None and tmp is not None:
+        _norm_into(planes[0], norm, out)
+        for plane in planes[1:]:
+            out.add_(_norm_into(plane, norm, tmp))
+    else:
+        torch.add(planes[0], planes[1], out=out)
+        for plane in planes[2:]:
+            out.add_(plane)
     out.div_(count)
+
+
+def auto_chunk(matrix: torch.Tensor, area: int, lazy: bool, partial: bool) -> int:
+    """Unit size (elements) whose scratch buffers stay within about 0.12x the data's bytes.
+
+    Few, large units keep the number of (parallel) tensor ops small, which is
+    what matters on a busy machine: each op waits on every intra-op thread.
+    """
+    score_bytes = SCORE_DTYPES[matrix.dtype].itemsize
+    per_element: float = (0 if lazy else score_bytes) + (1 if partial else 0)
+    per_element += (score_bytes * (2 if lazy else 1) + 3) / area if area > 1 else 3
+    budget = 0.12 * matrix.numel() * matrix.element_size()
+    return max(MIN_CHUNK, int(budget / per_element))

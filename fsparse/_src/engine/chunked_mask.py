@@ -30,17 +30,9 @@ from fsparse._src.config import SparsityConfig
 from fsparse._src.engine.block_plan import SCORE_DTYPES, BlockPlan
 from fsparse._src.engine.scoring import as_matrix, fit_config, non_finite_error
 from fsparse._src.engine.selection import pruned_count
+from fsparse._src.engine.threshold import bracket, sample_size
 
-__all__ = ["DEFAULT_CHUNK_ELEMENTS", "chunked_norm_mask", "large_norm_mask", "sample_size"]
-
-DEFAULT_CHUNK_ELEMENTS = 1 << 20
-_Z_SCORE = 5.0
-
-
-def sample_size(n_blocks: int) -> int:
-    """How many block means the bracket estimate samples."""
-    return min(max(n_blocks >> 8, 1 << 16), 1 << 20)
-
+__all__ = ["chunked_norm_mask", "large_norm_mask"]
 
 def _sample_means(plan: BlockPlan, size: int) -> torch.Tensor:
     """Means of ``size`` blocks drawn at random (an estimate: rounding may differ)."""
@@ -49,16 +41,6 @@ def _sample_means(plan: BlockPlan, size: int) -> torch.Tensor:
     rows, cols, valid = plan.block_elements(blocks.to(plan.matrix.device))
     vals = plan.gather_scores(rows, cols).masked_fill_(~valid, 0)
     return vals.sum(1) / valid.sum(1)
-
-
-def _bracket(sample: torch.Tensor, q: float) -> tuple[float, float]:
-    """Sample quantiles around ``q``, wide enough to hold the true quantile."""
-    m = sample.numel()
-    delta = _Z_SCORE * math.sqrt(q * (1 - q) / m) + 2 / m
-    lo_rank, hi_rank = math.floor((q - delta) * m), math.ceil((q + delta) * m)
-    lo = sample.kthvalue(lo_rank + 1).values.item() if lo_rank >= 0 else -math.inf
-    hi = sample.kthvalue(hi_rank + 1).values.item() if hi_rank < m else math.inf
-    return lo, hi
 
 
 def _radix_threshold(plan: BlockPlan, k: int) -> tuple[torch.Tensor, int]:
@@ -132,10 +114,10 @@ def _single_unit(plan: BlockPlan, mask: torch.Tensor, k: int) -> None:
 
 
 def _bracket_pass(
-    plan: BlockPlan, mask: torch.Tensor, k: int, bracket: tuple[float, float], budget: int
+    plan: BlockPlan, mask: torch.Tensor, k: int, bounds: tuple[float, float], budget: int
 ) -> bool:
     """One pass with the bracket ``[lo, hi]``; ``False`` if it missed (the mask is then junk)."""
-    lo, hi = bracket
+    lo, hi = bounds
     below = torch.zeros((), dtype=torch.int64, device=mask.device)
     maxima: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
@@ -176,11 +158,12 @@ def chunked_norm_mask(
     matrix: torch.Tensor,
     config: SparsityConfig,
     k: int,
-    chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> torch.Tensor:
     """Bool mask of the 2-D ``matrix`` with the ``k`` lowest-mean blocks pruned per ``config``.
 
-    ``1 <= k <= n_blocks``. Temporaries are about ``chunk_elements`` in size.
+    ``1 <= k <= n_blocks``. Temporaries are about ``chunk_elements`` in size
+    (``None``: :func:`~fsparse._src.engine.block_plan.auto_chunk`, a few large units).
     Raises ``ValueError`` for NaN/Inf data.
 
     >>> from fsparse import make_config
@@ -194,7 +177,7 @@ def chunked_norm_mask(
             f"matrix must be a non-empty 2-D float16/bfloat16/float32/float64 tensor, "
             f"got shape {tuple(matrix.shape)} and dtype {matrix.dtype}"
         )
-    if chunk_elements < 1:
+    if chunk_elements is not None and chunk_elements < 1:
         raise ValueError(f"chunk_elements must be positive, got {chunk_elements}")
     plan = BlockPlan(matrix, fit_config(config, *matrix.shape), chunk_elements)
     if not 1 <= k <= plan.n_blocks:
@@ -212,18 +195,18 @@ def chunked_norm_mask(
         _threshold_pass(plan, mask, threshold, k - int((means < threshold).sum().item()))
     else:
         sample = _sample_means(plan, m)
-        bracket = _bracket(sample, k / plan.n_blocks)
-        crowd = float(((sample >= bracket[0]) & (sample <= bracket[1])).float().mean().item())
+        bounds = bracket(sample, k / plan.n_blocks)
+        crowd = float(((sample >= bounds[0]) & (sample <= bounds[1])).float().mean().item())
         cap = max(plan.n_blocks // 32, m)
         budget = min(int(4 * crowd * plan.n_blocks) + 4096, cap)
-        if not (crowd * plan.n_blocks < cap and _bracket_pass(plan, mask, k, bracket, budget)):
+        if not (crowd * plan.n_blocks < cap and _bracket_pass(plan, mask, k, bounds, budget)):
             threshold, below = _radix_threshold(plan, k)
             _threshold_pass(plan, mask, threshold, k - below)
     return mask
 
 
 def large_norm_mask(
-    data: torch.Tensor, config: SparsityConfig, chunk_elements: int = DEFAULT_CHUNK_ELEMENTS
+    data: torch.Tensor, config: SparsityConfig, chunk_elements: int | None = None
 ) -> torch.Tensor:
     """``config_norm_mask(data, config)`` computed unit by unit (same mask, lean temporaries).
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["SLICE", "k_lowest", "kth_threshold", "lowest_masks", "sample_size"]
+__all__ = ["SLICE", "bracket", "k_lowest", "kth_threshold", "lowest_masks", "sample_size"]
 
 SLICE = 1 << 22  # elements per pass slice
 SMALL = 1 << 17  # up to this many values: kthvalue on a concatenated copy
@@ -56,7 +56,8 @@ def _sample(pieces: Sequence[torch.Tensor], n: int, size: int) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def _bracket(sample: torch.Tensor, q: float) -> tuple[float, float]:
+def bracket(sample: torch.Tensor, q: float) -> tuple[float, float]:
+    """Sample quantiles around ``q``, wide enough to hold the true quantile (5 sigma)."""
     m = sample.numel()
     delta = _Z_SCORE * math.sqrt(q * (1 - q) / m) + 2 / m
     lo_rank, hi_rank = math.floor((q - delta) * m), math.ceil((q + delta) * m)
@@ -70,7 +71,7 @@ def _bracketed(
 ) -> tuple[torch.Tensor, int] | None:
     """The bracket pass; ``None`` when the bracket misses or is too crowded."""
     sample = _sample(pieces, n, sample_size(n))
-    lo, hi = _bracket(sample, k / n)
+    lo, hi = bracket(sample, k / n)
     crowd = float(((sample >= lo) & (sample <= hi)).float().mean())
     budget = min(int(4 * crowd * n) + 4096, max(n // 16, 1 << 16))
     dtype, device = pieces[0].dtype, pieces[0].device

@@ -1,0 +1,158 @@
+"""Contended rows: one fsparse step under a competing multi-threaded torch load.
+
+Usage::
+
+    python benchmarks/contended.py                 # full size, 3 rounds
+    python benchmarks/contended.py --scale 0.1 --rounds 1
+
+On 1,000,000 x 64 fp32 (cases 1-3 of ``run.py``: block (1, 4) with
+zeros_per_block 4 and 2, block (1, 1)), at torch's default thread count, each
+round times fsparse quiet, then starts *burner* processes (multi-threaded torch
+elementwise ops on every core, each bounded in time: it exits by itself after
+``--burn-seconds``), times fsparse and torch.ao under that same load, and kills
+the burners. Quiet and loaded times come from the same run; medians over rounds
+are reported, with the load average at start and end. Targets (issue 12):
+loaded <= 2x quiet, and >= 20x faster than torch.ao under the same load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from typing import Any
+
+import torch
+
+BURNER = """
+import sys, time, torch
+deadline = time.monotonic() + float(sys.argv[1])
+x = torch.rand(1 << 22)
+y = torch.empty_like(x)
+while time.monotonic() < deadline:
+    for _ in range(20):
+        torch.mul(x, 1.0001, out=y)
+        torch.add(y, 0.5, out=x)
+        torch.sin(x, out=x)
+"""
+CASES: dict[str, dict[str, Any]] = {
+    "zeros_per_block 4": {"sparse_block_shape": (1, 4), "zeros_per_block": 4},
+    "zeros_per_block 2": {"sparse_block_shape": (1, 4), "zeros_per_block": 2},
+    "block (1, 1)": {"sparse_block_shape": (1, 1), "zeros_per_block": 1},
+}
+LEVEL = 0.5
+
+
+def load_average() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def start_burners(count: int, seconds: float) -> list[subprocess.Popen[bytes]]:
+    """``count`` burner processes (torch's default threads each), bounded by ``seconds``."""
+    procs = [subprocess.Popen([sys.executable, "-c", BURNER, str(seconds)])
+             for _ in range(count)]
+    time.sleep(1.5)  # let them import torch and reach the loop
+    return procs
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        proc.wait()
+
+
+def median_time(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ao_step(x: torch.Tensor, config: dict[str, Any]) -> Any:
+    from torch.ao.pruning._experimental.data_sparsifier import DataNormSparsifier
+
+    sparsifier = DataNormSparsifier(sparsity_level=LEVEL, **config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sparsifier.add_data("w", x)
+    return sparsifier.step
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    import fsparse
+
+    rows = max(4, round(1_000_000 * args.scale) // 4 * 4)
+    x = torch.randn(rows, 64, generator=torch.Generator().manual_seed(1))
+    results: dict[str, dict[str, list[float]]] = {
+        c: {"quiet": [], "loaded": [], "ao": []} for c in CASES}
+    start_load = load_average()
+    for _ in range(args.rounds):
+        for case, config in CASES.items():
+            state = fsparse.init({"w": x}, sparsity_level=LEVEL, **config)
+            fsparse.step(state)  # warm-up
+            fs_step = functools.partial(fsparse.step, state)
+            results[case]["quiet"].append(median_time(fs_step, args.repeats))
+            step = ao_step(x, config) if not args.no_ao else None
+            procs = start_burners(args.burners, args.burn_seconds)
+            try:
+                loaded = median_time(fs_step, args.repeats)
+                results[case]["loaded"].append(loaded)
+                if step is not None:
+                    results[case]["ao"].append(median_time(step, 1))
+            finally:
+                stop(procs)
+    lines = [
+        f"contended rows: {rows:,} x 64 fp32, level {LEVEL}, torch threads "
+        f"{torch.get_num_threads()}, {args.burners} burner process(es) of "
+        f"{torch.get_num_threads()} threads on {os.cpu_count()} cores; "
+        f"medians of {args.rounds} round(s) x {args.repeats} step(s); "
+        f"load average {start_load} at start, {load_average()} at end",
+        "",
+        "| case | quiet | under load | loaded / quiet | torch.ao under load | "
+        "torch.ao / fsparse (loaded) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case, r in results.items():
+        quiet, loaded = statistics.median(r["quiet"]), statistics.median(r["loaded"])
+        ao = statistics.median(r["ao"]) if r["ao"] else float("nan")
+        lines.append(
+            f"| {case} | {quiet * 1e3:,.0f} ms | {loaded * 1e3:,.0f} ms | {loaded / quiet:.2f}x "
+            f"(target <= 2x) | {ao * 1e3:,.0f} ms | {ao / loaded:.1f}x (target >= 20x) |"
+        )
+        lines.append(
+            f"|   rounds | {' '.join(f'{t * 1e3:.0f}' for t in r['quiet'])} | "
+            f"{' '.join(f'{t * 1e3:.0f}' for t in r['loaded'])} | | "
+            f"{' '.join(f'{t * 1e3:.0f}' for t in r['ao'])} | |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="data size factor")
+    parser.add_argument("--rounds", type=int, default=3, help="quiet/loaded rounds per case")
+    parser.add_argument("--repeats", type=int, default=5, help="fsparse steps per measurement")
+    parser.add_argument("--burners", type=int, default=1, help="burner processes")
+    parser.add_argument("--burn-seconds", type=float, default=120.0,
+                        help="a burner exits by itself after this long")
+    parser.add_argument("--no-ao", action="store_true", help="skip torch.ao")
+    args = parser.parse_args()
+    if args.scale <= 0 or args.rounds < 1 or args.repeats < 1 or args.burners < 1:
+        parser.error("--scale must be positive and --rounds/--repeats/--burners at least 1")
+    print("\n".join(run(args)))
+
+
+if __name__ == "__main__":
+    main()
