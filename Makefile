@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 # fsparse.pruners: accuracy vs sparsity on the digits, then update time vs a read pass
-# (writes benchmarks/PRUNERS.md and benchmarks/pruners_quality.png; ~5 min).
+# (writes benchmarks/PRUNERS.md and benchmarks/pruners_quality.png; ~3-5 + ~10 min on 2 busy cores).
 bench-pruners: $(STAMP)
 	$(PY) benchmarks/pruners_quality.py
 	$(PY) benchmarks/pruners_speed.py
