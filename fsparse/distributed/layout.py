@@ -1,7 +1,7 @@
 """How a tensor is laid out over ranks: rows ``[offset, offset + rows)`` per rank.
 
 The first collective of every distributed mask: each rank sends one small
-int64 vector (its row offset, row count, trailing shape, dtype and a non-finite
+int64 vector (its row offset, row count, trailing shape and dtype
 flag) and all ranks check the same gathered table, so bad input raises the same
 ``ValueError`` on every rank (no rank waits on a collective another left).
 """
@@ -73,8 +73,7 @@ def _meta(local: torch.Tensor, row_offset: int) -> torch.Tensor:
         raise ValueError(f"data has too many dims ({local.dim()}); at most {_MAX_TRAILING + 1}")
     trailing = list(local.shape[1:]) + [-1] * (_MAX_TRAILING - (local.dim() - 1))
     code = _DTYPES.index(local.dtype) if local.dtype in _DTYPES else -1
-    finite = bool(torch.isfinite(local).all()) if code >= 0 else True
-    values = [row_offset, local.shape[0], local.dim(), code, int(not finite), *trailing]
+    values = [row_offset, local.shape[0], local.dim(), code, 0, *trailing]
     return torch.tensor(values, dtype=torch.int64)
 
 
@@ -85,7 +84,7 @@ def exchange_layout(
 
     Raises ``ValueError`` (on every rank alike) for shards whose offsets do not
     tile ``[0, total_rows)``, trailing shapes or dtypes that differ, unsupported
-    dtypes, NaN/Inf data, or a matrix view that does not keep dim 0 as rows.
+    dtypes, or a matrix view that does not keep dim 0 as rows.
     """
     rank, world = group_rank(group)
     if local.dim() == 0:
@@ -100,10 +99,6 @@ def exchange_layout(
                          f"(offset, rows, *trailing per rank: {short_repr(described)})")
     if rows_of[0][3] < 0:
         raise ValueError(f"{arg} must be floating point ({_DTYPES}), got {local.dtype}")
-    if any(r[4] for r in rows_of):
-        bad = [i for i, r in enumerate(rows_of) if r[4]]
-        raise ValueError(f"{arg} contains NaN or Inf on rank(s) {short_repr(bad)}; fsparse "
-                         "refuses to rank non-finite values (clean the tensor first)")
     offsets = tuple(r[0] for r in rows_of)
     rows = tuple(r[1] for r in rows_of)
     cursor = 0

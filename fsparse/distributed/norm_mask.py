@@ -102,15 +102,23 @@ def _plan(layout: Layout, config: SparsityConfig) -> tuple[SparsityConfig, int, 
     return config, touched, b0, max(b1, b0), -(-layout.width // bw)
 
 
-def _finite_everywhere(means: torch.Tensor, group: dist.ProcessGroup | None) -> bool:
-    flag = torch.tensor([int(not bool(torch.isfinite(means).all()))], dtype=torch.int64)
-    dist.all_reduce(flag, group=group)
-    return int(flag) == 0
+_NON_FINITE = ("data contains NaN or Inf (on some rank); fsparse refuses to rank non-finite "
+               "values (clean the tensor, e.g. with torch.nan_to_num, before sparsifying)")
 
 
-def _overflow_error(config: SparsityConfig) -> ValueError:
-    return ValueError(f"norm {config.norm!r} overflows the block means of this finite data; "
-                      "rescale the data, use norm='L1' or pass float64 data")
+def _check_finite(means: torch.Tensor, local: torch.Tensor, config: SparsityConfig,
+                  group: dist.ProcessGroup | None) -> None:
+    """``ValueError`` on every rank if any rank's block means are not finite."""
+    flag = 0
+    if not bool(torch.isfinite(means).all()):
+        flag = 2 if not bool(torch.isfinite(local).all()) else 1
+    reduced = torch.tensor([flag], dtype=torch.int64)
+    dist.all_reduce(reduced, op=dist.ReduceOp.MAX, group=group)
+    if int(reduced) == 2:
+        raise ValueError(_NON_FINITE)
+    if int(reduced) == 1:
+        raise ValueError(f"norm {config.norm!r} overflows the block means of this finite data; "
+                         "rescale the data, use norm='L1' or pass float64 data")
 
 
 def shard_norm_mask(
@@ -129,13 +137,12 @@ def _mask(local: torch.Tensor, layout: Layout, config: SparsityConfig,
     config, touched, b0, b1, nbw = _plan(layout, config)
     bh, bw = config.sparse_block_shape
     units = -(-layout.shape[0] // bh) * nbw
+    rows = _Rows(local, layout, config.norm, bh, group)
+    means = _owned_means(rows, b0, b1, (bh, bw))
+    _check_finite(means, local, config, group)  # before k == 0, as the engine does
     k = pruned_count(config.sparsity_level, units)
     if k == 0 or config.zeros_per_block == 0:
         return torch.ones(local.shape, dtype=torch.bool)
-    rows = _Rows(local, layout, config.norm, bh, group)
-    means = _owned_means(rows, b0, b1, (bh, bw))
-    if not _finite_everywhere(means, group):
-        raise _overflow_error(config)
     selected = distributed_lowest([means], k, [layout.order()], group)[0].view(b1 - b0, nbw)
     del means
     straddles = b1 > b0 and b1 * bh > layout.stop
@@ -191,7 +198,9 @@ def shard_global_levels(
         pieces.append(_owned_means(rows, b0, b1, config.sparse_block_shape))
         orders.append(layout.order())
         totals.append(-(-layout.shape[0] // config.sparse_block_shape[0]) * nbw)
-    if not all([_finite_everywhere(p, group) for p in pieces]):
+    bad = torch.tensor([int(not all(bool(torch.isfinite(p).all()) for p in pieces))])
+    dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=group)
+    if int(bad):
         raise ValueError("data contains NaN or Inf (or its block means overflow); "
                          "cannot rank it for global pruning")
     total = sum(totals)

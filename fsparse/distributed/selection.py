@@ -11,7 +11,9 @@ their row offset). The ``k`` lowest are those ``< threshold`` plus the first
    (the engine's keys; ``-0.0`` is ``+0.0``). Each round histograms one
    8-bit digit of the keys that still match the prefix found so far and
    ``all_reduce``-s the 256 counts (int64): 4 rounds for float32, 8 for
-   float64. The counts fix the digit that holds the ``k``-th value.
+   float64. The counts fix the digit that holds the ``k``-th value. Two
+   rounds pass over all values; the later ones only over this rank's keys
+   matching the first digit (when few: at most 1/16 of its values).
 2. **Tie-break by global index.** Each rank counts its values equal to the
    threshold per tensor; one ``all_gather`` of those ``world x tensors`` counts
    gives every rank the number of equal values before its own run, hence how
@@ -19,7 +21,7 @@ their row offset). The ``k`` lowest are those ``< threshold`` plus the first
 
 Communication per selection: ``rounds x 256 x 8`` bytes all-reduced (8 KiB for
 float32), plus ``world x tensors x 8`` bytes gathered: independent of the
-tensor's size. Local work: ``rounds`` passes over the values in slices.
+tensor's size. Local work: two passes over the values, in slices.
 """
 
 from __future__ import annotations
@@ -41,24 +43,43 @@ def _slices(pieces: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [p[s : s + SLICE] for p in pieces for s in range(0, p.numel(), SLICE)]
 
 
+def _histogram(keys: torch.Tensor, level: int, shift: int, prefix: int) -> torch.Tensor:
+    if level:
+        keys = keys[(keys >> (shift + BITS)) == prefix]
+        digits = (keys >> shift) & (_BINS - 1)
+    else:
+        digits = (keys >> shift) + (_BINS >> 1)
+    return torch.bincount(digits, minlength=_BINS)
+
+
 def _radix(
     pieces: Sequence[torch.Tensor], k: int, wide: bool, group: dist.ProcessGroup | None
 ) -> tuple[torch.Tensor, int]:
-    """``(threshold, ties)`` of the global ``k``-th lowest (``1 <= k <= total``)."""
+    """``(threshold, ties)`` of the global ``k``-th lowest (``1 <= k <= total``).
+
+    Rounds 0 and 1 pass over all values; round 1 also keeps this rank's keys
+    that match the first digit (when they are few), so later rounds see only those.
+    """
     width = 64 if wide else 32
     rounds = width // BITS
     prefix, remaining = 0, k
+    n_local = sum(p.numel() for p in pieces)
+    kept: list[torch.Tensor] | None = None
     for level in range(rounds):
         shift = BITS * (rounds - 1 - level)
         hist = torch.zeros(_BINS, dtype=torch.int64)
-        for part in _slices(pieces):
-            keys = _keys(part)
-            if level:
-                keys = keys[(keys >> (shift + BITS)) == prefix]
-                digits = (keys >> shift) & (_BINS - 1)
-            else:
-                digits = (keys >> shift) + (_BINS >> 1)
-            hist += torch.bincount(digits.long(), minlength=_BINS)
+        if kept is not None:
+            for keys in kept:
+                hist += _histogram(keys, level, shift, prefix)
+        else:
+            collect: list[torch.Tensor] | None = [] if level == 1 else None
+            for part in _slices(pieces):
+                keys = _keys(part)
+                hist += _histogram(keys, level, shift, prefix)
+                if collect is not None:
+                    collect.append(keys[(keys >> (shift + BITS)) == prefix])
+            if collect is not None and sum(c.numel() for c in collect) <= max(n_local // 16, 1):
+                kept = collect
         dist.all_reduce(hist, group=group)
         cum = hist.cumsum(0)
         digit = int(torch.searchsorted(cum, torch.tensor([remaining])))
