@@ -1,0 +1,159 @@
+"""fsparse.create's mask updates on resnet18's prunable weights, against a read pass (issue 14).
+
+torchvision is not installable here, so resnet18 (11.7M parameters; 20 conv
+and one linear weight, 11.68M prunable) is built by hand. Printed, all in one run:
+
+* **read pass**: ``w.sum()`` over every prunable weight (the yardstick);
+* **global magnitude update**: the manager's mask update of the default
+  ``pruning=True`` recipe at a mid-schedule step (pure pruner update, then the
+  masks written into the weights), and where its time goes (``|w|`` scores, the
+  engine's ``global_select_masks``, writing the masks);
+* **plain step**: forward, backward and ``SGD.step`` of resnet18 on 8 images 32x32;
+* **per mode**: the amortised overhead per step of the recipe (``before_step`` +
+  ``after_step``, default recipe with ``num_epochs=20``, 4 steps per epoch, no
+  QAT, 80 steps), gradients filled in as a training loop would leave them.
+
+    python benchmarks/create_speed.py                      # every mode
+    python benchmarks/create_speed.py --modes True movement
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fsparse import create
+from fsparse._src.engine import global_select_masks
+from fsparse.create.masks import apply_masks, prunable_parameters
+from fsparse.create.pruning import step_state
+
+MODES: tuple[Any, ...] = (True, "movement", "acdc", "rigl", "set", "obs", "mfac")
+SPE, EPOCHS = 4, 20.0
+
+
+class Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
+                                      nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + (x if self.down is None else self.down(x)))
+
+
+def resnet18() -> nn.Module:
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                               nn.ReLU(), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        layers += [Block(cin, cout, stride), Block(cout, cout, 1)]
+        cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000)]
+    return nn.Sequential(*layers)
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _manager(model: nn.Module, mode: Any) -> tuple[create.RecipeManager, torch.optim.SGD]:
+    sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    manager, _ = create.initialize(model, sgd, SPE, pruning=mode, quantization=False,
+                                   recipe_variables={"num_epochs": EPOCHS})
+    return manager, sgd
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modes", nargs="*", default=[str(m) for m in MODES])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: stable timings on a shared machine)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = resnet18()
+    weights = prunable_parameters(model)
+    numel = sum(w.numel() for w in weights.values())
+    print(f"resnet18 by hand: {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"{len(weights)} prunable weights, {numel:,} prunable elements; "
+          f"{torch.get_num_threads()} threads")
+
+    def read() -> None:
+        for w in weights.values():
+            w.detach().sum()
+
+    t_read = median_time(read, args.repeats * 3)
+    manager, _ = _manager(model, True)
+    plan, state = manager._pruning[0]
+    detached = {n: w.detach() for n, w in weights.items()}
+    t = 10  # a mid-schedule mask update (level ~0.68 of 0.8)
+    update = median_time(lambda: step_state(plan, state, detached, None, t, SPE), args.repeats)
+    masks = step_state(plan, state, detached, None, t, SPE)[0].masks
+    clone = {n: w.detach().clone() for n, w in weights.items()}
+    write = median_time(lambda: apply_masks(clone, masks), args.repeats)
+    scores = median_time(lambda: {n: w.abs() for n, w in detached.items()}, args.repeats)
+    absw = {n: w.abs() for n, w in detached.items()}
+    select = median_time(lambda: global_select_masks(absw, 0.68), args.repeats)
+    print(f"read pass                      {t_read * 1e3:8.1f} ms   1.00x")
+    print(f"global magnitude mask update   {(update + write) * 1e3:8.1f} ms  "
+          f"{(update + write) / t_read:5.2f}x read (target <= 3x)")
+    print(f"  pure pruner update           {update * 1e3:8.1f} ms  {update / t_read:5.2f}x")
+    print(f"    |w| scores                 {scores * 1e3:8.1f} ms  {scores / t_read:5.2f}x")
+    print(f"    engine global_select_masks {select * 1e3:8.1f} ms  {select / t_read:5.2f}x")
+    print(f"  writing the masks            {write * 1e3:8.1f} ms  {write / t_read:5.2f}x")
+
+    sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 1000, (8,))
+
+    def plain() -> None:
+        loss = F.cross_entropy(model(x), y)
+        sgd.zero_grad()
+        loss.backward()
+        sgd.step()
+
+    t_plain = median_time(plain, max(3, args.repeats // 2))
+    print(f"plain training step            {t_plain * 1e3:8.1f} ms  {t_plain / t_read:5.2f}x read")
+    print("amortised recipe overhead per step (80 steps of the default recipe):")
+    for name in args.modes:
+        mode: Any = {"True": True}.get(name, name)
+        torch.manual_seed(0)
+        net = resnet18()
+        for p in net.parameters():
+            p.grad = torch.randn_like(p) * 1e-3
+        try:
+            manager, opt = _manager(net, mode)
+        except (ValueError, MemoryError) as err:
+            print(f"  {name:<9} not run: {err}")
+            continue
+        start = time.perf_counter()
+        for _ in range(int(EPOCHS * SPE)):
+            manager.before_step(opt)
+            manager.after_step()
+        per = (time.perf_counter() - start) / (EPOCHS * SPE)
+        print(f"  {name:<9} {per * 1e3:8.1f} ms/step  {per / t_read:6.2f}x read  "
+              f"{per / t_plain:6.2f}x plain step")
+
+
+if __name__ == "__main__":
+    main()
