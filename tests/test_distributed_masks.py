@@ -143,10 +143,35 @@ def _dtensors(rank: int, world: int) -> None:
     assert int(check) == world
 
 
+def _fsdp(rank: int, world: int) -> None:
+    """FSDP2 parameters (Shard(0) DTensors) after a training step: masks of the whole weights."""
+    from torch import nn
+    from torch.distributed.fsdp import fully_shard
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(9, 2 * world + 3, bias=False), nn.ReLU(),
+                          nn.Linear(2 * world + 3, 6, bias=False))
+    fully_shard(model, mesh=init_device_mesh("cpu", (world,)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(4, 9, generator=torch.Generator().manual_seed(1))).square().sum().backward()
+    optimizer.step()
+    params = dict(model.named_parameters())
+    configs = {n: fsparse.make_config(sparse_block_shape=(2, 3)) for n in params}
+    whole = {n: p.detach().full_tensor() for n, p in params.items()}  # type: ignore[attr-defined]
+    levels = fd.global_levels({n: p.detach() for n, p in params.items()}, configs, 0.5)
+    assert levels == fsparse.global_levels(whole, configs, 0.5)
+    for name, param in params.items():
+        config = fsparse.make_config(configs[name], sparsity_level=levels[name])
+        mask = fd.config_norm_mask(param.detach(), config)
+        assert mask.placements == param.placements  # type: ignore[attr-defined]
+        assert torch.equal(mask.full_tensor(), fsparse.config_norm_mask(whole[name], config))
+
+
 def _all(rank: int, world: int, cases: int) -> None:
     _masks(rank, world, cases)
     _global(rank, world, cases // 3)
     _dtensors(rank, world)
+    _fsdp(rank, world)
 
 
 @pytest.mark.parametrize("world", [2, 4])

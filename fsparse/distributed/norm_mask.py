@@ -36,7 +36,7 @@ from fsparse.distributed.selection import distributed_lowest
 
 __all__ = ["shard_global_levels", "shard_norm_mask"]
 
-_SLICE_ELEMENTS = 1 << 22
+_SLICE_ELEMENTS = 1 << 20
 
 
 class _Rows:
@@ -82,13 +82,14 @@ def _spans(b0: int, b1: int, bh: int, width: int) -> list[tuple[int, int]]:
 
 
 def _owned_means(rows: _Rows, b0: int, b1: int, block: tuple[int, int]) -> torch.Tensor:
-    height = rows.layout.shape[0]
-    bh = block[0]
-    parts = [pool_means(rows.get(a * bh, min(b * bh, height)), block).reshape(-1)
-             for a, b in _spans(b0, b1, bh, rows.layout.width)]
-    if not parts:
-        return torch.empty(0, dtype=score_dtype(rows.layout.dtype))
-    return torch.cat(parts)
+    """Flat means of the blocks in block rows ``[b0, b1)``, written slice by slice."""
+    height, width = rows.layout.shape[0], rows.layout.width
+    bh, nbw = block[0], -(-width // block[1])
+    means = torch.empty((b1 - b0) * nbw, dtype=score_dtype(rows.layout.dtype))
+    for a, b in _spans(b0, b1, bh, width):
+        pooled = pool_means(rows.get(a * bh, min(b * bh, height)), block).reshape(-1)
+        means[(a - b0) * nbw : (b - b0) * nbw] = pooled
+    return means
 
 
 def _plan(layout: Layout, config: SparsityConfig) -> tuple[SparsityConfig, int, int, int, int]:

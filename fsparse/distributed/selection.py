@@ -31,11 +31,12 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from fsparse._src.engine.threshold import SLICE, _keys, lowest_masks
+from fsparse._src.engine.threshold import _keys, lowest_masks
 
 __all__ = ["BITS", "distributed_lowest"]
 
 BITS = 8  # bits of the key per radix round
+SLICE = 1 << 20  # values per pass slice (temporaries of a few MiB)
 _BINS = 1 << BITS
 
 
