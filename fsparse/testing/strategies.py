@@ -80,10 +80,12 @@ def tensors(draw: st.DrawFn, *, shape: tuple[int, ...] | st.SearchStrategy[tuple
     data = values.to(dtype)
     if layout == "transposed" and data.dim() >= 2:
         data = data.transpose(0, -1).contiguous().transpose(0, -1)
-    elif layout == "strided" and data.dim() >= 1:
-        doubled = torch.zeros((*size[:-1], 2 * size[-1]), dtype=dtype)
-        doubled[..., ::2] = data
-        data = doubled[..., ::2]
+    if (layout == "strided" or (contiguous is False and data.is_contiguous())) and data.dim():
+        dim = max([i for i, s in enumerate(size) if s > 1] or [data.dim() - 1])
+        doubled = torch.zeros((*size[:dim], 2 * size[dim], *size[dim + 1:]), dtype=dtype)
+        every_other = (slice(None),) * dim + (slice(None, None, 2),)
+        doubled[every_other] = data
+        data = doubled[every_other]
     return data
 
 
