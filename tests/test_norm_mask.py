@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from torch.ao.pruning._experimental.data_sparsifier import DataNormSparsifier
 
 from fsparse import block_means, norm_mask, norm_scores, select_k_smallest
+from fsparse.testing import configs, levels, tensors
 
-BLOCKS = st.tuples(st.integers(1, 4), st.integers(1, 5))
 SHAPES = st.one_of(
     st.tuples(st.integers(1, 40)),
     st.tuples(st.integers(1, 24), st.integers(1, 24)),
@@ -22,17 +22,15 @@ SHAPES = st.one_of(
 
 @st.composite
 def cases(draw: st.DrawFn, with_ties: bool = True) -> dict:
-    shape = draw(SHAPES)
-    block = draw(BLOCKS)
-    size = block[0] * block[1]
-    zeros = draw(st.one_of(st.none(), st.integers(0, size)))
-    level = draw(st.floats(-0.5, 1.5, allow_nan=False))
-    norm = draw(st.sampled_from(["L1", "L2"]))
-    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
-    data = torch.randn(shape, generator=gen, dtype=torch.float64)
-    if with_ties and draw(st.booleans()):
-        data = torch.round(data * 2) / 2  # many exact ties
-    return {"data": data, "level": level, "block": block, "zeros": zeros, "norm": norm}
+    """fsparse.testing's tensors and configs, as norm_mask's keyword arguments."""
+    data = draw(tensors(shape=SHAPES, dtypes=(torch.float64,), contiguous=True,
+                        ties=None if with_ties else False, zeros=False, extremes=False))
+    config = draw(configs(tuple(data.shape), level=levels(min_level=-0.5, max_level=1.5)))
+    zeros: int | None = config.zeros_per_block
+    if zeros == config.block_size and draw(st.booleans()):
+        zeros = None  # the whole block, spelled as norm_mask's default
+    return {"data": data, "level": config.sparsity_level, "block": config.sparse_block_shape,
+            "zeros": zeros, "norm": config.norm}
 
 
 def _blocks_of(values: torch.Tensor, block: tuple[int, int]) -> list[torch.Tensor]:
