@@ -73,8 +73,7 @@ class BlockPlan:
         self.nbh, self.nbw = -(-self.height // bh), -(-self.width // bw)
         self.n_blocks = self.nbh * self.nbw
         area = bh * bw
-        # Whole blocks of 2..PAIRWISE_MAX full-precision elements: the means are summed from
-        # the data's planes directly, so no unit-sized score buffer is needed.
+        # Whole blocks of 2..PAIRWISE_MAX fp32/fp64 elements: means summed from data planes.
         self.lazy = (self.zeros >= area and 1 < area <= PAIRWISE_MAX
                      and matrix.dtype == self.dtype and matrix.is_contiguous())
         if chunk is None:
@@ -93,8 +92,7 @@ class BlockPlan:
         device = matrix.device
         self.scores_buf = torch.empty(0 if self.lazy else elems, dtype=self.dtype, device=device)
         pooled = blocks if self.block != (1, 1) else 0  # (1, 1): the means are the scores
-        self.means_buf = torch.empty(pooled * (2 if self.lazy else 1), dtype=self.dtype,
-                                     device=device)
+        self.means_buf = torch.empty(pooled * (1 + self.lazy), dtype=self.dtype, device=device)
         self.flags_buf = torch.empty(3, blocks, dtype=torch.bool, device=device)
         partial = self.zeros < bh * bw
         self.rank_buf = torch.empty(elems if partial else 0, dtype=torch.uint8, device=device)
@@ -311,10 +309,8 @@ def _norm_into(plane: torch.Tensor, norm: str, out: torch.Tensor) -> torch.Tenso
     return torch.mul(plane, plane, out=out)
 
 
-def _pool_into(
-    blocks: torch.Tensor, out: torch.Tensor, norm: str | None = None,
-    tmp: torch.Tensor | None = None,
-) -> None:
+def _pool_into(blocks: torch.Tensor, out: torch.Tensor, norm: str | None = None,
+               tmp: torch.Tensor | None = None) -> None:  # fmt: skip
     """Mean of each ``(h, w)`` block, summed row-major from its first element as avg_pool2d does.
 
     With ``norm``, ``blocks`` holds data and each plane is scored on the way
@@ -327,16 +323,13 @@ def _pool_into(
         out.copy_(pooled[0, 0])
         return
     planes = [blocks[:, r, :, c] for r in range(h) for c in range(w)]
-    if count == 1:
-        if norm is not None:
-            _norm_into(planes[0], norm, out)
-        else:
-            out.copy_(planes[0])
-        return
-    if norm is not None and tmp is not None:
+    if norm is not None and tmp is not None:  # count 1 too: the score alone
         _norm_into(planes[0], norm, out)
         for plane in planes[1:]:
             out.add_(_norm_into(plane, norm, tmp))
+    elif count == 1:
+        out.copy_(planes[0])
+        return
     else:
         torch.add(planes[0], planes[1], out=out)
         for plane in planes[2:]:
