@@ -96,6 +96,30 @@ def _global(rank: int, world: int, cases: int) -> None:
             assert torch.equal(mask, fsparse.config_norm_mask(full, config)[o : o + n])
 
 
+def _selects(rank: int, world: int, cases: int) -> None:
+    """select_mask / global_select_masks on raw scores (negative and tied included)."""
+    rng = random.Random(7 + world)
+    for _ in range(cases):
+        fulls, locals_, offsets, sizes_of = {}, {}, {}, {}
+        for t in range(rng.randint(1, 3)):
+            full, sizes, _ = _case(rng, world)
+            if rng.random() < 0.2:
+                full[0, 0] = -float("inf")
+            fulls[f"s{t}"], sizes_of[f"s{t}"] = full, sizes
+            locals_[f"s{t}"], offsets[f"s{t}"] = _shard(full, sizes, rank)
+        pattern = rng.choice(["unstructured", f"{rng.randint(1, 5)}x{rng.randint(1, 4)}"])
+        sparsity = rng.choice([0.0, 1.0, rng.random()])
+        got = fd.global_select_masks(locals_, sparsity, pattern, row_offsets=offsets)
+        want = fsparse.global_select_masks(fulls, sparsity, pattern)
+        for name, full in fulls.items():
+            o, n = offsets[name], sizes_of[name][rank]
+            assert torch.equal(got[name], want[name][o : o + n]), (pattern, sparsity)
+            one = fd.select_mask(locals_[name], sparsity, pattern, row_offset=o)
+            assert torch.equal(one, fsparse.select_mask(full, sparsity, pattern)[o : o + n])
+    with pytest.raises(ValueError, match="not supported on sharded"):
+        fd.select_mask(torch.ones(2, 4), 0.5, "2:4", row_offset=2 * rank)
+
+
 def _dtensors(rank: int, world: int) -> None:
     mesh = init_device_mesh("cpu", (world,))
     gen = torch.Generator().manual_seed(3)
@@ -109,6 +133,9 @@ def _dtensors(rank: int, world: int) -> None:
     configs = {n: fsparse.make_config(sparse_block_shape=(2, 2)) for n in weights}
     shards = {n: distribute_tensor(w, mesh, [Shard(0)]) for n, w in weights.items()}
     assert fd.global_levels(shards, configs, 0.6) == fsparse.global_levels(weights, configs, 0.6)
+    magnitude = fd.global_select_masks({n: s.abs() for n, s in shards.items()}, 0.6)
+    want = fsparse.global_select_masks({n: w.abs() for n, w in weights.items()}, 0.6)
+    assert all(torch.equal(magnitude[n].full_tensor(), want[n]) for n in weights)
     # wrong use: a clear error on every rank, and the group still works afterwards
     with pytest.raises(ValueError, match="unsupported DTensor placement"):
         fd.norm_mask(distribute_tensor(full, mesh, [Shard(1)]))
@@ -170,6 +197,7 @@ def _fsdp(rank: int, world: int) -> None:
 def _all(rank: int, world: int, cases: int) -> None:
     _masks(rank, world, cases)
     _global(rank, world, cases // 3)
+    _selects(rank, world, cases // 3)
     _dtensors(rank, world)
     _fsdp(rank, world)
 

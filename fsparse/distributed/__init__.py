@@ -8,9 +8,15 @@ rank of the group must call with its own shard; masks equal the matching
 slice of the single-process mask of the whole tensor, bit for bit.
 """
 
-from fsparse.distributed.api import config_norm_mask, global_levels, norm_mask
+from fsparse.distributed.api import (
+    config_norm_mask,
+    global_levels,
+    global_select_masks,
+    norm_mask,
+    select_mask,
+)
 from fsparse.distributed.dtensor import is_dtensor
 from fsparse.distributed.selection import BITS, distributed_lowest
 
-__all__ = ["BITS", "config_norm_mask", "distributed_lowest", "global_levels", "is_dtensor",
-           "norm_mask"]
+__all__ = ["BITS", "config_norm_mask", "distributed_lowest", "global_levels",
+           "global_select_masks", "is_dtensor", "norm_mask", "select_mask"]

@@ -13,9 +13,9 @@ from fsparse._src.config import SparsityConfig, make_config
 from fsparse._src.engine.mask_types import global_levels as local_global_levels
 from fsparse._src.engine.norm_mask import config_norm_mask as local_norm_mask
 from fsparse.distributed.dtensor import is_dtensor, unpack
-from fsparse.distributed.norm_mask import shard_global_levels, shard_norm_mask
+from fsparse.distributed.shard_mask import shard_global_levels, shard_norm_mask
 
-__all__ = ["config_norm_mask", "global_levels", "norm_mask"]
+__all__ = ["config_norm_mask", "global_levels", "global_select_masks", "norm_mask", "select_mask"]
 
 
 def _group(group: object) -> dist.ProcessGroup | None:
@@ -109,3 +109,59 @@ def global_levels(
     for name, offset in row_offsets.items():
         check_int(offset, f"row_offsets[{short_repr(name)}]", low=0)
     return shard_global_levels(dict(data), configs, level, dict(row_offsets), group)
+
+
+def _unpack_all(
+    scores: Mapping[str, Any], offsets: Mapping[str, int] | None, group: Any
+) -> tuple[dict[str, torch.Tensor], dict[str, int], Any, dict[str, Any]]:
+    """Local shards, offsets, group and (for DTensors) the unpacked sources."""
+    kinds = {is_dtensor(t) for t in scores.values()}
+    if len(kinds) > 1:
+        raise ValueError("scores must be all DTensors or all plain shards, not a mix")
+    if kinds == {True}:
+        if offsets is not None:
+            raise ValueError("row_offset(s) must be None for DTensor scores")
+        parts = {n: unpack(t, group, f"scores[{short_repr(n)}]") for n, t in scores.items()}
+        if any(p.replicated for p in parts.values()):
+            raise ValueError("replicated scores: use fsparse.select_mask on the local copy")
+        first = next(iter(parts.values()))
+        return ({n: p.local for n, p in parts.items()}, {n: p.row_offset for n, p in parts.items()},
+                first.group, parts)
+    for name, tensor in scores.items():
+        check_tensor(tensor, f"scores[{short_repr(name)}]")
+    if offsets is None or not isinstance(offsets, Mapping) or offsets.keys() != scores.keys():
+        raise ValueError(f"row_offset(s) must give every shard's first row, got "
+                         f"{short_repr(offsets)}")
+    for name, offset in offsets.items():
+        check_int(offset, f"row_offsets[{short_repr(name)}]", low=0)
+    return dict(scores), dict(offsets), group, {}
+
+
+def select_mask(
+    scores: torch.Tensor, sparsity: float, pattern: str = "unstructured", *,
+    row_offset: int | None = None, group: dist.ProcessGroup | None = None,
+) -> Any:
+    """:func:`fsparse.select_mask` of a sharded score tensor ("unstructured" or "HxW")."""
+    from fsparse.distributed.scores import shard_select_masks
+
+    sparsity = check_real(sparsity, "sparsity", finite=False)
+    offsets = None if row_offset is None else {"scores": row_offset}
+    local, offs, grp, parts = _unpack_all({"scores": scores}, offsets, _group(group))
+    mask = shard_select_masks(local, offs, sparsity, pattern, grp, is_global=False)["scores"]
+    return parts["scores"].wrap(mask) if parts else mask
+
+
+def global_select_masks(
+    scores: Mapping[str, torch.Tensor], sparsity: float, pattern: str = "unstructured", *,
+    row_offsets: Mapping[str, int] | None = None, group: dist.ProcessGroup | None = None,
+) -> dict[str, Any]:
+    """:func:`fsparse.global_select_masks` over sharded score tensors (global magnitude)."""
+    from fsparse.distributed.scores import shard_select_masks
+
+    check_instance(scores, Mapping, "scores")
+    sparsity = check_real(sparsity, "sparsity", finite=False)
+    if not scores:
+        return {}
+    local, offs, grp, parts = _unpack_all(scores, row_offsets, _group(group))
+    masks = shard_select_masks(local, offs, sparsity, pattern, grp, is_global=True)
+    return {n: parts[n].wrap(m) if parts else m for n, m in masks.items()}

@@ -116,7 +116,8 @@ def distributed_lowest(
     if k >= n:
         return [torch.ones(p.shape, dtype=torch.bool) for p in pieces]
     threshold, ties = _radix(pieces, k, wide, group)
-    counts = torch.tensor([int((p == threshold).sum()) for p in pieces], dtype=torch.int64)
+    counts = torch.tensor([sum(int((s == threshold).sum()) for s in p.split(SLICE))
+                           for p in pieces], dtype=torch.int64)
     table = [torch.empty_like(counts) for _ in range(dist.get_world_size(group))]
     dist.all_gather(table, counts, group=group)
     masks = []

@@ -39,10 +39,15 @@ __all__ = ["shard_global_levels", "shard_norm_mask"]
 _SLICE_ELEMENTS = 1 << 20
 
 
+def _scores(matrix: torch.Tensor, norm: str | None) -> torch.Tensor:
+    """Norm scores of ``matrix``, or (``norm=None``) the values themselves as scores."""
+    return matrix.to(score_dtype(matrix.dtype)) if norm is None else scores_of(matrix, norm)
+
+
 class _Rows:
     """Scores of global rows near this shard: its own, and its neighbours' edge rows."""
 
-    def __init__(self, local: torch.Tensor, layout: Layout, norm: str, bh: int,
+    def __init__(self, local: torch.Tensor, layout: Layout, norm: str | None, bh: int,
                  group: dist.ProcessGroup | None) -> None:
         self.layout, self.norm, self.edge = layout, norm, bh - 1
         self.local = local.reshape(local.shape[0], layout.width)
@@ -51,8 +56,8 @@ class _Rows:
             h, w = self.edge, layout.width
             edges = torch.zeros(2 * h, w, dtype=score_dtype(local.dtype))
             head, tail = self.local[:h], self.local[-h:]
-            edges[: head.shape[0]] = scores_of(head, norm)
-            edges[h : h + tail.shape[0]] = scores_of(tail, norm)
+            edges[: head.shape[0]] = _scores(head, norm)
+            edges[h : h + tail.shape[0]] = _scores(tail, norm)
             self.gathered = [torch.empty_like(edges) for _ in range(layout.world)]
             dist.all_gather(self.gathered, edges, group=group)
 
@@ -69,7 +74,7 @@ class _Rows:
         r0, r1 = self.layout.start, self.layout.stop
         parts = [self._foreign(g) for g in range(g0, min(g1, r0))]
         before = torch.stack(parts) if parts else None
-        mine = scores_of(self.local[max(g0, r0) - r0 : max(min(g1, r1) - r0, 0)], self.norm)
+        mine = _scores(self.local[max(g0, r0) - r0 : max(min(g1, r1) - r0, 0)], self.norm)
         parts = [self._foreign(g) for g in range(max(g0, r1), g1)]
         after = torch.stack(parts) if parts else None
         pieces = [p for p in (before, mine, after) if p is not None]
@@ -108,13 +113,19 @@ _NON_FINITE = ("data contains NaN or Inf (on some rank); fsparse refuses to rank
 
 
 def _check_finite(means: torch.Tensor, local: torch.Tensor, config: SparsityConfig,
-                  group: dist.ProcessGroup | None) -> None:
-    """``ValueError`` on every rank if any rank's block means are not finite."""
+                  group: dist.ProcessGroup | None, raw: bool = False) -> None:
+    """``ValueError`` on every rank if any rank's block means are not finite (raw: NaN)."""
     flag = 0
-    if not bool(torch.isfinite(means).all()):
+    parts = means.split(_SLICE_ELEMENTS)  # bounded temporaries
+    if raw:
+        flag = 3 if any(bool(p.isnan().any()) for p in parts) else 0
+    elif not all(bool(torch.isfinite(p).all()) for p in parts):
         flag = 2 if not bool(torch.isfinite(local).all()) else 1
     reduced = torch.tensor([flag], dtype=torch.int64)
     dist.all_reduce(reduced, op=dist.ReduceOp.MAX, group=group)
+    if int(reduced) == 3:
+        raise ValueError("scores contain NaN (or their unit means are NaN) on some rank, which "
+                         "cannot be ranked; clean them first")
     if int(reduced) == 2:
         raise ValueError(_NON_FINITE)
     if int(reduced) == 1:
@@ -132,16 +143,18 @@ def shard_norm_mask(
 
 
 def _mask(local: torch.Tensor, layout: Layout, config: SparsityConfig,
-          group: dist.ProcessGroup | None) -> torch.Tensor:
+          group: dist.ProcessGroup | None, k: int | None = None, raw: bool = False
+          ) -> torch.Tensor:
+    """This rank's mask: ``k`` (default: from the level) lowest blocks; ``raw``: no norm."""
     if math.prod(layout.shape) == 0:
         return torch.ones(local.shape, dtype=torch.bool)
     config, touched, b0, b1, nbw = _plan(layout, config)
     bh, bw = config.sparse_block_shape
     units = -(-layout.shape[0] // bh) * nbw
-    rows = _Rows(local, layout, config.norm, bh, group)
+    rows = _Rows(local, layout, None if raw else config.norm, bh, group)
     means = _owned_means(rows, b0, b1, (bh, bw))
-    _check_finite(means, local, config, group)  # before k == 0, as the engine does
-    k = pruned_count(config.sparsity_level, units)
+    _check_finite(means, local, config, group, raw)  # before k == 0, as the engine does
+    k = pruned_count(config.sparsity_level, units) if k is None else k
     if k == 0 or config.zeros_per_block == 0:
         return torch.ones(local.shape, dtype=torch.bool)
     selected = distributed_lowest([means], k, [layout.order()], group)[0].view(b1 - b0, nbw)
