@@ -13,8 +13,8 @@ calibration sequences of the training split. Reported, in one run:
 2. the wall time and the peak extra resident memory of each ``prune_model``
    call, against one forward pass over the calibration set (its time and peak).
 
-Memory is read from ``/proc/self/clear_refs`` + ``VmHWM`` (``measure.peak_extra``)
-with ``MALLOC_MMAP_THRESHOLD_`` set (the script re-executes itself with it).
+Memory is read from ``/proc/self/clear_refs`` + ``VmHWM`` (``measure.peak_extra``),
+after training, with glibc's mmap threshold set as ``measure.MEMORY_ENV`` (``mallopt``).
 
     python benchmarks/oneshot_lm.py            # full run (~5 min on 2 cores): ONESHOT.md
     python benchmarks/oneshot_lm.py --quick    # a tiny run that only prints
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-import os
 import sys
 import sysconfig
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from fsparse.oneshot import prune_model
+from fsparse.oneshot import LayerReport, prune_model
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -47,15 +46,29 @@ class Config:
     n_embd: int = 128
     n_layer: int = 4
     n_head: int = 4
-    context: int = 128
+    context: int = 64
     batch: int = 32
-    steps: int = 500
+    steps: int = 300
     lr: float = 3e-3
     calib_sequences: int = 64
     calib_batch: int = 16
     eval_sequences: int = 256
     train_bytes: int = 3_000_000
     seed: int = 0
+
+
+def mmap_large_blocks() -> None:
+    """``measure.MEMORY_ENV`` from now on, through glibc's ``mallopt``: blocks of 128 KiB and
+    more are mapped and unmapped one by one, so that peaks are seen (training runs before,
+    with the allocator's defaults, much faster)."""
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    for option, env in ((m_mmap_threshold, "MALLOC_MMAP_THRESHOLD_"),
+                        (m_trim_threshold, "MALLOC_TRIM_THRESHOLD_")):
+        if libc.mallopt(option, int(MEMORY_ENV[env])) != 1:
+            raise SystemExit(f"mallopt failed for {env}")
 
 
 def load_text(limit: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -85,7 +98,8 @@ def build(config: Config) -> torch.nn.Module:
     return GPT2LMHeadModel(hf)
 
 
-def train(model: torch.nn.Module, data: torch.Tensor, config: Config) -> list[float]:
+def train(model: torch.nn.Module, data: torch.Tensor, config: Config,
+          progress: bool = False) -> list[float]:
     g = torch.Generator().manual_seed(config.seed + 1)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     warm = max(config.steps // 10, 1)
@@ -102,6 +116,8 @@ def train(model: torch.nn.Module, data: torch.Tensor, config: Config) -> list[fl
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        if progress and len(losses) % 100 == 0:
+            print(f"step {len(losses)}: loss {sum(losses[-20:]) / 20:.3f}", flush=True)
     model.eval()
     return losses
 
@@ -133,8 +149,9 @@ def run(config: Config, progress: bool = True) -> tuple[dict[str, float], list[R
     train_data, held, files = load_text(config.train_bytes)
     model = build(config)
     start = time.perf_counter()
-    losses = train(model, train_data, config)
+    losses = train(model, train_data, config, progress)
     train_seconds = time.perf_counter() - start
+    mmap_large_blocks()
     g = torch.Generator().manual_seed(config.seed + 2)
     calib = windows(train_data, config.calib_sequences, config.context, g)[:, :-1]
     batches = list(calib.split(config.calib_batch))
@@ -160,7 +177,8 @@ def run(config: Config, progress: bool = True) -> tuple[dict[str, float], list[R
     rows = [Row("dense", "-", perplexity(model, evals), 0.0, 0, 0.0, 0.0)]
     for n_m, pattern in ((None, "50%"), ((2, 4), "2:4")):
         for method in ("magnitude", "wanda", "sparsegpt"):
-            best, first_peak, pruned, report = math.inf, 0, None, {}
+            best, first_peak, pruned = math.inf, 0, None
+            report: dict[str, LayerReport] = {}
             for repeat in range(2):
                 candidate = copy.deepcopy(model)
                 report, seconds, peak = peak_extra(
@@ -229,8 +247,6 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    if any(os.environ.get(k) != v for k, v in MEMORY_ENV.items()):
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MEMORY_ENV})
     if not can_reset_peak():
         raise SystemExit("needs /proc/self/clear_refs (Linux) to measure peak memory")
     torch.set_num_threads(args.threads)
