@@ -21,6 +21,7 @@ import fsparse
 from fsparse import pruners
 from fsparse._src.engine import NM, Channel, Unstructured, parse_pattern
 from fsparse._src.engine.patterns import matrix_shape
+from fsparse.testing import param_dicts
 
 SETTINGS = settings(max_examples=6, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -115,11 +116,11 @@ DST = {"set", "rigl"}
 @st.composite
 def cases(draw: st.DrawFn, name: str) -> dict[str, Any]:
     pattern = draw(st.sampled_from([p for p in PATTERNS if name not in DST or ":" not in p]))
-    names = draw(st.lists(st.sampled_from(["fc.weight", "conv.w", "emb", "head.0.weight"]),
-                          min_size=1, max_size=3, unique=True))
+    params, _ = draw(param_dicts(max_layers=3, max_side=12, multiple_of=4,
+                                 bias=draw(st.booleans()), grads=False))
     return {
         "pattern": pattern,
-        "shapes": {n: draw(st.sampled_from(SHAPES)) for n in names},
+        "shapes": {n: tuple(p.shape) for n, p in params.items()},
         "sparsity": draw(st.sampled_from([0.0, 0.3, 0.5, 0.75, 0.9, 1.0])),
         "distribution": draw(st.sampled_from(["uniform", "erk"])),
         "seed": draw(st.integers(0, 2**20)),
