@@ -31,7 +31,7 @@ from torch import nn
 
 from fsparse import create
 from fsparse._src.engine import global_select_masks
-from fsparse.create.masks import apply_masks, prunable_parameters
+from fsparse.create.masks import apply_masks, keep_factors, prunable_parameters
 from fsparse.create.pruning import step_state
 
 MODES: tuple[Any, ...] = (True, "movement", "acdc", "rigl", "set", "obs", "mfac")
@@ -111,7 +111,9 @@ def main() -> None:
     update = median_time(lambda: step_state(plan, state, detached, None, t, SPE), args.repeats)
     masks = step_state(plan, state, detached, None, t, SPE)[0].masks
     clone = {n: w.detach().clone() for n, w in weights.items()}
-    write = median_time(lambda: apply_masks(clone, masks), args.repeats)
+    model_masks = {n: m for n, m in masks.items()}  # unstructured: the pruner's layout
+    write = median_time(lambda: apply_masks(clone, keep_factors(clone, model_masks)),
+                        args.repeats)
     scores = median_time(lambda: {n: w.abs() for n, w in detached.items()}, args.repeats)
     absw = {n: w.abs() for n, w in detached.items()}
     select = median_time(lambda: global_select_masks(absw, 0.68), args.repeats)

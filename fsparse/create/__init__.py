@@ -12,12 +12,18 @@ from fsparse.create.api import initialize
 from fsparse.create.manager import RecipeManager
 from fsparse.create.modifiers import (
     ALL_PRUNABLE,
+    ACDCPruning,
     ConstantPruning,
     Distillation,
     EpochRange,
     GradualPruning,
     LearningRateFunction,
+    MFACPruning,
+    MovementPruning,
+    OBSPruning,
     Quantization,
+    RigLPruning,
+    SETPruning,
 )
 from fsparse.create.optimizer_wrapper import RecipeOptimizer, RecipeScaler
 from fsparse.create.recipe import Recipe, load_recipe
@@ -26,17 +32,23 @@ from fsparse.create.template import create_recipe
 
 __all__ = [
     "ALL_PRUNABLE",
+    "ACDCPruning",
     "ConstantPruning",
     "Distillation",
     "EpochRange",
     "GradualPruning",
     "LearningRateFunction",
+    "MFACPruning",
+    "MovementPruning",
+    "OBSPruning",
     "Quantization",
     "Recipe",
     "RecipeManager",
     "RecipeOptimizer",
     "RecipeScaler",
     "RecipeVariables",
+    "RigLPruning",
+    "SETPruning",
     "create_recipe",
     "initialize",
     "load_recipe",

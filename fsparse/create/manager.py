@@ -24,7 +24,7 @@ from fsparse._src.untrusted import load_mask
 from fsparse.create import distillation as kd
 from fsparse.create import quantization as qat
 from fsparse.create.checkpoint import check_pruner_state
-from fsparse.create.masks import apply_masks, prunable_parameters
+from fsparse.create.masks import apply_masks, keep_factors, prunable_parameters
 from fsparse.create.modifiers import (
     MAX_EPOCH,
     PRUNING_TYPES,
@@ -106,6 +106,7 @@ class RecipeManager:
             skipped.extend(left_out)
         self._pruning = pruning
         self._masks = [model_masks(plan, state) for plan, state in pruning]
+        self._keep = [keep_factors(prunable, m) for m in self._masks]
         self.skipped: tuple[str, ...] = tuple(skipped)
         self._run_events(0)
 
@@ -287,7 +288,8 @@ class RecipeManager:
                 for n, value in changed.items():
                     self._weights[n].copy_(value)
             self._masks[i] = model_masks(plan, state)
-            apply_masks(self._weights, self._masks[i])
+            self._keep[i] = keep_factors(self._weights, self._masks[i])
+            apply_masks(self._weights, self._keep[i])
             if resets and isinstance(optimizer, torch.optim.Optimizer):
                 fp.reset_optimizer_state(optimizer, self._weights, resets)
         lr = self.learning_rate()
@@ -299,8 +301,8 @@ class RecipeManager:
         """Re-apply the masks (momentum cannot revive pruned weights) and advance one step."""
         if self.finalized:
             return
-        for masks in self._masks:
-            apply_masks(self._weights, masks)
+        for keep in self._keep:
+            apply_masks(self._weights, keep)
         self.step += 1
         self._run_events(self.step)
 
@@ -329,8 +331,8 @@ class RecipeManager:
 
     def finalize(self) -> None:
         """Apply the masks for good, remove the BN hooks and stop driving the run."""
-        for masks in self._masks:
-            apply_masks(self._weights, masks)
+        for keep in self._keep:
+            apply_masks(self._weights, keep)
         for handle in self._bn_hooks:
             handle.remove()
         self._bn_hooks = []
@@ -411,6 +413,7 @@ class RecipeManager:
             self._self_teacher.load_state_dict(teacher_state)
         self._pruning = restored
         self._masks = [model_masks(plan, state) for plan, state in restored]
+        self._keep = [keep_factors(self._weights, m) for m in self._masks]
         self.step = step
         if finalized:
             self.finalize()
