@@ -7,6 +7,7 @@ Needs the ``testing`` extra (``pip install fsparse[testing]``: Hypothesis);
 >>> check_mask_fn(fsparse.config_norm_mask, max_examples=3)()
 """
 
+from fsparse.testing.dropin_checks import DropinCheckError, check_dropin_sparsifier
 from fsparse.testing.mask_checks import (
     MaskCheckError,
     block_zero_counts,
@@ -32,9 +33,11 @@ from fsparse.testing.strategies import (
 
 __all__ = [
     "FLOAT_DTYPES",
+    "DropinCheckError",
     "MaskCheckError",
     "PrunerCheckError",
     "block_zero_counts",
+    "check_dropin_sparsifier",
     "check_mask_fn",
     "check_pruner",
     "configs",
