@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import fsparse
+from fsparse import testing
 
 
 def _snapshot(state: fsparse.SparsifierState) -> dict:
@@ -72,22 +73,9 @@ def test_remove_and_missing_name() -> None:
         fsparse.remove(state, "zz")
 
 
-@st.composite
-def states(draw: st.DrawFn) -> fsparse.SparsifierState:
-    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
-    n = draw(st.integers(1, 4))
-    data = {
-        f"t{i}": torch.randn(draw(st.integers(1, 12)), draw(st.integers(1, 12)), generator=gen)
-        for i in range(n)
-    }
-    block = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    return fsparse.init(
-        data,
-        sparsity_level=draw(st.floats(0, 1)),
-        sparse_block_shape=block,
-        zeros_per_block=draw(st.integers(0, block[0] * block[1])),
-        norm=draw(st.sampled_from(["L1", "L2"])),
-    )
+def states() -> st.SearchStrategy[fsparse.SparsifierState]:
+    """fsparse.testing's states: 1 to 4 entries, each with its own drawn config, not stepped."""
+    return testing.states(stepped=False)
 
 
 @settings(max_examples=100, deadline=None)
