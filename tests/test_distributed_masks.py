@@ -204,4 +204,4 @@ def _all(rank: int, world: int, cases: int) -> None:
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_shard_masks_equal_the_slices_of_the_single_process_mask(world: int) -> None:
-    launch(_all, world, 36 if world == 2 else 18, timeout_s=150.0)
+    launch(_all, world, 30 if world == 2 else 12, timeout_s=150.0)
