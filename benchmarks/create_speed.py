@@ -3,7 +3,8 @@
 torchvision is not installable here, so resnet18 (11.7M parameters; 20 conv
 and one linear weight, 11.68M prunable) is built by hand. Printed, all in one run:
 
-* **read pass**: ``w.sum()`` over every prunable weight (the yardstick);
+* **read pass**: ``w.sum()`` over every prunable weight (the yardstick), and
+  ``torch.abs(w, out=buf)`` (one read, one write: ``pruners_speed.py``'s yardstick);
 * **global magnitude update**: the manager's mask update of the default
   ``pruning=True`` recipe at a mid-schedule step (pure pruner update, then the
   masks written into the weights), and where its time goes (``|w|`` scores, the
@@ -104,6 +105,13 @@ def main() -> None:
             w.detach().sum()
 
     t_read = median_time(read, args.repeats * 3)
+    bufs = {n: torch.empty_like(w) for n, w in weights.items()}
+
+    def read_write() -> None:  # benchmarks/pruners_speed.py's yardstick: read + one write
+        for n, w in weights.items():
+            torch.abs(w.detach(), out=bufs[n])
+
+    t_rw = median_time(read_write, args.repeats * 3)
     manager, _ = _manager(model, True)
     plan, state = manager._pruning[0]
     detached = {n: w.detach() for n, w in weights.items()}
@@ -118,8 +126,10 @@ def main() -> None:
     absw = {n: w.abs() for n, w in detached.items()}
     select = median_time(lambda: global_select_masks(absw, 0.68), args.repeats)
     print(f"read pass                      {t_read * 1e3:8.1f} ms   1.00x")
+    print(f"read + write pass (abs, out=)  {t_rw * 1e3:8.1f} ms  {t_rw / t_read:5.2f}x")
     print(f"global magnitude mask update   {(update + write) * 1e3:8.1f} ms  "
-          f"{(update + write) / t_read:5.2f}x read (target <= 3x)")
+          f"{(update + write) / t_read:5.2f}x read (target <= 3x), "
+          f"{(update + write) / t_rw:5.2f}x read+write")
     print(f"  pure pruner update           {update * 1e3:8.1f} ms  {update / t_read:5.2f}x")
     print(f"    |w| scores                 {scores * 1e3:8.1f} ms  {scores / t_read:5.2f}x")
     print(f"    engine global_select_masks {select * 1e3:8.1f} ms  {select / t_read:5.2f}x")

@@ -294,3 +294,40 @@ def test_gradual_magnitude_masks_are_the_global_ranking_of_the_weights() -> None
     got = torch.cat([manager.masks[n].reshape(-1) for n in weights])
     assert torch.equal(got, keep)
     assert manager.pruners[0].name == "global_magnitude"
+
+
+class _UnscalingScaler:
+    """A scaler that, like torch's GradScaler, unscales the gradients inside ``step``."""
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def get_scale(self) -> float:
+        return self.scale
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.div_(self.scale)
+        optimizer.step()
+
+
+def test_pruners_get_the_unscaled_gradients_under_a_scaler() -> None:
+    states: list[Any] = []
+    for scale in (None, 64.0):
+        torch.manual_seed(0)
+        model = TinyConv()
+        sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        scaler = None if scale is None else _UnscalingScaler(scale)
+        manager, opt = create.initialize(model, sgd, SPE, pruning="movement", quantization=False,
+                                         scaler=scaler, recipe_variables={"num_epochs": 2.0})
+        for _ in range(6):
+            x, y = _batch(manager.step)
+            loss = F.cross_entropy(model(x), y)
+            sgd.zero_grad()
+            (loss * (scale or 1.0)).backward()
+            opt.step() if scale is None else opt.step(sgd)
+        states.append(manager.pruning_states[0].stats["movement"])
+    for name, score in states[0].items():
+        assert torch.allclose(states[1][name], score, rtol=1e-4, atol=1e-7), name
