@@ -260,3 +260,18 @@ def test_bad_input_raises_and_names_the_argument():
         global_select_masks([torch.ones(4)], 0.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="sparsity_type"):
         select_mask(torch.ones(4), 0.5, "3x")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_nan_check_sees_nan_anywhere_and_not_in_inf_mixtures(dtype):
+    # both infinities together are ordinary (a sum-based check would call them NaN)
+    base = torch.arange(4099, dtype=torch.float32).to(dtype)
+    base[0], base[-1] = -math.inf, math.inf
+    assert select_mask(base, 0.5).sum() == 4099 - round(0.5 * 4099)
+    for pos in (0, 1, 2050, 4097, 4098):  # head, vector body, tail
+        x = base.clone()
+        x[pos] = math.nan
+        with pytest.raises(ValueError, match="NaN"):
+            select_mask(x, 0.5)
+        with pytest.raises(ValueError, match="NaN"):
+            global_select_masks({"a": torch.ones(3, dtype=dtype), "b": x}, 0.5)

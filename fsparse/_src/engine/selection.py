@@ -96,6 +96,14 @@ def _pruned(scores: torch.Tensor, pattern: Pattern, units: torch.Tensor) -> torc
     return units.view(shape)
 
 
+def _has_nan(values: torch.Tensor) -> bool:
+    """Any NaN in ``values``: ``amax`` propagates NaN (one read pass, no bool temporary).
+
+    Unlike a ``sum``, it is never NaN from ``+inf`` and ``-inf`` together.
+    """
+    return values.numel() > 0 and bool(values.amax().isnan())
+
+
 def _checked(scores: object, pattern: Pattern | str, arg: str) -> tuple[torch.Tensor, Pattern]:
     scores = check_tensor(scores, arg)
     pattern = parse_pattern(pattern)
@@ -111,7 +119,7 @@ def _select(
     transformed = any(under_transform(t) for t in tensors)
     if not transformed:
         for name, v in zip(names, values):
-            if v.is_floating_point() and bool(v.isnan().any()):
+            if v.is_floating_point() and _has_nan(v):
                 raise ValueError(f"{name} contains NaN (or its unit means are NaN), which "
                                  "cannot be ranked; clean it first")
     total = sum(v.numel() for v in values)

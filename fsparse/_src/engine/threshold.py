@@ -42,7 +42,7 @@ def _slices(pieces: Sequence[torch.Tensor]) -> list[torch.Tensor]:
 def _small(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
     values = pieces[0] if len(pieces) == 1 else torch.cat(list(pieces))
     threshold = values.kthvalue(k).values
-    return threshold, k - int((values < threshold).sum())
+    return threshold, k - int(torch.count_nonzero(values < threshold))
 
 
 def _sample(pieces: Sequence[torch.Tensor], n: int, size: int) -> torch.Tensor:
@@ -79,8 +79,10 @@ def _bracketed(
     below = torch.zeros((), dtype=torch.int64, device=device)
     kept, n_kept = [], 0
     for part in _slices(pieces):
-        below += (part < lo_t).sum()
-        inside = part[(part >= lo_t) & (part <= hi_t)]
+        under = part < lo_t
+        below += torch.count_nonzero(under)  # no int64 copy of the bools, unlike .sum()
+        # lo <= hi and no NaN: ``under`` implies ``<= hi``, so xor is ``lo <= part <= hi``
+        inside = part[torch.le(part, hi_t).logical_xor_(under)]
         n_kept += inside.numel()
         if n_kept > budget:
             return None
@@ -92,7 +94,7 @@ def _bracketed(
         return lo_t.to(device), 0
     cand = torch.cat(kept)
     threshold = cand.kthvalue(need).values
-    return threshold, need - int((cand < threshold).sum())
+    return threshold, need - int(torch.count_nonzero(cand < threshold))
 
 
 def _keys(part: torch.Tensor) -> torch.Tensor:
@@ -181,7 +183,7 @@ def lowest_masks(
             for start in range(0, piece.numel(), SLICE):
                 part = piece[start : start + SLICE]
                 equal = part == threshold
-                count = int(equal.sum())
+                count = int(torch.count_nonzero(equal))
                 if count:
                     if count > ties:
                         equal &= equal.cumsum(0) <= ties
