@@ -112,6 +112,9 @@ def rigl(sparsity: Sparsity, *, drop_fraction: Any = 0.3, seed: int = 0,
     """RigL: drop the lowest ``|w|``, grow the highest ``|g|``; ``update`` needs ``grads``.
 
     ``drop_fraction`` may be a schedule, e.g. ``cosine_drop_fraction(0.3, end_step)``.
+    Growth ranks the dense gradient, so the pruned weights need one: take ``grads``
+    from a forward through ``apply_masks(..., straight_through=True)`` (with a plain
+    masked forward their gradient is zero and growth has nothing to rank).
 
     >>> pruner = rigl(0.5, update_every=1)
     >>> w = torch.tensor([[4.0, 3.0, 2.0, 1.0]])
