@@ -13,10 +13,11 @@ calibration sequences of the training split. Reported, in one run:
 2. the wall time and the peak extra resident memory of each ``prune_model``
    call, against one forward pass over the calibration set (its time and peak).
 
-Memory is read from ``/proc/self/clear_refs`` + ``VmHWM`` (``measure.peak_extra``),
-after training, with glibc's mmap threshold set as ``measure.MEMORY_ENV`` (``mallopt``).
+Times are the best of 2 runs in this process. Peak extra memory is measured as
+``measure.py`` does: in a fresh process per call with ``measure.MEMORY_ENV`` (large
+blocks mapped one by one), by ``/proc/self/clear_refs`` + ``VmHWM`` around the call.
 
-    python benchmarks/oneshot_lm.py            # full run (~5 min on 2 cores): ONESHOT.md
+    python benchmarks/oneshot_lm.py            # full run, ~3 min on 2 busy cores: ONESHOT.md
     python benchmarks/oneshot_lm.py --quick    # a tiny run that only prints
 """
 
@@ -24,11 +25,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
+import os
+import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -57,18 +62,36 @@ class Config:
     seed: int = 0
 
 
-def mmap_large_blocks() -> None:
-    """``measure.MEMORY_ENV`` from now on, through glibc's ``mallopt``: blocks of 128 KiB and
-    more are mapped and unmapped one by one, so that peaks are seen (training runs before,
-    with the allocator's defaults, much faster)."""
-    import ctypes
+def _worker(path: str, config_json: str, method: str, pattern: str) -> None:
+    """In a fresh process with ``measure.MEMORY_ENV``: print the peak extra bytes of one
+    forward pass over the calibration set (``method == "forward"``) or one ``prune_model``."""
+    config = Config(**json.loads(config_json))
+    saved = torch.load(path, weights_only=True)
+    model = build(config)
+    model.load_state_dict(saved["state"])
+    model.eval()
+    batches = list(saved["batches"])
 
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    for option, env in ((m_mmap_threshold, "MALLOC_MMAP_THRESHOLD_"),
-                        (m_trim_threshold, "MALLOC_TRIM_THRESHOLD_")):
-        if libc.mallopt(option, int(MEMORY_ENV[env])) != 1:
-            raise SystemExit(f"mallopt failed for {env}")
+    def forward() -> None:
+        with torch.no_grad():
+            for b in batches:
+                model(b)
+
+    forward()                                            # lazy initialisation, not counted
+    if method == "forward":
+        _, _, peak = peak_extra(forward)
+    else:
+        n_m = None if pattern == "50%" else (2, 4)
+        _, _, peak = peak_extra(lambda: prune_model(model, batches, method=method, sparsity=0.5,
+                                                    n_m=n_m, ignore="lm_head", quiet=True))
+    print(f"PEAK {peak}")
+
+
+def peak_in_fresh_process(path: str, config: Config, method: str, pattern: str) -> int:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", path, json.dumps(asdict(config)), method, pattern],
+        env={**os.environ, **MEMORY_ENV}, capture_output=True, text=True, check=True).stdout
+    return int(out.rsplit("PEAK ", 1)[1].split()[0])
 
 
 def load_text(limit: int) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -151,7 +174,6 @@ def run(config: Config, progress: bool = True) -> tuple[dict[str, float], list[R
     start = time.perf_counter()
     losses = train(model, train_data, config, progress)
     train_seconds = time.perf_counter() - start
-    mmap_large_blocks()
     g = torch.Generator().manual_seed(config.seed + 2)
     calib = windows(train_data, config.calib_sequences, config.context, g)[:, :-1]
     batches = list(calib.split(config.calib_batch))
@@ -165,8 +187,13 @@ def run(config: Config, progress: bool = True) -> tuple[dict[str, float], list[R
     forward()                                            # warm-up
     times = []
     for _ in range(3):
-        _, seconds, peak_fwd = peak_extra(forward)
-        times.append(seconds)
+        start = time.perf_counter()
+        forward()
+        times.append(time.perf_counter() - start)
+    workdir = tempfile.mkdtemp()
+    path = os.path.join(workdir, "trained.pt")
+    torch.save({"state": model.state_dict(), "batches": batches}, path)
+    peak_fwd = peak_in_fresh_process(path, config, "forward", "-")
     info: dict[str, float] = {
             "files": files, "train_tokens": len(train_data), "held_tokens": len(held),
             "train_seconds": train_seconds, "loss_start": sum(losses[:10]) / 10,
@@ -177,18 +204,15 @@ def run(config: Config, progress: bool = True) -> tuple[dict[str, float], list[R
     rows = [Row("dense", "-", perplexity(model, evals), 0.0, 0, 0.0, 0.0)]
     for n_m, pattern in ((None, "50%"), ((2, 4), "2:4")):
         for method in ("magnitude", "wanda", "sparsegpt"):
-            best, first_peak, pruned = math.inf, 0, None
+            best, pruned = math.inf, model
             report: dict[str, LayerReport] = {}
-            for repeat in range(2):
-                candidate = copy.deepcopy(model)
-                report, seconds, peak = peak_extra(
-                    lambda c=candidate, m=method, nm=n_m: prune_model(  # type: ignore[misc]
-                        c, batches, method=m, sparsity=0.5, n_m=nm, ignore="lm_head",
-                        quiet=True))
-                best = min(best, seconds)
-                first_peak = peak if repeat == 0 else first_peak
-                pruned = candidate
-            assert pruned is not None
+            for _ in range(2):
+                pruned = copy.deepcopy(model)
+                start = time.perf_counter()
+                report = prune_model(pruned, batches, method=method, sparsity=0.5, n_m=n_m,
+                                     ignore="lm_head", quiet=True)
+                best = min(best, time.perf_counter() - start)
+            first_peak = peak_in_fresh_process(path, config, method, pattern)
             zeros = sum(round(r.sparsity * math.prod(r.shape)) for r in report.values())
             total = sum(math.prod(r.shape) for r in report.values())
             errors = [r.error for r in report.values() if r.error is not None]
@@ -230,8 +254,10 @@ def markdown(config: Config, info: dict[str, float], rows: list[Row], seconds: f
         lines.append(
             f"| {r.method} | {r.pattern} | {r.ppl:.3f} | {r.ppl / dense:.2f}x | {r.sparsity:.3f} | "
             f"{r.error:.4f} | {r.seconds:.2f} | {r.seconds / fwd_s:.1f}x | "
-            f"{r.peak / 2**20:.1f} | {r.peak / max(fwd_peak, 1):.2f}x |")
-    lines += ["", "Time: best of 2 runs (each from a fresh copy); peak: the first run. The "
+            f"{r.peak / 2**20:.1f} | "
+            + (f"{r.peak / fwd_peak:.2f}x |" if fwd_peak >= 2**20 else "n/a |"))
+    lines += ["", "Time: best of 2 runs, each on a fresh copy of the trained model; peak extra "
+              "memory: one call in a fresh process (`measure.py`'s method). The "
               "sequential calibration runs the calibration set once per layer (stopping at the "
               "hooked layer) plus one checking pass, so its cost is counted in forward passes.",
               "", "Machine:", ""]
@@ -245,8 +271,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run, print only")
     parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: much faster on a busy 2-core machine)")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        torch.set_num_threads(args.threads)
+        _worker(*args.worker)
+        return
     if not can_reset_peak():
         raise SystemExit("needs /proc/self/clear_refs (Linux) to measure peak memory")
     torch.set_num_threads(args.threads)
