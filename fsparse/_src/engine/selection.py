@@ -18,7 +18,15 @@ from collections.abc import Mapping
 import torch
 
 from fsparse._src.checks import check_instance, check_int, check_real, check_tensor, short_repr
-from fsparse._src.engine.patterns import NM, Block, Channel, Pattern, matrix_shape, parse_pattern
+from fsparse._src.engine.patterns import (
+    NM,
+    Block,
+    Channel,
+    Pattern,
+    Unstructured,
+    matrix_shape,
+    parse_pattern,
+)
 from fsparse._src.engine.scoring import pool_means, score_dtype, under_transform
 from fsparse._src.engine.threshold import kth_threshold, lowest_masks
 
@@ -138,6 +146,8 @@ def _select(
             units = _transform_lowest(pieces, k)
         else:
             units = lowest_masks(pieces, *kth_threshold(pieces, k))
+    if isinstance(pattern, Unstructured) and not transformed:  # fresh masks: no second one
+        return [u.logical_not_().view(t.shape) for t, u in zip(tensors, units)]
     return [~_pruned(t, pattern, u) for t, u in zip(tensors, units)]
 
 
