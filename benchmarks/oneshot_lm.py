@@ -256,6 +256,10 @@ def markdown(config: Config, info: dict[str, float], rows: list[Row], seconds: f
             f"{r.error:.4f} | {r.seconds:.2f} | {r.seconds / fwd_s:.1f}x | "
             f"{r.peak / 2**20:.1f} | "
             + (f"{r.peak / fwd_peak:.2f}x |" if fwd_peak >= 2**20 else "n/a |"))
+    for pattern in ("50%", "2:4"):
+        ranked = sorted((r for r in rows[1:] if r.pattern == pattern), key=lambda r: r.ppl)
+        lines.append(f"\nOrder by held-out perplexity at {pattern}: "
+                     + " < ".join(f"{r.method} ({r.ppl:.3f})" for r in ranked) + ".")
     lines += ["", "Time: best of 2 runs, each on a fresh copy of the trained model; peak extra "
               "memory: one call in a fresh process (`measure.py`'s method). The "
               "sequential calibration runs the calibration set once per layer (stopping at the "
