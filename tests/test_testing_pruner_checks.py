@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 
+import fsparse
 from fsparse import pruners
 from fsparse.pruners import Pruner, PrunerState
 from fsparse.testing import PrunerCheckError, check_pruner, cubic_ramp, param_dicts, pruned_units
@@ -62,10 +64,18 @@ def one_too_many(state: PrunerState, params: Any, *, grads: Any = None) -> Any:
     return new.replace(masks=masks), out
 
 
+_UNSEEDED = torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
+
+
 def nondeterministic(state: PrunerState, params: Any, *, grads: Any = None) -> Any:
-    noisy = {n: p + 1e-3 * torch.randn(p.shape) for n, p in params.items()}
-    new, _ = BASE.update(state, noisy, grads=grads)
-    return new, params
+    """Right counts, but the pruned places come from a generator nobody seeded."""
+    new, _ = BASE.update(state, params, grads=grads)
+    masks = {}
+    for name, mask in new.masks.items():
+        pruned = int(mask.numel() - mask.count_nonzero())
+        masks[name] = fsparse.select_count_mask(
+            torch.rand(mask.shape, generator=_UNSEEDED), pruned)
+    return new.replace(masks=masks), params
 
 
 def step_not_advanced(state: PrunerState, params: Any, *, grads: Any = None) -> Any:
