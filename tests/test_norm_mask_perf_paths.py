@@ -22,7 +22,7 @@ import fsparse
 from fsparse._src.engine import chunked_mask
 from fsparse._src.engine import threshold as threshold_mod
 from fsparse._src.engine.batching import batched_norm_masks, stacked_norm_mask
-from fsparse._src.engine.block_plan import BlockPlan, auto_chunk
+from fsparse._src.engine.block_plan import DEFAULT_CHUNK, BlockPlan
 from fsparse._src.engine.chunked_mask import chunked_norm_mask, large_norm_mask
 from fsparse._src.engine.norm_mask import CHUNKED_MIN_NUMEL, reference_norm_mask
 from fsparse._src.engine.scoring import as_matrix as _as_matrix
@@ -296,16 +296,15 @@ def test_matrix_view_of_an_item_shape() -> None:
     assert _as_matrix(torch.empty(3, 1, 4, device="meta")).shape == (3, 4)
 
 
-def test_whole_block_plans_score_on_the_fly_in_few_large_units() -> None:
-    # Whole blocks of fp32/fp64 data need no score buffer, and large tensors are
-    # walked in a handful of units (few tensor ops: what a busy machine needs).
+def test_whole_block_plans_score_on_the_fly_in_default_units() -> None:
+    # Whole blocks of fp32/fp64 data need no score buffer; units default to
+    # DEFAULT_CHUNK elements (a 512 x 64 matrix is one unit, a 1M x 64 one many).
     config = fsparse.make_config(sparse_block_shape=(1, 4), zeros_per_block=4)
     plan = BlockPlan(torch.randn(512, 64), config, None)
     assert plan.lazy and plan.scores_buf.numel() == 0 and len(plan.units) == 1
     assert not BlockPlan(torch.randn(512, 64).half(), config, None).lazy
-    big = torch.empty(1_000_000, 64, device="meta")
-    assert math.ceil(big.numel() / auto_chunk(big, 4, True, False)) <= 8
-    assert math.ceil(big.numel() / auto_chunk(big, 1, False, False)) <= 32
+    big = BlockPlan(torch.empty(4 * DEFAULT_CHUNK // 64, 64), config, None)
+    assert len(big.units) == 4
 
 
 def test_lazy_scores_of_a_one_element_edge_block() -> None:

@@ -163,7 +163,7 @@ def chunked_norm_mask(
     """Bool mask of the 2-D ``matrix`` with the ``k`` lowest-mean blocks pruned per ``config``.
 
     ``1 <= k <= n_blocks``. Temporaries are about ``chunk_elements`` in size
-    (``None``: :func:`~fsparse._src.engine.block_plan.auto_chunk`, a few large units).
+    (``None``: ``block_plan.DEFAULT_CHUNK``).
     Raises ``ValueError`` for NaN/Inf data.
 
     >>> from fsparse import make_config
