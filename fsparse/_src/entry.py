@@ -9,7 +9,7 @@ and with non-tensor leaves still work.
 
 from __future__ import annotations
 
-from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import optree
@@ -21,6 +21,7 @@ from torch import nn
 
 from fsparse._src.checks import FLOAT_DTYPES, check_instance, check_tensor, short_repr
 from fsparse._src.config import SparsityConfig, validate_name
+from fsparse._src.readonly import ReadOnlyMapping, register_mapping_node
 
 __all__ = ["Entries", "Entry", "check_mask", "check_mask_fits"]
 
@@ -73,14 +74,13 @@ class Entry:
         return entry
 
 
-class Entries(Mapping[str, Entry]):
+class Entries(ReadOnlyMapping[Entry]):
     """A read-only name -> :class:`Entry` mapping, in insertion order.
 
     Built from any mapping (copied, names and values checked); a pytree node.
     """
 
-    __slots__ = ("_items",)
-    _items: dict[str, Entry]
+    __slots__ = ()
 
     def __init__(self, entries: Mapping[str, Entry] | None = None) -> None:
         items = {} if entries is None else check_instance(entries, Mapping, "entries")
@@ -90,72 +90,13 @@ class Entries(Mapping[str, Entry]):
             copied[name] = check_instance(entry, Entry, f"entries[{short_repr(name)}]")
         object.__setattr__(self, "_items", copied)
 
-    @classmethod
-    def _own(cls, items: dict[str, Entry]) -> Entries:
-        """Wrap ``items`` (checked, and held by nobody else) without a copy."""
-        out = object.__new__(cls)
-        object.__setattr__(out, "_items", items)
-        return out
-
-    def __setattr__(self, key: str, value: object) -> None:
-        raise AttributeError("Entries is read-only")
-
-    def __getitem__(self, name: str) -> Entry:
-        return self._items[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._items
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._items.get(name, default)
-
-    def keys(self) -> KeysView[str]:
-        return self._items.keys()
-
-    def values(self) -> ValuesView[Entry]:
-        return self._items.values()
-
-    def items(self) -> ItemsView[str, Entry]:
-        return self._items.items()
-
-    def __repr__(self) -> str:
-        return f"Entries({self._items!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (Entries, (dict(self._items),))
-
 
 def _entry_unflatten(leaves: Iterable[Any], config: SparsityConfig) -> Entry:
     data, mask = leaves
     return Entry(data, mask, config)
 
 
-def _entries_unflatten(names: tuple[str, ...], values: Iterable[Any]) -> Entries:
-    return Entries._own(dict(zip(names, values, strict=True)))
-
-
-optree.register_pytree_node(
-    Entries,
-    lambda m: (tuple(m.values()), tuple(m), tuple(m)),  # type: ignore[attr-defined]
-    _entries_unflatten,  # type: ignore[arg-type]
-    namespace=optree.registry.__GLOBAL_NAMESPACE,  # type: ignore[attr-defined]
-)
-torch_pytree.register_pytree_node(
-    Entries,
-    lambda m: (list(m.values()), tuple(m)),
-    lambda values, names: _entries_unflatten(names, values),
-    serialized_type_name="fsparse.Entries",
-    flatten_with_keys_fn=lambda m: (
-        [(torch_pytree.MappingKey(k), v) for k, v in m.items()],
-        tuple(m),
-    ),
-)
+register_mapping_node(Entries, "fsparse.Entries")
 torch_pytree.register_pytree_node(
     Entry,
     lambda e: ([e.data, e.mask], e.config),

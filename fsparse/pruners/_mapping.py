@@ -1,20 +1,13 @@
-"""A read-only ``name -> value`` mapping, a pytree node (optree and torch's pytree).
-
-The pruner state holds its masks, statistics and targets in these, so that
-``state.masks["w"] = ...`` raises instead of silently mutating a state that
-is meant to be immutable. Names are metadata; values are the children.
-"""
+"""The pruner state's read-only mappings: :class:`fsparse._src.readonly.ReadOnlyMapping`
+with ``named_parameters``-style names (dots allowed), hashable for static metadata."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, TypeVar
-
-import optree
-import optree.registry
-import torch.utils._pytree as torch_pytree
+from collections.abc import Mapping
+from typing import TypeVar
 
 from fsparse._src.checks import check_instance, short_repr
+from fsparse._src.readonly import ReadOnlyMapping, register_mapping_node
 
 __all__ = ["ReadOnlyDict", "check_name"]
 
@@ -30,66 +23,17 @@ def check_name(name: object, arg: str) -> str:
     return name
 
 
-class ReadOnlyDict(Mapping[str, V]):
-    """An immutable mapping with ``str`` keys, in insertion order; equal to any equal mapping."""
+class ReadOnlyDict(ReadOnlyMapping[V]):
+    """An immutable mapping with non-empty ``str`` keys (dots allowed), in insertion order."""
 
-    __slots__ = ("_items",)
-    _items: dict[str, V]
+    __slots__ = ()
 
     def __init__(self, items: Mapping[str, V] | None = None, arg: str = "mapping") -> None:
         source = {} if items is None else check_instance(items, Mapping, arg)
-        copied = {check_name(k, arg): v for k, v in source.items()}
-        object.__setattr__(self, "_items", copied)
-
-    @classmethod
-    def _own(cls, items: dict[str, V]) -> ReadOnlyDict[V]:
-        out = object.__new__(cls)
-        object.__setattr__(out, "_items", items)
-        return out
-
-    def __setattr__(self, key: str, value: object) -> None:
-        raise AttributeError("ReadOnlyDict is read-only")
-
-    def __getitem__(self, name: str) -> V:
-        return self._items[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, name: object) -> bool:
-        try:
-            return name in self._items
-        except TypeError:
-            return False
+        object.__setattr__(self, "_items", {check_name(k, arg): v for k, v in source.items()})
 
     def __hash__(self) -> int:  # only hashable when the values are (static metadata)
         return hash(tuple(self._items.items()))
 
-    def __repr__(self) -> str:
-        return f"ReadOnlyDict({self._items!r})"
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (ReadOnlyDict, (dict(self._items),))
-
-
-def _unflatten(names: tuple[str, ...], values: Iterable[Any]) -> ReadOnlyDict[Any]:
-    return ReadOnlyDict._own(dict(zip(names, values, strict=True)))
-
-
-optree.register_pytree_node(
-    ReadOnlyDict,
-    lambda m: (tuple(m.values()), tuple(m), tuple(m)),  # type: ignore[attr-defined]
-    _unflatten,  # type: ignore[arg-type]
-    namespace=optree.registry.__GLOBAL_NAMESPACE,  # type: ignore[attr-defined]
-)
-torch_pytree.register_pytree_node(
-    ReadOnlyDict,
-    lambda m: (list(m.values()), tuple(m)),
-    lambda values, names: _unflatten(names, values),
-    serialized_type_name="fsparse.pruners.ReadOnlyDict",
-    flatten_with_keys_fn=lambda m: ([(torch_pytree.MappingKey(k), v) for k, v in m.items()],
-                                    tuple(m)),
-)
+register_mapping_node(ReadOnlyDict, "fsparse.pruners.ReadOnlyDict")
