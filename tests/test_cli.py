@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from cli_helpers import ok, run
+from click.testing import Result
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import fsparse
-from fsparse.cli import cli
 from fsparse.cli.checkpoint_io import MASK_SUFFIX, load_checkpoint, split_masks
 
 
@@ -35,16 +35,6 @@ def make_state_dict() -> dict[str, torch.Tensor]:
 
 
 TWO_D = ("emb.weight", "fc.weight", "half.weight")
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def ok(*args: object) -> Result:
-    result = run(*args)
-    assert result.exit_code == 0, result.output + result.stderr
-    return result
 
 
 def digest(path: Path) -> str:

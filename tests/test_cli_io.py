@@ -18,37 +18,17 @@ from typing import Any
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from cli_helpers import fails, ok, run
 from rich.console import Console
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import fsparse
-from fsparse.cli import atomic, cli
+from fsparse.cli import atomic
 from fsparse.cli.checkpoint_io import load_masks_file
 
 REPO = Path(__file__).resolve().parents[1]
 TEMP_MARK = ".fsparse-"
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def ok(*args: object) -> Result:
-    result = run(*args)
-    assert result.exit_code == 0, result.output + result.stderr
-    return result
-
-
-def fails(result: Result, code: int, *fragments: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output, result.stderr)
-    message = result.stderr.strip()
-    assert len(message.splitlines()) == 1, message
-    assert "internal error" not in message and "Traceback" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def sparsified(tensor: torch.Tensor, **config: Any) -> torch.Tensor:

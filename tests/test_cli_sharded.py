@@ -11,32 +11,14 @@ from typing import Any
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
+from cli_helpers import fails, ok, run
 from safetensors.torch import load_file, save_file
 
 import fsparse
-from fsparse.cli import cli
 from fsparse.cli.checkpoint_io import MASK_SUFFIX, load_masks_file, split_masks
 
 ST_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def ok(*args: object) -> Result:
-    result = run(*args)
-    assert result.exit_code == 0, result.output + result.stderr
-    return result
-
-
-def fails(result: Result, code: int, *fragments: str) -> None:
-    assert result.exit_code == code, (result.exit_code, result.output, result.stderr)
-    assert "internal error" not in result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
 
 
 def shards() -> list[dict[str, torch.Tensor]]:

@@ -8,21 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
-
-from fsparse.cli import cli
+from cli_helpers import ok, run
+from click.testing import Result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def run(*args: object) -> Result:
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def ok(*args: object) -> Result:
-    result = run(*args)
-    assert result.exit_code == 0, result.output + result.stderr
-    return result
 
 
 def usage_error(result: Result, *fragments: str) -> str:
