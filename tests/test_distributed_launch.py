@@ -40,6 +40,9 @@ def _entry(
                             timeout=datetime.timedelta(seconds=INIT_TIMEOUT_S))
     try:
         fn(rank, world, *args)
+        # No rank tears its gloo pairs down while a peer may still be sending on them
+        # (seen once as 'terminate called without an active exception', SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
