@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from fsparse._src.engine.threshold import _keys, lowest_masks
+from fsparse._src.engine.threshold import digit_counts, keys_of, lowest_masks, radix_select
 
 __all__ = ["BITS", "distributed_lowest"]
 
@@ -44,52 +44,38 @@ def _slices(pieces: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [p[s : s + SLICE] for p in pieces for s in range(0, p.numel(), SLICE)]
 
 
-def _histogram(keys: torch.Tensor, level: int, shift: int, prefix: int) -> torch.Tensor:
-    if level:
-        keys = keys[(keys >> (shift + BITS)) == prefix]
-        digits = (keys >> shift) & (_BINS - 1)
-    else:
-        digits = (keys >> shift) + (_BINS >> 1)
-    return torch.bincount(digits, minlength=_BINS)
-
-
 def _radix(
     pieces: Sequence[torch.Tensor], k: int, wide: bool, group: dist.ProcessGroup | None
 ) -> tuple[torch.Tensor, int]:
     """``(threshold, ties)`` of the global ``k``-th lowest (``1 <= k <= total``).
 
-    Rounds 0 and 1 pass over all values; round 1 also keeps this rank's keys
-    that match the first digit (when they are few), so later rounds see only those.
+    The engine's :func:`radix_select` with 8-bit digits, each round's counts
+    summed over this rank's values, then ``all_reduce``-d. Rounds 0 and 1 pass
+    over all values; round 1 also keeps this rank's keys that match the first
+    digit (when they are few), so later rounds see only those.
     """
-    width = 64 if wide else 32
-    rounds = width // BITS
-    prefix, remaining = 0, k
     n_local = sum(p.numel() for p in pieces)
-    kept: list[torch.Tensor] | None = None
-    for level in range(rounds):
-        shift = BITS * (rounds - 1 - level)
+    kept: list[torch.Tensor] = []
+
+    def counts(level: int, shift: int, prefix: int) -> torch.Tensor:
+        nonlocal kept
         hist = torch.zeros(_BINS, dtype=torch.int64)
-        if kept is not None:
+        if level > 1 and kept:
             for keys in kept:
-                hist += _histogram(keys, level, shift, prefix)
+                hist += digit_counts(keys, level, shift, prefix, BITS)
         else:
-            collect: list[torch.Tensor] | None = [] if level == 1 else None
+            collect: list[torch.Tensor] = []
             for part in _slices(pieces):
-                keys = _keys(part)
-                hist += _histogram(keys, level, shift, prefix)
-                if collect is not None:
+                keys = keys_of(part)
+                hist += digit_counts(keys, level, shift, prefix, BITS)
+                if level == 1:
                     collect.append(keys[(keys >> (shift + BITS)) == prefix])
-            if collect is not None and sum(c.numel() for c in collect) <= max(n_local // 16, 1):
-                kept = collect
+            if level == 1 and sum(c.numel() for c in collect) <= max(n_local // 16, 1):
+                kept = collect or [torch.empty(0, dtype=torch.int64 if wide else torch.int32)]
         dist.all_reduce(hist, group=group)
-        cum = hist.cumsum(0)
-        digit = int(torch.searchsorted(cum, torch.tensor([remaining])))
-        remaining -= int(cum[digit] - hist[digit])
-        prefix = (prefix << BITS) | digit if level else digit - (_BINS >> 1)
-    int_dtype, float_dtype = (torch.int64, torch.float64) if wide else (torch.int32, torch.float32)
-    key = torch.tensor([prefix], dtype=int_dtype)
-    key = key ^ ((key >> (width - 1)) & ((1 << (width - 1)) - 1))
-    return key.view(float_dtype)[0], remaining
+        return hist
+
+    return radix_select(counts, k, wide=wide, bits=BITS)
 
 
 def distributed_lowest(

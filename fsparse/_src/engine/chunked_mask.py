@@ -30,7 +30,7 @@ from fsparse._src.config import SparsityConfig
 from fsparse._src.engine.block_plan import SCORE_DTYPES, BlockPlan
 from fsparse._src.engine.scoring import as_matrix, fit_config, non_finite_error
 from fsparse._src.engine.selection import pruned_count
-from fsparse._src.engine.threshold import bracket, sample_size
+from fsparse._src.engine.threshold import bracket, digit_counts, radix_select, sample_size
 
 __all__ = ["chunked_norm_mask", "large_norm_mask"]
 
@@ -46,28 +46,20 @@ def _sample_means(plan: BlockPlan, size: int) -> torch.Tensor:
 def _radix_threshold(plan: BlockPlan, k: int) -> tuple[torch.Tensor, int]:
     """Exact ``k``-th smallest block mean (1-based) and how many means lie below it.
 
-    Means are non-negative, so their bit patterns order like their values; each
-    pass histograms the next 16 bits of the means that share the prefix so far.
+    The engine's :func:`radix_select`, its counts taken unit by unit. Means are
+    non-negative, so their bit patterns are already the ordered keys.
     """
     int_dtype = torch.int32 if plan.dtype == torch.float32 else torch.int64
-    n_digits = 2 if int_dtype == torch.int32 else 4
-    prefix, below, remaining = 0, 0, k
-    for level in range(n_digits):
-        shift = 16 * (n_digits - 1 - level)
-        hist = torch.zeros(1 << 16, dtype=torch.int64, device=plan.matrix.device)
+
+    def counts(level: int, shift: int, prefix: int) -> torch.Tensor:
+        hist = torch.zeros(1 << 16, dtype=torch.int64)
         for unit in plan.units:
             keys = plan.means(unit, plan.scores(unit)).reshape(-1).view(int_dtype)
-            if level:
-                keys = keys[(keys >> (shift + 16)) == prefix]
-            hist += torch.bincount(((keys >> shift) & 0xFFFF).long(), minlength=1 << 16)
-        cum = hist.cumsum(0)
-        digit = int(torch.searchsorted(cum, torch.tensor([remaining], device=cum.device)).item())
-        skipped = int(cum[digit].item() - hist[digit].item())
-        below += skipped
-        remaining -= skipped
-        prefix = (prefix << 16) | digit
-    threshold = torch.tensor([prefix], dtype=int_dtype).view(plan.dtype)[0]
-    return threshold.to(plan.matrix.device), below
+            hist += digit_counts(keys, level, shift, prefix, 16)
+        return hist
+
+    threshold, ties = radix_select(counts, k, wide=int_dtype == torch.int64)
+    return threshold.to(plan.dtype).to(plan.matrix.device), k - ties
 
 
 def _raise_non_finite(maxima: list[torch.Tensor], plan: BlockPlan) -> None:

@@ -19,11 +19,14 @@ NaN must be refused by the caller; ``+-inf`` are ordinary values.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-__all__ = ["SLICE", "bracket", "k_lowest", "kth_threshold", "lowest_masks", "sample_size"]
+__all__ = [
+    "SLICE", "DigitCounter", "bracket", "digit_counts", "k_lowest", "keys_of", "kth_threshold",
+    "lowest_masks", "radix_select", "sample_size",
+]
 
 SLICE = 1 << 22  # elements per pass slice
 SMALL = 1 << 17  # up to this many values: kthvalue on a concatenated copy
@@ -97,8 +100,13 @@ def _bracketed(
     return threshold, need - int(torch.count_nonzero(cand < threshold))
 
 
-def _keys(part: torch.Tensor) -> torch.Tensor:
-    """Integers ordered like the float values (``-0.0`` made ``+0.0``)."""
+def keys_of(part: torch.Tensor) -> torch.Tensor:
+    """Signed integers ordered like the float values (``-0.0`` made ``+0.0``): int64 for
+    float64, int32 otherwise.
+
+    >>> keys_of(torch.tensor([-1.0, 0.0, 2.0])).argsort().tolist()
+    [0, 1, 2]
+    """
     if part.dtype == torch.float64:
         bits, mask = (part + 0.0).view(torch.int64), 0x7FFFFFFFFFFFFFFF
         return bits ^ ((bits >> 63) & mask)
@@ -106,31 +114,62 @@ def _keys(part: torch.Tensor) -> torch.Tensor:
     return bits ^ ((bits >> 31) & mask32)
 
 
-def _radix(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
-    wide = pieces[0].dtype == torch.float64
-    int_dtype, n_digits = (torch.int64, 4) if wide else (torch.int32, 2)
-    prefix, below, remaining = 0, 0, k
-    for level in range(n_digits):
-        shift = 16 * (n_digits - 1 - level)
-        hist = torch.zeros(1 << 16, dtype=torch.int64)
-        for part in _slices(pieces):
-            keys = _keys(part)
-            if level:
-                keys = keys[(keys >> (shift + 16)) == prefix]
-                digits = (keys >> shift) & 0xFFFF
-            else:
-                digits = (keys >> shift) + (1 << 15)
-            hist += torch.bincount(digits.long(), minlength=1 << 16).cpu()
+# (level, shift, prefix) -> int64 counts, on the CPU, of the 2**bits digits (see radix_select)
+DigitCounter = Callable[[int, int, int], torch.Tensor]
+
+
+def digit_counts(
+    keys: torch.Tensor, level: int, shift: int, prefix: int, bits: int
+) -> torch.Tensor:
+    """CPU int64 histogram of the digit ``(keys >> shift)`` of ``bits`` bits, over the keys that
+    share ``prefix`` above it (level 0: all keys, digits offset to be non-negative)."""
+    if level:
+        keys = keys[(keys >> (shift + bits)) == prefix]
+        digits = (keys >> shift) & ((1 << bits) - 1)
+    else:
+        digits = (keys >> shift) + (1 << (bits - 1))
+    return torch.bincount(digits.long(), minlength=1 << bits).cpu()
+
+
+def radix_select(
+    counts: DigitCounter, k: int, *, wide: bool, bits: int = 16
+) -> tuple[torch.Tensor, int]:
+    """``(threshold, ties)`` of the ``k``-th lowest value (``1 <= k <= total``), digit by digit.
+
+    The one radix select of the engine: local passes, chunked block means and
+    ranks that ``all_reduce`` their counts all drive it. ``counts(level,
+    shift, prefix)`` returns the histogram of :func:`digit_counts` over every
+    value's :func:`keys_of`, however the caller gathers it. ``wide``: float64
+    keys. The threshold is float64 (``wide``) or float32, on the CPU.
+
+    >>> keys = keys_of(torch.tensor([3.0, 1.0, 2.0, 1.0]))
+    >>> radix_select(lambda *a: digit_counts(keys, *a, bits=16), 2, wide=False)
+    (tensor(1.), 2)
+    """
+    width = 64 if wide else 32
+    rounds = width // bits
+    prefix, remaining = 0, k
+    for level in range(rounds):
+        hist = counts(level, bits * (rounds - 1 - level), prefix)
         cum = hist.cumsum(0)
         digit = int(torch.searchsorted(cum, torch.tensor([remaining])))
-        skipped = int(cum[digit] - hist[digit])
-        below += skipped
-        remaining -= skipped
-        prefix = (prefix << 16) | digit if level else digit - (1 << 15)
+        remaining -= int(cum[digit] - hist[digit])
+        prefix = (prefix << bits) | digit if level else digit - (1 << (bits - 1))
+    int_dtype, float_dtype = (torch.int64, torch.float64) if wide else (torch.int32, torch.float32)
     key = torch.tensor([prefix], dtype=int_dtype)
-    key = key ^ ((key >> (63 if wide else 31)) & (0x7FFFFFFFFFFFFFFF if wide else 0x7FFFFFFF))
-    value = key.view(torch.float64 if wide else torch.float32)[0]
-    return value.to(pieces[0].dtype).to(pieces[0].device), k - below
+    key = key ^ ((key >> (width - 1)) & ((1 << (width - 1)) - 1))
+    return key.view(float_dtype)[0], remaining
+
+
+def _radix(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
+    def counts(level: int, shift: int, prefix: int) -> torch.Tensor:
+        hist = torch.zeros(1 << 16, dtype=torch.int64)
+        for part in _slices(pieces):
+            hist += digit_counts(keys_of(part), level, shift, prefix, 16)
+        return hist
+
+    value, ties = radix_select(counts, k, wide=pieces[0].dtype == torch.float64)
+    return value.to(pieces[0].dtype).to(pieces[0].device), ties
 
 
 def k_lowest(values: torch.Tensor, k: int) -> torch.Tensor:
