@@ -179,7 +179,7 @@ def small_case(scale: float, repeats: int, ao_repeats: int, phase: str) -> None:
     count = 1000  # per-entry overhead: the same at every scale (and quick anyway)
     gen = torch.Generator().manual_seed(5)
     data = {f"t{i}": torch.randn(64, 64, generator=gen) for i in range(count)}
-    config = {"sparsity_level": LEVEL}
+    config: dict[str, Any] = {"sparsity_level": LEVEL}
     if phase == "memory":
         memory_phase(data, config)
         return
@@ -207,7 +207,7 @@ def dlrm_case(scale: float, repeats: int, ao_repeats: int, phase: str) -> None:
         f"t{i}": torch.randn(max(1, round(rows * scale)), 16, generator=gen)
         for i, rows in enumerate(DLRM_ROWS)
     }
-    config = {"sparsity_level": LEVEL}
+    config: dict[str, Any] = {"sparsity_level": LEVEL}
     data_bytes = sum(t.nbytes for t in tables.values())
     if phase == "memory":
         fsparse.step(fsparse.init({"warm": tables["t2"][: 1 << 15].clone()}, **config))
@@ -303,7 +303,7 @@ def train_case(scale: float, repeats: int, ao_repeats: int) -> None:
 
     def ours() -> torch.Tensor:
         model.zero_grad(set_to_none=True)
-        params = dict(model.named_parameters())
+        params: dict[str, torch.Tensor] = dict(model.named_parameters())
         masked = fsparse.sparsified(state)
         params.update({name: masked[safe[name]] for name in weights})
         out = functional_call(model, params, (indices, offsets))
