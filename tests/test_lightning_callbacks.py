@@ -7,7 +7,6 @@ import importlib
 import subprocess
 import sys
 import textwrap
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,17 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning_helpers import (
+    BASE,
+    BLOCK,
+    EPOCHS,
+    GAMMA,
+    TinyModule,
+    loader,
+    quiet,
+    trainer,
+    training_aware,
+)
 from torch import nn
 
 from fsparse.data_scheduler import StepSLScheduler
@@ -27,52 +37,10 @@ from fsparse.data_sparsifier.lightning.callbacks.data_sparsity import (
 )
 from fsparse.lightning import PostTrainingDataSparsity, TrainingAwareDataSparsity
 
-# Every weight and bias splits into whole (1, 2) blocks, and every block count is a
-# multiple of 8, so levels k/8 give exactly that fraction of zeros in every layer.
-BLOCK = (1, 2)
-BASE, GAMMA, EPOCHS = 0.125, 2, 3
-
-
-class TinyModule(pl.LightningModule):
-    def __init__(self, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 16))
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return nn.functional.mse_loss(self.model(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
-
-
-def loader() -> torch.utils.data.DataLoader:
-    gen = torch.Generator().manual_seed(1)
-    data = torch.utils.data.TensorDataset(torch.randn(48, 8, generator=gen),
-                                          torch.randn(48, 16, generator=gen))
-    return torch.utils.data.DataLoader(data, batch_size=16, shuffle=False)
-
-
-def trainer(tmp_path: Path, callbacks: list[Any], max_epochs: int = EPOCHS, **kw: Any) -> Any:
-    options: dict[str, Any] = {
-        "max_epochs": max_epochs, "callbacks": callbacks, "accelerator": "cpu", "devices": 1,
-        "enable_progress_bar": False, "enable_model_summary": False, "logger": False,
-        "enable_checkpointing": False, "default_root_dir": tmp_path, "log_every_n_steps": 1,
-    }
-    return pl.Trainer(**{**options, **kw})
-
 
 def post_training() -> PostTrainingDataSparsity:
     return PostTrainingDataSparsity(
         DataNormSparsifier, {"sparsity_level": 0.5, "sparse_block_shape": BLOCK}
-    )
-
-
-def training_aware() -> TrainingAwareDataSparsity:
-    return TrainingAwareDataSparsity(
-        DataNormSparsifier, {"sparsity_level": BASE, "sparse_block_shape": BLOCK},
-        StepSLScheduler, {"gamma": GAMMA, "step_size": 1},
     )
 
 
@@ -82,9 +50,7 @@ def zeros(tensor: torch.Tensor) -> float:
 
 @pytest.fixture(autouse=True)
 def _quiet() -> Iterator[None]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", module="lightning")
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    with quiet():
         yield
 
 
