@@ -84,6 +84,10 @@ FACTORIES: dict[str, tuple[list[Any], dict[str, Any]]] = {
     "acdc": ([SPARSITY, either(INTS), either(INTS), either(INTS), either(INTS)],
              {"reset_optimizer": either(st.booleans()), "sparsity_type": either(PATTERNS)}),
     "movement": ([SPARSITY], {**COMMON, "distribution": DIST}),
+    "soft_movement": ([either(LEVELS)], {"initial_threshold": either(LEVELS),
+                                         "final_lambda": either(LEVELS), "score_lr": either(LEVELS),
+                                         "initial_score": either(LEVELS),
+                                         "start_step": either(INTS), "end_step": either(INTS)}),
 }
 
 

@@ -35,6 +35,7 @@ from fsparse.pruners._obs import mfac, obs
 from fsparse.pruners._optim import reset_optimizer_state
 from fsparse.pruners._protocol import Pruner, activated
 from fsparse.pruners._schedules import cosine_drop_fraction
+from fsparse.pruners._soft_movement import soft_movement
 from fsparse.pruners._state import PrunerState, load_state_dict, state_dict
 from fsparse.pruners._ste import static_random, ste_magnitude, ste_random
 
@@ -62,6 +63,7 @@ __all__ = [
     "saliency",
     "set",
     "snip",
+    "soft_movement",
     "state_dict",
     "static_random",
     "ste_magnitude",
