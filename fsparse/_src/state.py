@@ -27,6 +27,7 @@ from fsparse._src.checks import (
 )
 from fsparse._src.config import MaskFn, SparsityConfig, make_config, validate_name
 from fsparse._src.engine.batching import batched_norm_masks
+from fsparse._src.engine.dispatch import sharded_kind
 from fsparse._src.engine.norm_mask import config_norm_mask
 from fsparse._src.entry import Entries, Entry, check_mask
 
@@ -118,11 +119,12 @@ torch_pytree.register_pytree_node(
 def extract_weight(data: object) -> torch.Tensor:
     """The tensor behind supported data: the tensor itself, or an embedding's weight.
 
-    Raises ``TypeError`` for any other type (subclasses included, as in torch.ao).
+    A ``DTensor`` (``Shard(0)`` or ``Replicate()``: see ``fsparse.distributed``) is
+    data too. Raises ``TypeError`` for any other type (subclasses included, as in torch.ao).
     """
     if type(data) in EMBEDDING_TYPES:
         return data.weight  # type: ignore[attr-defined, no-any-return]
-    if type(data) in (torch.Tensor, nn.Parameter):
+    if type(data) in (torch.Tensor, nn.Parameter) or sharded_kind(data):
         return data  # type: ignore[return-value]
     names = sorted(t.__name__ for t in SUPPORTED_TYPES)
     raise TypeError(f"data must be one of {names}, got {type(data).__name__}")
@@ -263,7 +265,8 @@ def step(state: SparsifierState, mask_fn: MaskFn | None = None) -> SparsifierSta
     _check_state(state)
     check_callable(mask_fn, "mask_fn", optional=True)
     with torch.no_grad():
-        batched = batched_norm_masks(state.entries, mask_fn)
+        whole = {n: e for n, e in state.entries.items() if not sharded_kind(e.data)}
+        batched = batched_norm_masks(whole, mask_fn)
         entries = {
             name: Entry._trusted(
                 e.data, batched[name] if name in batched else _mask_for(e, name, mask_fn), e.config
@@ -295,7 +298,12 @@ def squash(state: SparsifierState) -> dict[str, torch.Tensor]:
 def sparsity(state: SparsifierState) -> dict[str, float]:
     """Fraction of masked-out elements per name."""
     _check_state(state)
-    return {
-        name: 1.0 - e.mask.count_nonzero().item() / max(e.mask.numel(), 1)
-        for name, e in state.entries.items()
-    }
+    return {name: 1.0 - _kept(e.mask) / max(e.mask.numel(), 1)
+            for name, e in state.entries.items()}
+
+
+def _kept(mask: torch.Tensor) -> int:
+    count = mask.count_nonzero()
+    if sharded_kind(count):  # a DTensor's count is a partial sum per rank: reduce it
+        count = count.full_tensor()  # type: ignore[attr-defined]
+    return int(count.item())

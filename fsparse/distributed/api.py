@@ -12,10 +12,16 @@ from fsparse._src.checks import check_instance, check_int, check_real, check_ten
 from fsparse._src.config import SparsityConfig, make_config
 from fsparse._src.engine.mask_types import global_levels as local_global_levels
 from fsparse._src.engine.norm_mask import config_norm_mask as local_norm_mask
+from fsparse._src.engine.patterns import Pattern, parse_pattern
+from fsparse._src.engine.selection import global_select_masks as local_global_select
+from fsparse._src.engine.selection import select_count_mask as local_count_select
+from fsparse._src.engine.selection import select_mask as local_select
 from fsparse.distributed.dtensor import is_dtensor, unpack
+from fsparse.distributed.scores import shard_select_masks
 from fsparse.distributed.shard_mask import shard_global_levels, shard_norm_mask
 
-__all__ = ["config_norm_mask", "global_levels", "global_select_masks", "norm_mask", "select_mask"]
+__all__ = ["config_norm_mask", "global_levels", "global_select_masks", "norm_mask",
+           "select_count_mask", "select_mask"]
 
 
 def _group(group: object) -> dist.ProcessGroup | None:
@@ -114,7 +120,10 @@ def global_levels(
 def _unpack_all(
     scores: Mapping[str, Any], offsets: Mapping[str, int] | None, group: Any
 ) -> tuple[dict[str, torch.Tensor], dict[str, int], Any, dict[str, Any]]:
-    """Local shards, offsets, group and (for DTensors) the unpacked sources."""
+    """Local shards (detached), offsets, group and (for DTensors) the unpacked sources.
+
+    All-``Replicate()`` DTensors come back with offsets ``None`` (no collective needed).
+    """
     kinds = {is_dtensor(t) for t in scores.values()}
     if len(kinds) > 1:
         raise ValueError("scores must be all DTensors or all plain shards, not a mix")
@@ -122,11 +131,19 @@ def _unpack_all(
         if offsets is not None:
             raise ValueError("row_offset(s) must be None for DTensor scores")
         parts = {n: unpack(t, group, f"scores[{short_repr(n)}]") for n, t in scores.items()}
-        if any(p.replicated for p in parts.values()):
-            raise ValueError("replicated scores: use fsparse.select_mask on the local copy")
+        for name, part in parts.items():
+            check_tensor(part.local, f"scores[{short_repr(name)}]")
+        replicated = {p.replicated for p in parts.values()}
+        if len(replicated) > 1:
+            raise ValueError("scores must be all Shard(0) or all Replicate() DTensors, not a mix")
+        groups = {tuple(dist.get_process_group_ranks(p.group)) for p in parts.values()}
+        if len(groups) > 1:
+            raise ValueError(f"scores' DTensors live on different meshes {short_repr(groups)}")
         first = next(iter(parts.values()))
-        return ({n: p.local for n, p in parts.items()}, {n: p.row_offset for n, p in parts.items()},
-                first.group, parts)
+        locals_ = {n: p.local.detach() for n, p in parts.items()}
+        if replicated == {True}:
+            return locals_, None, first.group, parts  # type: ignore[return-value]
+        return locals_, {n: p.row_offset for n, p in parts.items()}, first.group, parts
     for name, tensor in scores.items():
         check_tensor(tensor, f"scores[{short_repr(name)}]")
     if offsets is None or not isinstance(offsets, Mapping) or offsets.keys() != scores.keys():
@@ -134,34 +151,55 @@ def _unpack_all(
                          f"{short_repr(offsets)}")
     for name, offset in offsets.items():
         check_int(offset, f"row_offsets[{short_repr(name)}]", low=0)
-    return dict(scores), dict(offsets), group, {}
+    return {n: t.detach() for n, t in scores.items()}, dict(offsets), group, {}
+
+
+def _select(
+    scores: Mapping[str, Any], offsets: Mapping[str, int] | None, group: Any, sparsity: float,
+    pattern: Pattern | str, is_global: bool, count: int | None = None,
+) -> dict[str, Any]:
+    pattern = parse_pattern(pattern)
+    local, offs, grp, parts = _unpack_all(scores, offsets, _group(group))
+    if parts and offs is None:  # replicated: the single-process selection of the local copy
+        if is_global:
+            masks = local_global_select(local, sparsity, pattern)
+        elif count is not None:
+            masks = {n: local_count_select(t, count, pattern) for n, t in local.items()}
+        else:
+            masks = {n: local_select(t, sparsity, pattern) for n, t in local.items()}
+    else:
+        masks = shard_select_masks(local, offs, sparsity, pattern, grp, is_global=is_global,
+                                   count=count)
+    return {n: parts[n].wrap(m) if parts else m for n, m in masks.items()}
 
 
 def select_mask(
-    scores: torch.Tensor, sparsity: float, pattern: str = "unstructured", *,
+    scores: torch.Tensor, sparsity: float, pattern: Pattern | str = "unstructured", *,
     row_offset: int | None = None, group: dist.ProcessGroup | None = None,
 ) -> Any:
-    """:func:`fsparse.select_mask` of a sharded score tensor ("unstructured" or "HxW")."""
-    from fsparse.distributed.scores import shard_select_masks
-
+    """:func:`fsparse.select_mask` of a sharded score tensor (any pattern; see ``scores``)."""
     sparsity = check_real(sparsity, "sparsity", finite=False)
     offsets = None if row_offset is None else {"scores": row_offset}
-    local, offs, grp, parts = _unpack_all({"scores": scores}, offsets, _group(group))
-    mask = shard_select_masks(local, offs, sparsity, pattern, grp, is_global=False)["scores"]
-    return parts["scores"].wrap(mask) if parts else mask
+    return _select({"scores": scores}, offsets, group, sparsity, pattern, False)["scores"]
+
+
+def select_count_mask(
+    scores: torch.Tensor, k: int, pattern: Pattern | str = "unstructured", *,
+    row_offset: int | None = None, group: dist.ProcessGroup | None = None,
+) -> Any:
+    """:func:`fsparse.select_count_mask` of a sharded score tensor: exactly ``k`` units pruned."""
+    check_int(k, "k", low=0)
+    offsets = None if row_offset is None else {"scores": row_offset}
+    return _select({"scores": scores}, offsets, group, 0.0, pattern, False, count=k)["scores"]
 
 
 def global_select_masks(
-    scores: Mapping[str, torch.Tensor], sparsity: float, pattern: str = "unstructured", *,
-    row_offsets: Mapping[str, int] | None = None, group: dist.ProcessGroup | None = None,
+    scores: Mapping[str, torch.Tensor], sparsity: float, pattern: Pattern | str = "unstructured",
+    *, row_offsets: Mapping[str, int] | None = None, group: dist.ProcessGroup | None = None,
 ) -> dict[str, Any]:
     """:func:`fsparse.global_select_masks` over sharded score tensors (global magnitude)."""
-    from fsparse.distributed.scores import shard_select_masks
-
     check_instance(scores, Mapping, "scores")
     sparsity = check_real(sparsity, "sparsity", finite=False)
     if not scores:
         return {}
-    local, offs, grp, parts = _unpack_all(scores, row_offsets, _group(group))
-    masks = shard_select_masks(local, offs, sparsity, pattern, grp, is_global=True)
-    return {n: parts[n].wrap(m) if parts else m for n, m in masks.items()}
+    return _select(scores, row_offsets, group, sparsity, pattern, True)

@@ -8,6 +8,7 @@ so every rank raises alike).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,7 @@ from torch.distributed.tensor._utils import compute_local_shape_and_global_offse
 
 from fsparse._src.checks import short_repr
 
-__all__ = ["Unpacked", "is_dtensor", "unpack"]
+__all__ = ["Unpacked", "global_extreme", "is_dtensor", "placed_like", "unpack"]
 
 
 def is_dtensor(value: object) -> bool:
@@ -71,3 +72,33 @@ def unpack(data: DTensor, group: dist.ProcessGroup | None, arg: str) -> Unpacked
                          "supports Shard(0) (row-wise) and Replicate() on a 1-D mesh")
     _, offset = compute_local_shape_and_global_offset(data.shape, mesh, data.placements)
     return Unpacked(data.to_local(), int(offset[0]), mesh_group, False, data)
+
+
+def placed_like(source: DTensor, full: torch.Tensor) -> DTensor:
+    """The DTensor placed like ``source`` whose whole value is ``full`` (this rank keeps its rows).
+
+    For values every rank can compute whole and alike (seeded random scores), so no
+    communication is needed. ``full`` must have ``source``'s global shape.
+    """
+    parts = unpack(source, None, "source")
+    if tuple(full.shape) != tuple(source.shape):
+        raise ValueError(f"full has shape {tuple(full.shape)}, source {tuple(source.shape)}")
+    local = full if parts.replicated else \
+        full[parts.row_offset : parts.row_offset + parts.local.shape[0]]
+    return parts.wrap(local.clone())
+
+
+def global_extreme(data: DTensor, largest: bool) -> torch.Tensor:
+    """``data``'s max (``largest``) or min over all ranks, as a plain 0-d tensor on every rank.
+
+    Unlike ``DTensor.min()``, empty local shards are fine (``data`` must not be empty).
+    """
+    parts = unpack(data, None, "data")
+    local = parts.local.detach()
+    fill = -math.inf if largest else math.inf
+    value = (local.amax() if largest else local.amin()) if local.numel() else \
+        torch.tensor(fill, dtype=local.dtype, device=local.device)
+    if not parts.replicated:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX if largest else dist.ReduceOp.MIN,
+                        group=parts.group)
+    return value

@@ -78,13 +78,15 @@ def _meta(local: torch.Tensor, row_offset: int) -> torch.Tensor:
 
 
 def exchange_layout(
-    local: torch.Tensor, row_offset: int, group: dist.ProcessGroup | None, arg: str
+    local: torch.Tensor, row_offset: int, group: dist.ProcessGroup | None, arg: str,
+    *, matrix: bool = True,
 ) -> Layout:
     """Gather every rank's shard description and check that the shards tile one tensor.
 
     Raises ``ValueError`` (on every rank alike) for shards whose offsets do not
     tile ``[0, total_rows)``, trailing shapes or dtypes that differ, unsupported
-    dtypes, or a matrix view that does not keep dim 0 as rows.
+    dtypes, or (``matrix``: for block units) a matrix view that does not keep dim 0
+    as rows.
     """
     rank, world = group_rank(group)
     if local.dim() == 0:
@@ -112,7 +114,7 @@ def exchange_layout(
         cursor += rows[r]
     shape = (cursor, *local.shape[1:])
     squeezed = [d for d in shape if d != 1]
-    if cursor > 0 and (shape[0] == 1 or len(squeezed) < 2):
+    if matrix and cursor > 0 and (shape[0] == 1 or len(squeezed) < 2):
         raise ValueError(
             f"{arg}: global shape {shape} has a matrix view that does not keep dim 0 as its "
             "rows (dim 0 of size 1, or 1-D data); shard such data replicated instead"

@@ -28,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 from fsparse._src.config import SparsityConfig
-from fsparse._src.engine.norm_mask import _smallest_in_blocks, _to_elements
+from fsparse._src.engine.norm_mask import smallest_in_blocks, to_elements
 from fsparse._src.engine.scoring import fit_config, pool_means, score_dtype, scores_of
 from fsparse._src.engine.selection import pruned_count
 from fsparse.distributed.layout import Layout, exchange_layout
@@ -184,9 +184,9 @@ def _write(rows: _Rows, selected: torch.Tensor, first: int, config: SparsityConf
             per_block = chosen[..., None].expand(*chosen.shape, bh * bw)
         else:
             scores = rows.get(g0, g1)
-            per_block = _smallest_in_blocks(scores, (bh, bw), config.zeros_per_block)
+            per_block = smallest_in_blocks(scores, (bh, bw), config.zeros_per_block)
             per_block &= chosen[..., None]
-        pruned = _to_elements(per_block, (bh, bw), (g1 - g0, layout.width))
+        pruned = to_elements(per_block, (bh, bw), (g1 - g0, layout.width))
         lo, hi = max(g0, r0), min(g1, r1)
         out[lo - r0 : hi - r0] = ~pruned[lo - g0 : hi - g0]
     return out.reshape(tuple(shape))

@@ -17,11 +17,12 @@ import torch
 
 from fsparse._src.checks import check_callable, check_instance, check_int, check_real, short_repr
 from fsparse._src.engine import Pattern, parse_pattern
+from fsparse._src.engine.dispatch import sharded_kind
 from fsparse.pruners._distributions import check_overrides, erk_sparsities, uniform_sparsities
 from fsparse.pruners._mapping import check_name
 from fsparse.pruners._schedules import Steps
 
-__all__ = ["Common", "random_scores"]
+__all__ = ["Common", "extreme", "filled", "random_scores", "whole"]
 
 Distribution = Callable[[Mapping[str, tuple[int, ...]], float], Mapping[str, float]]
 _DISTRIBUTIONS: dict[str, Distribution] = {"uniform": uniform_sparsities, "erk": erk_sparsities}
@@ -113,4 +114,30 @@ def random_scores(params: Mapping[str, torch.Tensor], seed: int, step: int,
         gen = torch.Generator(device=p.device)
         gen.manual_seed(_mix(seed, step, zlib.crc32(name.encode()), purpose))
         out[name] = torch.rand(p.shape, generator=gen, device=p.device, dtype=torch.float32)
+        if sharded_kind(p):  # every rank draws the whole tensor alike and keeps its rows
+            from fsparse.distributed.dtensor import placed_like
+
+            out[name] = placed_like(p, out[name])  # type: ignore[arg-type]
     return out
+
+
+def whole(reduced: torch.Tensor) -> torch.Tensor:
+    """A reduction's result made whole: a DTensor's (partial per rank) reduced across ranks."""
+    return reduced.full_tensor() if sharded_kind(reduced) else reduced  # type: ignore[attr-defined]
+
+
+def extreme(scores: torch.Tensor, largest: bool) -> torch.Tensor:
+    """``scores.max()`` or ``scores.min()``; over all ranks for a DTensor."""
+    if sharded_kind(scores):
+        from fsparse.distributed.dtensor import global_extreme
+
+        return global_extreme(scores, largest)  # type: ignore[arg-type]
+    return scores.max() if largest else scores.min()
+
+
+def filled(p: torch.Tensor, value: float | bool, dtype: torch.dtype) -> torch.Tensor:
+    """A new tensor of ``p``'s shape and device filled with ``value`` (a DTensor placed like
+    ``p`` when ``p`` is one)."""
+    if sharded_kind(p):
+        return torch.full_like(p, value, dtype=dtype)
+    return torch.full(p.shape, value, dtype=dtype, device=p.device)

@@ -13,29 +13,30 @@ import torch
 from fsparse._src.checks import check_finite, check_real, check_tensor, short_repr
 from fsparse._src.engine import NM, Pattern, Unstructured, parse_pattern, select_count_mask
 from fsparse._src.engine.selection import _unit_values
+from fsparse.pruners._common import extreme, whole
 
 __all__ = ["above", "below", "drop_and_grow", "exchange", "live_units"]
 
 
 def below(scores: torch.Tensor) -> torch.Tensor:
     """A value strictly below every (finite) score: ``min - (|min| + 1)``."""
-    low = scores.min() if scores.numel() else scores.new_zeros(())
+    low = extreme(scores, False) if scores.numel() else scores.new_zeros(())
     return low - (low.abs() + 1)
 
 
 def above(scores: torch.Tensor) -> torch.Tensor:
     """A value strictly above every (finite) score: ``max + (|max| + 1)``."""
-    high = scores.max() if scores.numel() else scores.new_zeros(())
+    high = extreme(scores, True) if scores.numel() else scores.new_zeros(())
     return high + (high.abs() + 1)
 
 
 def live_units(mask: torch.Tensor, pattern: Pattern, arg: str = "mask") -> tuple[int, int]:
     """``(live, total)`` units of a mask made of whole units of ``pattern``."""
     if isinstance(pattern, Unstructured):
-        return int(mask.sum()), mask.numel()
+        return int(whole(mask.sum())), mask.numel()
     means = _unit_values(mask.to(torch.float32), pattern)
-    live = int((means == 1).sum())
-    if live + int((means == 0).sum()) != means.numel():
+    live = int(whole((means == 1).sum()))
+    if live + int(whole((means == 0).sum())) != means.numel():
         raise ValueError(f"{arg} is not made of whole {pattern} units (some are partly pruned)")
     return live, means.numel()
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from fsparse._src.engine.scoring import score_dtype
-from fsparse.pruners._common import Common
+from fsparse.pruners._common import Common, filled
 from fsparse.pruners._magnitude import Sparsity
 from fsparse.pruners._protocol import Params, Pruner, check_grads, check_params_fit, check_state
 from fsparse.pruners._ranked import dense_state, select, zero_activated
@@ -49,8 +49,7 @@ def movement(sparsity: Sparsity, *, distribution: Any = "uniform",
 
     def init(params: Params) -> PrunerState:
         checked, state = dense_state(common, params)
-        scores = {n: torch.zeros(p.shape, dtype=score_dtype(p.dtype), device=p.device)
-                  for n, p in checked.items()}
+        scores = {n: filled(p, 0.0, score_dtype(p.dtype)) for n, p in checked.items()}
         return state.replace(stats={STAT: scores})
 
     def update(state: PrunerState, params: Params, *, grads: Params | None = None

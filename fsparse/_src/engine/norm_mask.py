@@ -44,6 +44,7 @@ from fsparse._src.checks import (
 )
 from fsparse._src.config import SparsityConfig, make_config
 from fsparse._src.engine.chunked_mask import large_norm_mask
+from fsparse._src.engine.dispatch import implementation, sharded_kind
 from fsparse._src.engine.scoring import (
     as_matrix,
     block_means,
@@ -57,7 +58,8 @@ from fsparse._src.engine.scoring import (
 from fsparse._src.engine.selection import pruned_count
 from fsparse._src.engine.threshold import k_lowest
 
-__all__ = ["block_means", "config_norm_mask", "norm_mask", "norm_scores", "select_k_smallest"]
+__all__ = ["block_means", "config_norm_mask", "norm_mask", "norm_scores", "select_k_smallest",
+           "smallest_in_blocks", "to_elements"]
 
 
 def select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -78,7 +80,7 @@ def select_k_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     return k_lowest(values, k)
 
 
-def _smallest_in_blocks(scores: torch.Tensor, block: tuple[int, int], zeros: int) -> torch.Tensor:
+def smallest_in_blocks(scores: torch.Tensor, block: tuple[int, int], zeros: int) -> torch.Tensor:
     """Bool ``(..., nbh, nbw, bh*bw)``: the ``zeros`` smallest scores per block (padding last)."""
     *lead, height, width = scores.shape
     bh, bw = block
@@ -91,7 +93,7 @@ def _smallest_in_blocks(scores: torch.Tensor, block: tuple[int, int], zeros: int
     return smallest.scatter(-1, order[..., :zeros], True)
 
 
-def _to_elements(
+def to_elements(
     per_block: torch.Tensor, block: tuple[int, int], shape: tuple[int, int]
 ) -> torch.Tensor:
     """Lay ``(..., nbh, nbw, bh*bw)`` block contents back out as ``(..., *shape)`` matrices."""
@@ -115,8 +117,8 @@ def keep_mask(
     if zeros == config.block_size:
         per_block = selected[..., None].expand(*selected.shape, config.block_size)
     else:
-        per_block = _smallest_in_blocks(scores, block, zeros) & selected[..., None]
-    return ~_to_elements(per_block, block, (scores.shape[-2], scores.shape[-1]))
+        per_block = smallest_in_blocks(scores, block, zeros) & selected[..., None]
+    return ~to_elements(per_block, block, (scores.shape[-2], scores.shape[-1]))
 
 
 # From this many elements on, masks are computed unit by unit (fsparse._src.engine.chunked_mask).
@@ -129,8 +131,10 @@ def config_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor
     Large tensors outside ``torch.func`` transforms and ``torch.compile`` take the
     chunked path; everything else the vectorised reference path. Both give the
     same mask. ``data`` must be a dense floating-point tensor on a real device
-    (``TypeError`` otherwise).
+    (``TypeError`` otherwise). DTensor data: the sharded form (``fsparse.distributed``).
     """
+    if kind := sharded_kind(data):
+        return implementation(kind, "config_norm_mask")(data, config)  # type: ignore[no-any-return]
     check_tensor(data, "data")
     check_instance(config, SparsityConfig, "config")
     if (

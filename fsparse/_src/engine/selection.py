@@ -18,6 +18,7 @@ from collections.abc import Mapping
 import torch
 
 from fsparse._src.checks import check_instance, check_int, check_real, check_tensor, short_repr
+from fsparse._src.engine.dispatch import implementation, sharded_kind
 from fsparse._src.engine.patterns import (
     NM,
     Block,
@@ -30,7 +31,8 @@ from fsparse._src.engine.patterns import (
 from fsparse._src.engine.scoring import pool_means, score_dtype, under_transform
 from fsparse._src.engine.threshold import kth_threshold, lowest_masks
 
-__all__ = ["global_select_masks", "pruned_count", "select_count_mask", "select_mask"]
+__all__ = ["global_select_masks", "pruned_count", "pruned_elements", "select_count_mask",
+           "select_mask", "unit_values"]
 
 
 def pruned_count(sparsity: float, units: int) -> int:
@@ -172,6 +174,8 @@ def select_count_mask(
     >>> select_count_mask(torch.tensor([3.0, 1.0, 1.0, 2.0]), 2).tolist()
     [True, False, False, True]
     """
+    if kind := sharded_kind(scores):  # DTensor scores: the sharded implementation
+        return implementation(kind, "select_count_mask")(scores, k, pattern)  # type: ignore[no-any-return]
     scores, pattern = _checked(scores, pattern, "scores")
     units = pattern.units(tuple(scores.shape))
     check_int(k, "k", low=0, high=units)
@@ -188,6 +192,8 @@ def select_mask(
     >>> select_mask(torch.tensor([[4.0, 1.0, 3.0, 2.0]]), 0.5, "2:4").tolist()
     [[True, False, True, False]]
     """
+    if kind := sharded_kind(scores):  # DTensor scores: the sharded implementation
+        return implementation(kind, "select_mask")(scores, sparsity, pattern)  # type: ignore[no-any-return]
     scores, pattern = _checked(scores, pattern, "scores")
     sparsity = check_real(sparsity, "sparsity", finite=False)
     units = pattern.units(tuple(scores.shape))
@@ -206,6 +212,8 @@ def global_select_masks(
     {'a': [False, True], 'b': [False, True]}
     """
     check_instance(scores, Mapping, "scores")
+    if kind := sharded_kind(*scores.values()):  # DTensor scores: the sharded implementation
+        return implementation(kind, "global_select_masks")(scores, sparsity, pattern)  # type: ignore[no-any-return]
     sparsity = check_real(sparsity, "sparsity", finite=False)
     pattern = parse_pattern(pattern)
     names = list(scores)
@@ -216,3 +224,19 @@ def global_select_masks(
     k = (units if sparsity > 0 else 0) if isinstance(pattern, NM) else pruned_count(sparsity, units)
     labels = [f"scores[{short_repr(n)}]" for n in names]
     return dict(zip(names, _select(tensors, pattern, k, labels)))
+
+def unit_values(scores: torch.Tensor, pattern: Pattern) -> torch.Tensor:
+    """1-D score of every unit of ``scores``, in unit order (the selection's ranking keys).
+
+    >>> unit_values(torch.tensor([[1.0, 3.0], [2.0, 2.0]]), parse_pattern("channel")).tolist()
+    [2.0, 2.0]
+    """
+    return _unit_values(scores, pattern)
+
+
+def pruned_elements(scores: torch.Tensor, pattern: Pattern, units: torch.Tensor) -> torch.Tensor:
+    """Bool of ``scores.shape``: ``True`` where the pruned ``units`` (bool, unit order) prune.
+
+    Inside a pruned N:M group, its ``m - n`` lowest scores (ties by position).
+    """
+    return _pruned(scores, pattern, units)
