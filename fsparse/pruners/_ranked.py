@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from fsparse._src.engine.scoring import AbsScores
-from fsparse._src.engine.selection import select_scores
+from fsparse._src.engine import global_select_masks, select_mask
 from fsparse.pruners._common import Common, filled
 from fsparse.pruners._protocol import (
     Params,
@@ -49,26 +48,19 @@ def dense_state(common: Common, params: object) -> tuple[dict[str, torch.Tensor]
     return checked, PrunerState(masks, 0, {}, targets)
 
 
-def select(common: Common, keys: Mapping[str, torch.Tensor | AbsScores],
-           sparsities: Mapping[str, float]) -> dict[str, torch.Tensor]:
-    """Masks from the engine: per tensor, or one threshold over the non-overridden tensors.
-
-    ``keys`` may be :class:`AbsScores` (``|w|`` read slice by slice by the engine).
-    """
-    pattern = common.pattern
+def select(common: Common, keys: Mapping[str, torch.Tensor], sparsities: Mapping[str, float]
+           ) -> dict[str, torch.Tensor]:
+    """Masks from the engine: per tensor, or one threshold over the non-overridden tensors."""
     if not common.is_global:
-        out = {}
-        for n, k in keys.items():
-            out.update(select_scores({n: k}, sparsities[n], pattern))
-        return out
+        return {n: select_mask(k, sparsities[n], common.pattern) for n, k in keys.items()}
     shared = [n for n in keys if n not in common.overrides]
     out = {}
     if shared:
         level = sparsities[shared[0]]
-        out.update(select_scores({n: keys[n] for n in shared}, level, pattern, shared=True))
+        out.update(global_select_masks({n: keys[n] for n in shared}, level, common.pattern))
     for n in keys:
         if n in common.overrides:
-            out.update(select_scores({n: keys[n]}, sparsities[n], pattern))
+            out[n] = select_mask(keys[n], sparsities[n], common.pattern)
     return {n: out[n] for n in keys}
 
 
