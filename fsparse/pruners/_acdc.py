@@ -24,7 +24,7 @@ import torch
 
 from fsparse._src.checks import check_bool, check_int, short_repr
 from fsparse.pruners._common import Common
-from fsparse.pruners._magnitude import Sparsity, abs_scores
+from fsparse.pruners._magnitude import Sparsity, lazy_abs_scores
 from fsparse.pruners._protocol import Params, Pruner, activated, check_params_fit, check_state
 from fsparse.pruners._ranked import dense_state, select, zero_activated
 from fsparse.pruners._state import PrunerState
@@ -75,7 +75,7 @@ def acdc(sparsity: Sparsity, init_dense_steps: int, final_sparse_start: int, spa
             return state.replace(step=t + 1), checked
         if now:
             with torch.no_grad():
-                masks = select(common, abs_scores(checked), state.targets)
+                masks = select(common, lazy_abs_scores(checked), state.targets)
         else:
             masks = {n: torch.ones_like(m) for n, m in state.masks.items()}
         new = state.replace(masks=masks, step=t + 1)

@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from fsparse._src.engine.scoring import score_dtype
+from fsparse._src.engine.scoring import AbsScores, score_dtype
 from fsparse.pruners._common import Common, check_seed, random_scores
 from fsparse.pruners._protocol import Pruner
 from fsparse.pruners._ranked import ranked
 
 __all__ = ["global_magnitude", "global_saliency", "magnitude", "random", "saliency", "snip",
-           "abs_scores", "saliency_scores"]
+           "abs_scores", "lazy_abs_scores", "saliency_scores"]
 
 Sparsity = float | Mapping[str, float]
 _RANDOM = 1  # purpose tag of random pruning's scores
@@ -33,10 +33,16 @@ def abs_scores(params: dict[str, torch.Tensor], grads: object = None, t: int = 0
     return {n: p.to(score_dtype(p.dtype)).abs() for n, p in params.items()}
 
 
+def lazy_abs_scores(params: dict[str, torch.Tensor], grads: object = None, t: int = 0
+                    ) -> dict[str, AbsScores]:
+    """``|w|`` for the engine to read slice by slice (no full-size score tensor)."""
+    return {n: AbsScores(p) for n, p in params.items()}
+
+
 def saliency_scores(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor] | None,
                     t: int = 0) -> dict[str, torch.Tensor]:
     assert grads is not None
-    return {n: (p.to(score_dtype(p.dtype)) * grads[n].to(score_dtype(p.dtype))).abs()
+    return {n: (p.to(score_dtype(p.dtype)) * grads[n].to(score_dtype(p.dtype))).abs_()
             for n, p in params.items()}
 
 
@@ -54,7 +60,7 @@ def magnitude(sparsity: Sparsity, *, distribution: Any = "uniform",
     """
     common = Common.make(sparsity, distribution, sparsity_type, start_step, end_step,
                          update_every, overrides)
-    return ranked("magnitude", common, abs_scores, {})
+    return ranked("magnitude", common, lazy_abs_scores, {})
 
 
 def global_magnitude(sparsity: float, *, sparsity_type: Any = "unstructured",
@@ -70,7 +76,7 @@ def global_magnitude(sparsity: float, *, sparsity_type: Any = "unstructured",
     """
     common = Common.make(sparsity, "uniform", sparsity_type, start_step, end_step, update_every,
                          overrides, is_global=True)
-    return ranked("global_magnitude", common, abs_scores, {})
+    return ranked("global_magnitude", common, lazy_abs_scores, {})
 
 
 def random(sparsity: Sparsity, *, seed: int = 0, distribution: Any = "uniform",

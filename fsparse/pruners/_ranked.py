@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from fsparse._src.engine import global_select_masks, select_mask
+from fsparse._src.engine.scoring import AbsScores
+from fsparse._src.engine.selection import select_scores
 from fsparse.pruners._common import Common, filled
 from fsparse.pruners._protocol import (
     Params,
@@ -30,9 +31,10 @@ from fsparse.pruners._state import PrunerState
 
 __all__ = ["dense_state", "ranked", "select", "zero_activated"]
 
-# (params, grads, t) -> scores: new tensors the pruner owns (it may key them in place).
+# (params, grads, t) -> scores: new tensors the pruner owns (it may key them in place), or
+# AbsScores that the engine reads slice by slice.
 ScoreFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int],
-                   dict[str, torch.Tensor]]
+                   Mapping[str, torch.Tensor | AbsScores]]
 
 
 def no_resets(old: PrunerState, new: PrunerState) -> dict[str, torch.Tensor]:
@@ -48,19 +50,26 @@ def dense_state(common: Common, params: object) -> tuple[dict[str, torch.Tensor]
     return checked, PrunerState(masks, 0, {}, targets)
 
 
-def select(common: Common, keys: Mapping[str, torch.Tensor], sparsities: Mapping[str, float]
-           ) -> dict[str, torch.Tensor]:
-    """Masks from the engine: per tensor, or one threshold over the non-overridden tensors."""
+def select(common: Common, keys: Mapping[str, torch.Tensor | AbsScores],
+           sparsities: Mapping[str, float]) -> dict[str, torch.Tensor]:
+    """Masks from the engine: per tensor, or one threshold over the non-overridden tensors.
+
+    ``keys`` may be :class:`AbsScores` (``|w|`` read slice by slice by the engine).
+    """
+    pattern = common.pattern
     if not common.is_global:
-        return {n: select_mask(k, sparsities[n], common.pattern) for n, k in keys.items()}
+        out = {}
+        for n, k in keys.items():
+            out.update(select_scores({n: k}, sparsities[n], pattern))
+        return out
     shared = [n for n in keys if n not in common.overrides]
     out = {}
     if shared:
         level = sparsities[shared[0]]
-        out.update(global_select_masks({n: keys[n] for n in shared}, level, common.pattern))
+        out.update(select_scores({n: keys[n] for n in shared}, level, pattern, shared=True))
     for n in keys:
         if n in common.overrides:
-            out[n] = select_mask(keys[n], sparsities[n], common.pattern)
+            out.update(select_scores({n: keys[n]}, sparsities[n], pattern))
     return {n: out[n] for n in keys}
 
 
@@ -96,11 +105,14 @@ def ranked(name: str, common: Common, score: ScoreFn, hyperparams: dict[str, Any
         ramp = steps.ramp(t)
         sparsities = {n: state.targets[n] * ramp for n in checked}
         with torch.no_grad():
-            scores = score(checked, grads_in, t)
+            scores = dict(score(checked, grads_in, t))
             if monotone:  # score functions return fresh tensors: key them in place
                 for n, s in scores.items():
                     if not bool(state.masks[n].all()):
-                        s.masked_fill_(~state.masks[n], -1.0)
+                        if isinstance(s, AbsScores):
+                            scores[n] = s.keyed(state.masks[n])
+                        else:
+                            s.masked_fill_(~state.masks[n], -1.0)
             masks = select(common, scores, sparsities)
         new = state.replace(masks=masks, step=t + 1)
         return new, (checked if every_step or monotone else zero_activated(checked, state, new))

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from fsparse.pruners._common import Common, check_seed, random_scores
-from fsparse.pruners._magnitude import Sparsity, abs_scores
+from fsparse.pruners._magnitude import Sparsity, lazy_abs_scores
 from fsparse.pruners._protocol import Params, Pruner, check_params_fit, check_state
 from fsparse.pruners._ranked import dense_state, ranked, select
 from fsparse.pruners._state import PrunerState
@@ -42,7 +42,7 @@ def ste_magnitude(sparsity: Sparsity, *, distribution: Any = "uniform",
     """
     common = Common.make(sparsity, distribution, sparsity_type, start_step, end_step,
                          update_every, overrides)
-    return ranked("ste_magnitude", common, abs_scores, {}, monotone=False, every_step=True)
+    return ranked("ste_magnitude", common, lazy_abs_scores, {}, monotone=False, every_step=True)
 
 
 def ste_random(sparsity: Sparsity, *, seed: int = 0, distribution: Any = "uniform",

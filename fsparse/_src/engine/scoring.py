@@ -21,6 +21,7 @@ from fsparse._src.checks import check_tensor, short_repr
 from fsparse._src.config import NORMS, SparsityConfig, _validate_block_shape
 
 __all__ = [
+    "AbsScores",
     "as_matrix",
     "block_means",
     "check_finite",
@@ -106,6 +107,67 @@ def block_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
     if scores.dim() < 2:
         raise ValueError(f"scores must have at least 2 dims (..., H, W), got {short_repr(scores)}")
     return pool_means(scores, _validate_block_shape(block))
+
+
+class AbsScores:
+    """The scores ``|source|`` (``-1`` where ``keep`` is ``False``), in the score dtype,
+    computed slice by slice by the selection and never materialized whole.
+
+    A full-size score tensor is a fresh allocation: on CPU its first touch (page
+    faults) costs several read passes. The selection engine reads these scores
+    through :meth:`part` and :meth:`take`; :meth:`materialize` gives the tensor.
+
+    >>> AbsScores(torch.tensor([-2.0, 1.0]), torch.tensor([True, False])).materialize()
+    tensor([ 2., -1.])
+    """
+
+    __slots__ = ("dtype", "flat", "keep", "shape")
+
+    def __init__(self, source: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+        self.flat = source.detach().reshape(-1)
+        self.keep = None if keep is None else keep.reshape(-1)
+        self.shape = source.shape
+        self.dtype = score_dtype(source.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return self.flat.device
+
+    def keyed(self, keep: torch.Tensor) -> AbsScores:
+        """The same scores with ``-1`` where ``keep`` is ``False``."""
+        return AbsScores(self.flat.view(self.shape), keep)
+
+    def numel(self) -> int:
+        return self.flat.numel()
+
+    def _keyed(self, scores: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        if keep is None:
+            return scores
+        return torch.where(keep, scores, torch.tensor(-1.0, dtype=self.dtype), out=scores)
+
+    def part(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """Scores of the flat elements ``start:stop``, written into ``out`` (returned)."""
+        keep = None if self.keep is None else self.keep[start:stop]
+        scores = torch.abs(self.flat[start:stop], out=out[: stop - start])
+        return self._keyed(scores, keep)
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """Scores of the flat elements at ``index`` (a new tensor)."""
+        scores = self.flat.index_select(0, index).to(self.dtype).abs_()
+        return self._keyed(scores, None if self.keep is None else self.keep.index_select(0, index))
+
+    def materialize(self) -> torch.Tensor:
+        """The flat score tensor (fresh)."""
+        flat = self.flat
+        scores = flat.abs() if flat.dtype == self.dtype else flat.to(self.dtype).abs_()
+        return self._keyed(scores, self.keep)
+
+    def has_nan(self) -> bool:
+        """Whether a score is NaN: one read pass of the source (NaN where pruned is ignored)."""
+        flat = self.flat
+        if flat.numel() == 0 or not bool(flat.amax().isnan()):
+            return False
+        return bool(self.materialize().isnan().any())
 
 
 def under_transform(data: torch.Tensor) -> bool:

@@ -13,7 +13,7 @@ and a global set.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
@@ -28,8 +28,8 @@ from fsparse._src.engine.patterns import (
     matrix_shape,
     parse_pattern,
 )
-from fsparse._src.engine.scoring import pool_means, score_dtype, under_transform
-from fsparse._src.engine.threshold import kth_threshold, lowest_masks
+from fsparse._src.engine.scoring import AbsScores, pool_means, score_dtype, under_transform
+from fsparse._src.engine.threshold import keep_masks
 
 __all__ = ["global_select_masks", "pruned_count", "pruned_elements", "select_count_mask",
            "select_mask", "unit_values"]
@@ -122,17 +122,32 @@ def _checked(scores: object, pattern: Pattern | str, arg: str) -> tuple[torch.Te
 
 
 def _select(
-    tensors: list[torch.Tensor], pattern: Pattern, k: int, names: list[str]
+    tensors: Sequence[torch.Tensor | AbsScores], pattern: Pattern, k: int, names: list[str]
 ) -> list[torch.Tensor]:
-    """Keep masks of ``tensors`` with their ``k`` lowest units (all together) pruned."""
-    values = [_unit_values(t.detach(), pattern) for t in tensors]
-    transformed = any(under_transform(t) for t in tensors)
+    """Keep masks of ``tensors`` with their ``k`` lowest units (all together) pruned.
+
+    :class:`AbsScores` are read slice by slice (unstructured, untraced, one dtype);
+    otherwise they are materialized first.
+    """
+    transformed = any(under_transform(t.flat if isinstance(t, AbsScores) else t)
+                      for t in tensors)
+    lazy = (isinstance(pattern, Unstructured) and not transformed
+            and len({t.dtype for t in tensors}) == 1)
+    if not lazy:
+        tensors = [t.materialize().view(t.shape) if isinstance(t, AbsScores) else t
+                   for t in tensors]
+    values: list[torch.Tensor | AbsScores] = [
+        t if isinstance(t, AbsScores) else _unit_values(t.detach(), pattern) for t in tensors]
     if not transformed:
         for name, v in zip(names, values):
-            if v.is_floating_point() and _has_nan(v):
+            nan = v.has_nan() if isinstance(v, AbsScores) else (
+                v.is_floating_point() and _has_nan(v))
+            if nan:
                 raise ValueError(f"{name} contains NaN (or its unit means are NaN), which "
                                  "cannot be ranked; clean it first")
     total = sum(v.numel() for v in values)
+    if isinstance(pattern, Unstructured) and not transformed and (k <= 0 or k >= total):
+        return [torch.full(t.shape, k <= 0, dtype=torch.bool, device=t.device) for t in tensors]
     if isinstance(pattern, NM) and k == total:
         units = [torch.ones(v.shape, dtype=torch.bool, device=v.device) for v in values]
     elif k <= 0:
@@ -143,14 +158,14 @@ def _select(
         common = values[0].dtype
         for v in values[1:]:
             common = torch.promote_types(common, v.dtype)
-        pieces = [v.to(common) for v in values]
+        pieces = [v if v.dtype == common else v.to(common) for v in values]  # type: ignore[union-attr]
         if transformed:
-            units = _transform_lowest(pieces, k)
+            units = _transform_lowest(pieces, k)  # type: ignore[arg-type]
+        elif isinstance(pattern, Unstructured):  # the engine's keep masks, fresh: used as is
+            return [m.view(t.shape) for t, m in zip(tensors, keep_masks(pieces, k))]
         else:
-            units = lowest_masks(pieces, *kth_threshold(pieces, k))
-    if isinstance(pattern, Unstructured) and not transformed:  # fresh masks: no second one
-        return [u.logical_not_().view(t.shape) for t, u in zip(tensors, units)]
-    return [~_pruned(t, pattern, u) for t, u in zip(tensors, units)]
+            units = [m.logical_not_() for m in keep_masks(pieces, k)]
+    return [~_pruned(t, pattern, u) for t, u in zip(tensors, units)]  # type: ignore[arg-type]
 
 
 def _transform_lowest(pieces: list[torch.Tensor], k: int) -> list[torch.Tensor]:
@@ -225,6 +240,7 @@ def global_select_masks(
     labels = [f"scores[{short_repr(n)}]" for n in names]
     return dict(zip(names, _select(tensors, pattern, k, labels)))
 
+
 def unit_values(scores: torch.Tensor, pattern: Pattern) -> torch.Tensor:
     """1-D score of every unit of ``scores``, in unit order (the selection's ranking keys).
 
@@ -240,3 +256,38 @@ def pruned_elements(scores: torch.Tensor, pattern: Pattern, units: torch.Tensor)
     Inside a pruned N:M group, its ``m - n`` lowest scores (ties by position).
     """
     return _pruned(scores, pattern, units)
+
+
+def select_scores(
+    scores: Mapping[str, torch.Tensor | AbsScores], sparsity: float,
+    pattern: Pattern | str = "unstructured", *, shared: bool = False,
+) -> dict[str, torch.Tensor]:
+    """:func:`select_mask` of each score (``shared=False``) or :func:`global_select_masks`
+    (``shared=True``), where scores may also be :class:`AbsScores`.
+
+    For the pruners: :class:`AbsScores` of plain tensors are read slice by slice
+    (the same masks, without a full-size score tensor); everything else goes
+    through the public functions.
+    """
+    pattern = parse_pattern(pattern)
+    names = list(scores)
+    groups = [names] if shared else [[n] for n in names]
+    out: dict[str, torch.Tensor] = {}
+    for group in groups:
+        items = [scores[n] for n in group]
+        if all(isinstance(v, AbsScores) and type(v.flat) is torch.Tensor for v in items):
+            labels = [f"scores[{short_repr(n)}]" for n in group]
+            for v, label in zip(items, labels):
+                pattern.check(tuple(v.shape), label)
+            units = sum(pattern.units(tuple(v.shape)) for v in items)
+            k = (units if sparsity > 0 else 0) if isinstance(pattern, NM) else pruned_count(
+                sparsity, units)
+            out.update(zip(group, _select(items, pattern, k, labels)))
+            continue
+        tensors = {n: v.materialize().view(v.shape) if isinstance(v, AbsScores) else v
+                   for n, v in zip(group, items)}
+        if shared:
+            out.update(global_select_masks(tensors, sparsity, pattern))
+        else:
+            out.update({n: select_mask(t, sparsity, pattern) for n, t in tensors.items()})
+    return {n: out[n] for n in names}

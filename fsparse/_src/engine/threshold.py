@@ -20,17 +20,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 
 __all__ = [
-    "SLICE", "DigitCounter", "bracket", "digit_counts", "k_lowest", "keys_of", "kth_threshold",
-    "lowest_masks", "radix_select", "sample_size",
+    "SLICE", "DigitCounter", "bracket", "digit_counts", "k_lowest", "keep_masks", "keys_of",
+    "kth_threshold", "lowest_masks", "radix_select", "sample_size",
 ]
 
 SLICE = 1 << 22  # elements per pass slice
 SMALL = 1 << 17  # up to this many values: kthvalue on a concatenated copy
 _Z_SCORE = 5.0
+
+
+class Computed(Protocol):
+    """Scores computed on demand (:class:`~fsparse._src.engine.scoring.AbsScores`): a flat
+    piece that :func:`keep_masks` reads slice by slice instead of as a tensor."""
+
+    dtype: torch.dtype
+
+    @property
+    def device(self) -> torch.device: ...
+    def numel(self) -> int: ...
+    def part(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor: ...
+    def take(self, index: torch.Tensor) -> torch.Tensor: ...
+    def materialize(self) -> torch.Tensor: ...
+
+
+Piece = torch.Tensor | Computed
 
 
 def sample_size(n: int) -> int:
@@ -48,13 +66,16 @@ def _small(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
     return threshold, k - int(torch.count_nonzero(values < threshold))
 
 
-def _sample(pieces: Sequence[torch.Tensor], n: int, size: int) -> torch.Tensor:
+def _sample(pieces: Sequence[Piece], n: int, size: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(0)
     index = torch.randint(n, (size,), generator=generator)
     parts, start = [], 0
     for piece in pieces:
         local = index[(index >= start) & (index < start + piece.numel())] - start
-        parts.append(piece.index_select(0, local.to(piece.device)).cpu())
+        local = local.to(piece.device)
+        taken = (piece.index_select(0, local) if isinstance(piece, torch.Tensor)
+                 else piece.take(local))
+        parts.append(taken.cpu())
         start += piece.numel()
     return torch.cat(parts)
 
@@ -70,18 +91,25 @@ def bracket(sample: torch.Tensor, q: float) -> tuple[float, float]:
 
 
 def _bracketed(
-    pieces: Sequence[torch.Tensor], k: int, n: int
+    pieces: Sequence[Piece], k: int, n: int, keep: Sequence[torch.Tensor] | None = None
 ) -> tuple[torch.Tensor, int] | None:
-    """The bracket pass; ``None`` when the bracket misses or is too crowded."""
+    """The bracket pass; ``None`` when the bracket misses or is too crowded.
+
+    With ``keep`` (one fresh flat bool tensor per piece), the same pass writes the
+    keep masks (``True``: not among the ``k`` lowest), see :func:`_keep_pass`.
+    """
     sample = _sample(pieces, n, sample_size(n))
     lo, hi = bracket(sample, k / n)
     crowd = float(((sample >= lo) & (sample <= hi)).float().mean())
     budget = min(int(4 * crowd * n) + 4096, max(n // 16, 1 << 16))
     dtype, device = pieces[0].dtype, pieces[0].device
     lo_t, hi_t = torch.tensor(lo, dtype=dtype), torch.tensor(hi, dtype=dtype)
+    if keep is not None:
+        return _keep_pass(pieces, k, n, keep, lo_t, hi_t, budget)
+    assert all(isinstance(p, torch.Tensor) for p in pieces)
     below = torch.zeros((), dtype=torch.int64, device=device)
     kept, n_kept = [], 0
-    for part in _slices(pieces):
+    for part in _slices(pieces):  # type: ignore[arg-type]
         under = part < lo_t
         below += torch.count_nonzero(under)  # no int64 copy of the bools, unlike .sum()
         # lo <= hi and no NaN: ``under`` implies ``<= hi``, so xor is ``lo <= part <= hi``
@@ -98,6 +126,99 @@ def _bracketed(
     cand = torch.cat(kept)
     threshold = cand.kthvalue(need).values
     return threshold, need - int(torch.count_nonzero(cand < threshold))
+
+
+def _count_true(mask: torch.Tensor) -> torch.Tensor:
+    """``count_nonzero`` of a contiguous flat bool tensor, 8 bools per int64 word (~10x faster
+    on CPU): row sums of 255 words cannot carry out of a byte."""
+    whole = mask.numel() // 2040 * 2040 if mask.storage_offset() % 8 == 0 else 0
+    rest = torch.count_nonzero(mask[whole:])
+    if not whole:
+        return rest
+    rows = mask[:whole].view(torch.int64).view(-1, 255).sum(1)
+    return rows.view(torch.uint8).sum(dtype=torch.int64) + rest
+
+
+def _true_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Ascending positions of the ``True`` of a sparse flat bool tensor (8-aligned, numel a
+    multiple of 8): ``nonzero`` over its int64 words, then over the bytes of those words."""
+    words = mask.view(torch.int64).nonzero().view(-1)
+    if not words.numel():
+        return words
+    hits = mask.view(-1, 8).index_select(0, words)
+    return (words.mul_(8).unsqueeze(1) + torch.arange(8, device=mask.device))[hits]
+
+
+def _keep_pass(
+    pieces: Sequence[Piece], k: int, n: int, keep: Sequence[torch.Tensor],
+    lo: torch.Tensor, hi: torch.Tensor, budget: int,
+) -> tuple[torch.Tensor, int] | None:
+    """One pass: ``keep = part > hi``, and the candidates ``lo <= part <= hi`` gathered with
+    their positions; then the candidates' keep bits are set from the exact answer.
+
+    Ties are resolved among the candidates (every value equal to the threshold is
+    one), so no tie scan follows. The compares write 0/1 into float buffers and
+    are converted to bool (faster on CPU than a bool-output compare). Computed
+    pieces are computed slice by slice into one buffer.
+    """
+    device = pieces[0].device
+    size = min(max(p.numel() for p in pieces), SLICE)
+    above_f = torch.empty(size, dtype=pieces[0].dtype, device=device)
+    computed = None if all(isinstance(p, torch.Tensor) for p in pieces) else torch.empty_like(
+        above_f)
+    inside_f = torch.empty_like(above_f)
+    inside = torch.zeros(-(-size // 8) * 8, dtype=torch.bool, device=device)
+    above = torch.zeros((), dtype=torch.int64, device=device)
+    values: list[torch.Tensor] = []
+    where: list[list[torch.Tensor]] = [[] for _ in pieces]  # per piece: candidate positions
+    n_kept = 0
+    for i, piece in enumerate(pieces):
+        for start in range(0, piece.numel(), SLICE):
+            if isinstance(piece, torch.Tensor):
+                part = piece[start : start + SLICE]
+            else:
+                assert computed is not None
+                part = piece.part(start, min(start + SLICE, piece.numel()), computed)
+            length, padded = part.numel(), -(-part.numel() // 8) * 8
+            out = keep[i][start : start + length]
+            a = torch.gt(part, hi, out=above_f[:length])
+            out.copy_(a)
+            above += _count_true(out)
+            # lo <= hi and no NaN: ``> hi`` implies ``>= lo``, so the difference is
+            # ``lo <= part <= hi``
+            torch.ge(part, lo, out=inside_f[:length]).sub_(a)
+            inside[:length].copy_(inside_f[:length])
+            if padded != length:
+                inside[length:padded] = False
+            local = _true_positions(inside[:padded])
+            values.append(part.index_select(0, local))
+            where[i].append(local.add_(start) if start else local)
+            n_kept += local.numel()
+            if n_kept > budget:
+                return None
+    need = k - (n - n_kept - int(above))
+    if not 0 <= need <= n_kept:
+        return None
+    cand = torch.cat(values) if len(values) != 1 else values[0]
+    if need == 0:
+        threshold, ties = lo.to(device), 0
+        lowest = torch.zeros(cand.shape, dtype=torch.bool, device=device)
+    else:
+        threshold = cand.kthvalue(need).values
+        lowest = cand < threshold
+        ties = need - int(torch.count_nonzero(lowest))
+        if ties:
+            equal = cand == threshold
+            lowest |= equal & (equal.cumsum(0) <= ties)
+    flags, at = lowest.logical_not_(), 0
+    for mask, positions in zip(keep, where):
+        if not positions:
+            continue
+        spots = torch.cat(positions) if len(positions) > 1 else positions[0]
+        if spots.numel():
+            mask.index_put_((spots,), flags[at : at + spots.numel()])
+            at += spots.numel()
+    return threshold, ties
 
 
 def keys_of(part: torch.Tensor) -> torch.Tensor:
@@ -232,3 +353,39 @@ def lowest_masks(
                     break
         masks.append(mask)
     return masks
+
+
+def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
+    """Flat bool masks of ``pieces``: ``False`` at the ``k`` lowest (``1 <= k <= total``).
+
+    The complement of :func:`lowest_masks` for :func:`kth_threshold`'s answer, in
+    fresh tensors. Many values: one pass finds the threshold and writes the
+    masks (see :func:`_keep_pass`); otherwise one ``>=`` pass after the threshold.
+    :class:`Computed` pieces are read slice by slice on the one-pass path (and
+    materialized otherwise).
+
+    >>> keep_masks([torch.tensor([3.0, 1.0]), torch.tensor([1.0, 2.0])], 2)
+    [tensor([ True, False]), tensor([False,  True])]
+    """
+    n = sum(p.numel() for p in pieces)
+    keep = [torch.empty(p.numel(), dtype=torch.bool, device=p.device) for p in pieces]
+    if n > SMALL:
+        if _bracketed(pieces, k, n, keep) is not None:
+            return keep
+    tensors = [p if isinstance(p, torch.Tensor) else p.materialize() for p in pieces]
+    threshold, ties = _radix(tensors, k) if n > SMALL else _small(tensors, k)
+    for piece, mask in zip(tensors, keep):
+        torch.ge(piece, threshold, out=mask)
+        if ties > 0:  # the first ``ties`` values equal to the threshold are pruned too
+            for start in range(0, piece.numel(), SLICE):
+                part = piece[start : start + SLICE]
+                equal = part == threshold
+                count = int(torch.count_nonzero(equal))
+                if count:
+                    if count > ties:
+                        equal &= equal.cumsum(0) <= ties
+                    mask[start : start + SLICE] ^= equal
+                    ties -= min(count, ties)
+                if ties <= 0:
+                    break
+    return keep
