@@ -3,7 +3,9 @@
 A checkpoint is untrusted: :func:`check_pruner_state` reads it with
 ``pruners.load_state_dict`` (types), then requires the fresh state's structure:
 the same mask names, shapes and devices, the same statistics (names, kinds,
-shapes, dtypes), the same targets, and the step the run would be at.
+shapes, dtypes), the same targets, and the step the run would be at. Under
+FSDP2 the fresh state's tensors are DTensors: the checkpoint's must be
+DTensors on the same mesh with the same placements and local shapes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 
 from fsparse import pruners
 from fsparse._src.checks import short_repr
+from fsparse.create.sharding import is_dtensor, same_placement
 
 __all__ = ["check_pruner_state"]
 
@@ -25,6 +28,10 @@ def _like(value: torch.Tensor, fresh: torch.Tensor, arg: str) -> torch.Tensor:
                          f"got {tuple(value.shape)} {value.dtype}")
     if value.layout != torch.strided:
         raise TypeError(f"{arg} must be a dense tensor, got layout {value.layout}")
+    if not same_placement(value, fresh):
+        kind = "a DTensor placed like" if is_dtensor(fresh) else "a plain tensor, as"
+        raise ValueError(f"{arg} must be {kind} this run's weight, got a "
+                         f"{type(value).__name__}")
     return value.to(fresh.device)
 
 

@@ -24,7 +24,7 @@ from fsparse._src.untrusted import load_mask
 from fsparse.create import distillation as kd
 from fsparse.create import quantization as qat
 from fsparse.create.checkpoint import check_pruner_state
-from fsparse.create.masks import apply_masks, keep_factors, prunable_parameters
+from fsparse.create.masks import apply_masks, keep_factors, prunable_parameters, pruned_fractions
 from fsparse.create.modifiers import (
     MAX_EPOCH,
     PRUNING_TYPES,
@@ -51,6 +51,7 @@ from fsparse.create.schedules import (
     phase,
     qat_flags,
 )
+from fsparse.create.sharding import agree, check_layouts, is_dtensor, local, same_placement
 
 __all__ = ["MAX_STEPS_PER_EPOCH", "STATE_KEYS", "STATE_VERSION", "RecipeManager"]
 
@@ -97,6 +98,12 @@ class RecipeManager:
         self._bn_hooks: list[RemovableHandle] = []
         self._done: set[str] = set()
         prunable = prunable_parameters(model)
+        # FSDP2: DTensor weights (Shard(0)/Replicate on one 1-D mesh), checked before anything
+        self._group = check_layouts(prunable)
+        if self._group is not None and recipe.of_type(Quantization):
+            raise ValueError("quantization: QAT is not supported on a model with DTensor "
+                             "(FSDP2) weights; pass quantization=False or a recipe without "
+                             "Quantization")
         self._weights = prunable
         pruning: list[tuple[Plan, fp.PrunerState]] = []
         skipped: list[str] = []
@@ -219,8 +226,12 @@ class RecipeManager:
         return {n: m for masks in self._masks for n, m in masks.items()}
 
     def sparsity(self) -> dict[str, float]:
-        """``parameter name -> fraction of masked-out elements``."""
-        return {n: 1.0 - float(m.float().mean()) for n, m in self.masks.items()}
+        """``parameter name -> fraction of masked-out elements`` of each whole weight.
+
+        With DTensor (FSDP2) weights each rank counts its shard and one
+        ``all_reduce`` sums the counts: call it on every rank.
+        """
+        return pruned_fractions(self.masks)
 
     @property
     def teacher(self) -> nn.Module | None:
@@ -360,7 +371,34 @@ class RecipeManager:
 
         Everything (version, recipe, step, masks, self-teacher) is checked before the
         model is touched: a bad ``state_dict`` raises ``ValueError``/``TypeError`` and
-        changes nothing.
+        changes nothing. With DTensor (FSDP2) weights each rank loads its own
+        ``state_dict`` (masks as DTensors placed like this run's); when any rank
+        refuses its own, every rank raises.
+        """
+        error: Exception | None = None
+        try:
+            checked = self._checked_state(state_dict)
+        except (TypeError, ValueError) as err:
+            error = err
+        device = next((local(w).device for w in self._weights.values()), None)
+        agree(error, self._group, device)
+        step, finalized, teacher_state, restored = checked
+        # everything checked on every rank: commit
+        self._run_events(step)
+        if self._self_teacher is not None:
+            self._self_teacher.load_state_dict(teacher_state)
+        self._pruning = restored
+        self._masks = [model_masks(plan, state) for plan, state in restored]
+        self._keep = [keep_factors(self._weights, m) for m in self._masks]
+        self.step = step
+        if finalized:
+            self.finalize()
+
+    def _checked_state(self, state_dict: Any
+                       ) -> tuple[int, bool, Any, list[tuple[Plan, fp.PrunerState]]]:
+        """``(step, finalized, teacher state, pruner states)`` of a checked ``state_dict``.
+
+        Local to this rank (no collective), so that every rank can then agree.
         """
         if not isinstance(state_dict, Mapping) or set(state_dict) != set(STATE_KEYS):
             got = (
@@ -407,16 +445,7 @@ class RecipeManager:
         restored = self._restored_pruning(state_dict["masks"], state_dict["pruners"], step)
         if expects_teacher:
             self._check_teacher(teacher_state, step, events)
-        # everything checked: commit
-        self._run_events(step)
-        if self._self_teacher is not None:
-            self._self_teacher.load_state_dict(teacher_state)
-        self._pruning = restored
-        self._masks = [model_masks(plan, state) for plan, state in restored]
-        self._keep = [keep_factors(self._weights, m) for m in self._masks]
-        self.step = step
-        if finalized:
-            self.finalize()
+        return step, finalized, teacher_state, restored
 
     def _restored_pruning(
         self, masks: object, saved: object, step: int
@@ -436,8 +465,12 @@ class RecipeManager:
             restored.append((plan, state))
             for name, mask in model_masks(plan, state).items():
                 arg = f"state_dict masks[{short_repr(name)}]"
-                loaded = load_mask(masks[name], tuple(mask.shape), arg)
-                if not torch.equal(loaded.to(mask.device), mask):
+                if not same_placement(masks[name], mask):
+                    kind = "a DTensor placed like" if is_dtensor(mask) else "a plain tensor, as"
+                    raise ValueError(f"{arg} must be {kind} this run's weight")
+                mine = local(mask)  # DTensors: compare this rank's shards, no collective
+                loaded = load_mask(local(masks[name]), tuple(mine.shape), arg)
+                if not torch.equal(loaded.to(mine.device), mine):
                     raise ValueError(f"{arg} disagrees with the mask in state_dict pruners[{i}]")
         return restored
 

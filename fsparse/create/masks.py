@@ -1,6 +1,8 @@
 """Which weights ``fsparse.create`` prunes, and writing masks into them (the one mutation).
 
 The masks themselves come from the pruners (:mod:`fsparse.create.pruning`).
+DTensor weights (FSDP2) are written and counted shard by shard
+(:mod:`fsparse.create.sharding`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-__all__ = ["PRUNABLE_TYPES", "apply_masks", "keep_factors", "prunable_parameters"]
+from fsparse._src.checks import short_repr
+from fsparse.create.sharding import is_dtensor, kept_counts, local, same_placement
+
+__all__ = ["PRUNABLE_TYPES", "apply_masks", "keep_factors", "pruned_fractions",
+           "prunable_parameters"]
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -32,22 +38,44 @@ def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
     return found
 
 
+def pruned_fractions(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """``name -> fraction of False elements`` of each whole mask (DTensors: every shard).
+
+    A collective when some mask is a sharded DTensor (:func:`~fsparse.create.sharding.kept_counts`).
+
+    >>> pruned_fractions({"w": torch.tensor([True, False, False, True])})
+    {'w': 0.5}
+    """
+    kept = kept_counts(masks)
+    return {n: (1.0 - kept[n] / m.numel()) if m.numel() else 0.0 for n, m in masks.items()}
+
+
 def keep_factors(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
                  ) -> dict[str, torch.Tensor]:
     """``mask`` as 0/1 in each weight's dtype, for the masks that prune something.
 
     Multiplying by these is one write pass; ``masked_fill_`` with a bool mask is
-    several times slower on CPU (``benchmarks/create_speed.py``).
+    several times slower on CPU (``benchmarks/create_speed.py``). For a DTensor
+    weight the factor is the local shard's (its mask must be placed like it),
+    and whether a mask prunes something is decided from the whole mask, so every
+    rank keeps the same names.
     """
-    return {n: m.to(weights[n].dtype) for n, m in masks.items() if not bool(m.all())}
+    for n, m in masks.items():
+        if not same_placement(m, weights[n]):
+            raise ValueError(f"the mask of {short_repr(n)} is not placed like its weight "
+                             f"({type(m).__name__} vs {type(weights[n]).__name__})")
+    kept = kept_counts(masks)
+    return {n: local(m).to(weights[n].dtype) for n, m in masks.items() if kept[n] < m.numel()}
 
 
 def apply_masks(weights: Mapping[str, torch.Tensor], keep: Mapping[str, torch.Tensor]) -> None:
     """Zero the pruned elements of ``weights[name]`` in place: ``w *= keep[name]``.
 
-    ``keep`` comes from :func:`keep_factors`. Pruned weights are finite (the
-    optimizer only ever moves them by finite steps), so ``w * 0`` is 0.
+    ``keep`` comes from :func:`keep_factors` (local shards for DTensor weights:
+    each rank writes its own rows, no collective). Pruned weights are finite
+    (the optimizer only ever moves them by finite steps), so ``w * 0`` is 0.
     """
     with torch.no_grad():
         for name, factor in keep.items():
-            weights[name].mul_(factor)
+            w = weights[name]
+            (local(w) if is_dtensor(w) else w).mul_(factor)

@@ -29,6 +29,7 @@ import torch
 from fsparse import pruners
 from fsparse._src.checks import short_repr
 from fsparse._src.engine.mask_types import existing_zeros_mask
+from fsparse.create.masks import pruned_fractions
 from fsparse.create.modifiers import (
     ALL_PRUNABLE,
     ACDCPruning,
@@ -254,9 +255,9 @@ def target_levels(plan: Plan, state: pruners.PrunerState, weights: Mapping[str, 
             return dict.fromkeys(plan.names, level)
         shot = state.replace(step=0, targets=dict.fromkeys(state.masks, level))
         masks = plan.pruner.update(shot, pruner_view(plan, weights))[0].masks
-        return {n: 1.0 - float(m.float().mean()) for n, m in masks.items()}
+        return pruned_fractions(masks)  # whole tensors (DTensors: all shards counted)
     if isinstance(modifier, ConstantPruning) or getattr(modifier, "global_sparsity", False):
-        return {n: 1.0 - float(m.float().mean()) for n, m in state.masks.items()}
+        return pruned_fractions(state.masks)
     if isinstance(modifier, ACDCPruning):
         sparse = plan.pruner.hyperparams["phase"](t) == "sparse"
         return {n: state.targets[n] * sparse for n in plan.names}
