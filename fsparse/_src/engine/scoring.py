@@ -148,7 +148,9 @@ class AbsScores:
     def part(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
         """Scores of the flat elements ``start:stop``, written into ``out`` (returned)."""
         keep = None if self.keep is None else self.keep[start:stop]
-        scores = torch.abs(self.flat[start:stop], out=out[: stop - start])
+        out, piece = out[: stop - start], self.flat[start:stop]
+        scores = (torch.abs(piece, out=out) if piece.dtype == out.dtype
+                  else out.copy_(piece).abs_())
         return self._keyed(scores, keep)
 
     def take(self, index: torch.Tensor) -> torch.Tensor:

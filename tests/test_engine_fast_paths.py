@@ -1,0 +1,160 @@
+"""The engine's fast paths against a stable-argsort reference: the one-pass keep masks
+(bracket candidates with positions, ties among them, packed bool counts), the radix
+fallback, and magnitude scores read slice by slice (``AbsScores``)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fsparse import pruners
+from fsparse._src.engine import select_count_mask, select_mask
+from fsparse._src.engine import threshold as threshold_mod
+from fsparse._src.engine.scoring import AbsScores
+from fsparse._src.engine.selection import global_select_masks, select_scores
+from fsparse.pruners._schedules import Steps
+
+FIXTURE_OK = [HealthCheck.function_scoped_fixture]
+VALUES = st.sampled_from([0.0, -0.0, 1.0, 2.0, -1.0, 0.5, 3.0, math.inf, -math.inf, 1e-45])
+
+
+def reference_keep(pieces: list[torch.Tensor], k: int) -> list[torch.Tensor]:
+    """Keep masks with the k lowest (stable: piece order, then index) pruned."""
+    flat = torch.cat([p.reshape(-1).double() for p in pieces])
+    keep = torch.ones(flat.numel(), dtype=torch.bool)
+    keep[flat.argsort(stable=True)[:k]] = False
+    return [m.view(p.shape) for m, p in zip(keep.split([p.numel() for p in pieces]), pieces)]
+
+
+@pytest.fixture(params=["one-pass", "radix"])
+def fast(request, monkeypatch):
+    """Force the large-input paths on small data: tiny slices, no kthvalue shortcut."""
+    monkeypatch.setattr(threshold_mod, "SMALL", 0)
+    monkeypatch.setattr(threshold_mod, "SLICE", 13)  # not a multiple of 8: padded slices
+    if request.param == "radix":
+        monkeypatch.setattr(threshold_mod, "_bracketed", lambda *a, **kw: None)
+    return request.param
+
+
+@st.composite
+def piece_lists(draw, dtype=None):
+    dtype = dtype or draw(st.sampled_from([torch.float32, torch.float64, torch.float16]))
+    sizes = draw(st.lists(st.integers(0, 40), min_size=1, max_size=5))
+    return [torch.tensor(draw(st.lists(VALUES, min_size=s, max_size=s)),
+                         dtype=torch.float64).to(dtype) for s in sizes]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(data=st.data())
+def test_keep_masks_match_the_reference(fast, data):
+    pieces = data.draw(piece_lists())
+    n = sum(p.numel() for p in pieces)
+    if n == 0:
+        return
+    k = data.draw(st.integers(1, n))
+    got = threshold_mod.keep_masks(pieces, k)
+    for g, want in zip(got, reference_keep(pieces, k)):
+        assert g.dtype == torch.bool and torch.equal(g, want.reshape(-1))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(data=st.data(), sparsity=st.floats(0.0, 1.0))
+def test_abs_scores_select_like_materialized_scores(fast, data, sparsity):
+    """Magnitude read slice by slice = the public functions on ``|w|`` (keyed or not)."""
+    weights = data.draw(piece_lists())
+    keyed = data.draw(st.booleans())
+    keeps = [torch.tensor(data.draw(st.lists(st.booleans(), min_size=w.numel(),
+                                              max_size=w.numel())), dtype=torch.bool)
+             for w in weights]
+    names = [f"w{i}" for i in range(len(weights))]
+    lazy = {n: AbsScores(w, m if keyed else None) for n, w, m in zip(names, weights, keeps)}
+    plain = {n: v.materialize().view(v.shape) for n, v in lazy.items()}
+    assert all(torch.equal(plain[n], torch.where(m, w.float().abs() if w.dtype == torch.float16
+                                                 else w.abs(), -1.0) if keyed else
+                           (w.float().abs() if w.dtype == torch.float16 else w.abs()))
+               for n, w, m in zip(names, weights, keeps))
+    got = select_scores(lazy, sparsity, shared=True)
+    want = global_select_masks(plain, sparsity)
+    assert all(torch.equal(got[n], want[n]) for n in names)
+    for n in names:
+        alone = select_scores({n: lazy[n]}, sparsity)[n]
+        assert torch.equal(alone, select_mask(plain[n], sparsity))
+
+
+def test_large_inputs_take_the_one_pass_path_and_stay_exact(monkeypatch):
+    """No monkeypatched sizes: more values than SMALL, with crowded ties, -0.0 and inf."""
+    gen = torch.Generator().manual_seed(5)
+    big = threshold_mod.SMALL + 1000
+    a = (torch.randn(big, generator=gen) * 3).round()  # crowded ties: the bracket may miss
+    a[::97] = -0.0
+    a[::1001] = math.inf
+    b = torch.randn(777, generator=gen)
+    c = torch.randn(2 * big + 3, generator=gen)
+    calls = []
+    real = threshold_mod._keep_pass
+    monkeypatch.setattr(threshold_mod, "_keep_pass", lambda *a, **kw: calls.append(1) or real(
+        *a, **kw))
+    for pieces in ([a, b], [c], [b, c, a]):
+        n = sum(p.numel() for p in pieces)
+        for k in (1, n // 10, n // 2, n - 1):
+            want = reference_keep(pieces, k)
+            got = threshold_mod.keep_masks(pieces, k)
+            assert all(torch.equal(g, w.reshape(-1)) for g, w in zip(got, want))
+            lazy = {f"p{i}": AbsScores(-p) for i, p in enumerate(pieces)}
+            masks = select_scores(lazy, k / n, shared=True)
+            ref = global_select_masks({n_: p.abs() for n_, p in zip(lazy, pieces)}, k / n)
+            assert all(torch.equal(masks[n_], ref[n_]) for n_ in lazy)
+    assert calls  # the one-pass path ran
+
+
+@pytest.mark.parametrize("length", [0, 1, 7, 8, 9, 2039, 2040, 2041, 4081, 10_000])
+@pytest.mark.parametrize("offset", [0, 8, 3])
+def test_packed_bool_count_and_positions(length, offset):
+    gen = torch.Generator().manual_seed(length + offset)
+    base = torch.rand(length + offset + 16, generator=gen) < 0.3
+    mask = base[offset : offset + length]
+    assert int(threshold_mod._count_true(mask)) == int(torch.count_nonzero(mask))
+    if offset % 8 == 0 and length % 8 == 0:
+        assert torch.equal(threshold_mod._true_positions(mask), mask.nonzero().view(-1))
+
+
+def test_abs_scores_nan_rules():
+    w = torch.tensor([1.0, float("nan"), 3.0, -2.0])
+    with pytest.raises(ValueError, match="NaN"):
+        select_scores({"w": AbsScores(w)}, 0.5)
+    keep = torch.tensor([True, False, True, True])  # the NaN is already pruned: keyed -1
+    mask = select_scores({"w": AbsScores(w, keep)}, 0.5)["w"]
+    assert torch.equal(mask, select_mask(torch.tensor([1.0, -1.0, 3.0, 2.0]), 0.5))
+
+
+def test_abs_scores_of_a_non_contiguous_view():
+    w = torch.randn(64, 32)[:, ::2]
+    assert torch.equal(select_scores({"w": AbsScores(w)}, 0.3)["w"], select_mask(w.abs(), 0.3))
+
+
+def test_magnitude_pruners_unchanged_by_the_lazy_scores():
+    """magnitude / global_magnitude masks equal the engine on materialized |w| (gradual)."""
+    gen = torch.Generator().manual_seed(1)
+    params = {"a": torch.randn(300, 500, generator=gen), "b": torch.randn(77, generator=gen),
+              "c": torch.randn(40, 3, 3, generator=gen).round()}
+    for make, shared in ((pruners.magnitude, False), (pruners.global_magnitude, True)):
+        pruner = make(0.8, start_step=0, end_step=4)
+        state = pruner.init(params)
+        prev = state.masks
+        for _ in range(5):
+            state, _ = pruner.update(state, params)
+            keyed = {n: torch.where(prev[n], p.abs(), -1.0) for n, p in params.items()}
+            level = 0.8 * Steps(0, 4, 1).ramp(state.step - 1)
+            want = (global_select_masks(keyed, level) if shared else
+                    {n: select_mask(s, level) for n, s in keyed.items()})
+            assert all(torch.equal(state.masks[n], want[n]) for n in params)
+            prev = state.masks
+
+
+def test_select_count_mask_big_k_edges():
+    s = torch.randn(threshold_mod.SMALL + 5)
+    assert select_count_mask(s, 0).all() and not select_count_mask(s, s.numel()).any()
