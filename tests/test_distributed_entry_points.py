@@ -21,6 +21,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
 import fsparse
+import fsparse.distributed
 from fsparse import pruners
 
 
@@ -166,10 +167,66 @@ def _pruners(rank: int, world: int) -> None:
         _pruner_run(make, full, grads, mesh, 3)
 
 
+def _dropin(rank: int, world: int) -> None:
+    """DataNormSparsifier on DTensor data: add_data, step, get_mask, state_dict, squash_mask."""
+    from fsparse.data_sparsifier import DataNormSparsifier
+
+    mesh = init_device_mesh("cpu", (world,))
+    gen = torch.Generator().manual_seed(4)
+    full = {"emb": (torch.randint(0, 3, (3 * world + 2, 8), generator=gen) / 2).float(),
+            "w": torch.randn(world + 1, 6, generator=gen)}
+    for placement in (Shard(0), Replicate()):
+        sharded, plain = (DataNormSparsifier(sparsity_level=0.5, sparse_block_shape=(2, 2),
+                                             zeros_per_block=3) for _ in range(2))
+        for name, tensor in full.items():
+            sharded.add_data(name, distribute_tensor(tensor, mesh, [placement]))
+            plain.add_data(name, tensor.clone())
+        sharded.step()
+        plain.step()
+        for name in full:
+            assert _placements(sharded.get_mask(name)) == (placement,)
+            assert torch.equal(_whole(sharded.get_mask(name)), plain.get_mask(name)), name
+        loaded = DataNormSparsifier()
+        loaded.load_state_dict(sharded.state_dict())
+        for name in full:
+            assert torch.equal(_whole(loaded.get_mask(name)), plain.get_mask(name)), name
+        sharded.squash_mask()
+        plain.squash_mask()
+        for name in full:
+            got = sharded.get_data(name, return_original=False)
+            assert torch.equal(_whole(got), plain.get_data(name, return_original=False))
+    # wrong use: a Shard(1) tensor raises a clear error at step and changes no mask
+    wrong = DataNormSparsifier(sparsity_level=0.5)
+    wrong.add_data("ok", distribute_tensor(full["emb"], mesh, [Shard(0)]))
+    wrong.add_data("bad", distribute_tensor(full["emb"], mesh, [Shard(1)]))
+    with pytest.raises(ValueError, match="unsupported DTensor placement"):
+        wrong.step()
+    assert bool(_whole(wrong.get_mask("ok")).all()) and bool(_whole(wrong.get_mask("bad")).all())
+
+
+def _wrong_pruners(rank: int, world: int) -> None:
+    """A pruner on Shard(1) params or on a group that isn't the mesh's: clear errors."""
+    mesh = init_device_mesh("cpu", (world,))
+    full = torch.randn(2 * world, 4, generator=torch.Generator().manual_seed(1))
+    pruner = pruners.global_magnitude(0.5)
+    params = {"w": distribute_tensor(full, mesh, [Shard(1)])}
+    state = pruner.init(params)
+    with pytest.raises(ValueError, match="unsupported DTensor placement"):
+        pruner.update(state, params)
+    assert bool(_whole(state.masks["w"]).all()) and state.step == 0
+    sub = dist.new_group(list(range(world - 1)))
+    shard = distribute_tensor(full, mesh, [Shard(0)])
+    if rank < world - 1:
+        with pytest.raises(ValueError, match="does not match"):
+            fsparse.distributed.select_mask(shard, 0.5, group=sub)
+
+
 def _all(rank: int, world: int, cases: int) -> None:
     _engine(rank, world, cases)
     _norm_and_state(rank, world)
     _pruners(rank, world)
+    _dropin(rank, world)
+    _wrong_pruners(rank, world)
 
 
 @pytest.mark.parametrize("world", [2, 4])

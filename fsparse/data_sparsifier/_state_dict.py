@@ -20,6 +20,7 @@ from torch.nn.utils import parametrize
 
 from fsparse._src.checks import check_tensor, short_repr
 from fsparse._src.config import SparsityConfig
+from fsparse._src.engine.dispatch import sharded_kind
 from fsparse._src.untrusted import load_mask
 from fsparse.data_sparsifier._container import (
     FakeSparsity,
@@ -140,7 +141,8 @@ def parse_state_dict(
 
 
 def state_dict_of(sp: Any) -> dict[str, Any]:
-    """``sp.state_dict()``: torch.ao's format, plain containers, masks as sparse COO.
+    """``sp.state_dict()``: torch.ao's format, plain containers, masks as sparse COO
+    (DTensor masks: dense DTensors, as ``torch.distributed.checkpoint`` saves them).
 
     A pending (unmade) mask is saved as the COO of ones it stands for, and stays pending.
     """
@@ -150,7 +152,7 @@ def state_dict_of(sp: Any) -> dict[str, Any]:
         mask = entry.get("mask")
         if name in sp.state.pending:
             mask = torch.ones_like(sp._data[name])
-        out = {} if mask is None else {"mask": mask.to_sparse_coo()}
+        out = {} if mask is None else {"mask": _saved(mask)}
         out.update({k: copy.deepcopy(v) for k, v in entry.items() if k != "mask"})
         state[name] = out
     return {
@@ -158,6 +160,11 @@ def state_dict_of(sp: Any) -> dict[str, Any]:
         "data_groups": {name: copy.deepcopy(dict(g)) for name, g in sp.data_groups.items()},
         "_container": dict(sp._container.state_dict()),
     }
+
+
+def _saved(mask: torch.Tensor) -> torch.Tensor:
+    """torch.ao's sparse COO; a DTensor mask (no sparse DTensors) stays dense, placed alike."""
+    return mask.clone() if sharded_kind(mask) else mask.to_sparse_coo()
 
 
 def load_into(sp: Any, states: Any, groups: Any, tensors: Any, strict: bool) -> None:

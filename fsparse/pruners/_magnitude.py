@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from fsparse._src.engine.dispatch import sharded_kind
 from fsparse._src.engine.scoring import AbsScores, score_dtype
 from fsparse.pruners._common import Common, check_seed, random_scores
 from fsparse.pruners._protocol import Pruner
@@ -34,9 +35,13 @@ def abs_scores(params: dict[str, torch.Tensor], grads: object = None, t: int = 0
 
 
 def lazy_abs_scores(params: dict[str, torch.Tensor], grads: object = None, t: int = 0
-                    ) -> dict[str, AbsScores]:
-    """``|w|`` for the engine to read slice by slice (no full-size score tensor)."""
-    return {n: AbsScores(p) for n, p in params.items()}
+                    ) -> dict[str, torch.Tensor | AbsScores]:
+    """``|w|`` for the engine to read slice by slice (no full-size score tensor).
+
+    DTensor params get plain ``|w|`` DTensors (the engine's sharded path ranks them).
+    """
+    return {n: p.to(score_dtype(p.dtype)).abs() if sharded_kind(p) else AbsScores(p)
+            for n, p in params.items()}
 
 
 def saliency_scores(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor] | None,
