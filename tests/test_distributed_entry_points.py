@@ -162,9 +162,9 @@ def _pruners(rank: int, world: int) -> None:
               lambda: pruners.snip(0.5),
               lambda: pruners.movement(0.5, end_step=2),
               lambda: pruners.ste_magnitude(0.5),
-              lambda: pruners.rigl(0.5, update_every=1, end_step=3)]
-    for make in makers:
-        _pruner_run(make, full, grads, mesh, 3)
+              lambda: pruners.rigl(0.5, update_every=1, end_step=2)]
+    for make in makers if world == 2 else makers[:2] + makers[-1:]:  # 4 ranks: fewer, slow box
+        _pruner_run(make, full, grads, mesh, 2)
 
 
 def _dropin(rank: int, world: int) -> None:
@@ -231,7 +231,7 @@ def _all(rank: int, world: int, cases: int) -> None:
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_entry_points_take_dtensors(world: int) -> None:
-    launch(_all, world, 40 if world == 2 else 16, timeout_s=150.0)
+    launch(_all, world, 40 if world == 2 else 10, timeout_s=150.0)
 
 
 def test_import_fsparse_stays_light() -> None:

@@ -50,28 +50,36 @@ def _radix(
     """``(threshold, ties)`` of the global ``k``-th lowest (``1 <= k <= total``).
 
     The engine's :func:`radix_select` with 8-bit digits, each round's counts
-    summed over this rank's values, then ``all_reduce``-d. Rounds 0 and 1 pass
-    over all values; round 1 also keeps this rank's keys that match the first
-    digit (when they are few), so later rounds see only those.
+    summed over this rank's values, then ``all_reduce``-d. Round 0 passes over all
+    values; from round 1 on, a pass also collects this rank's keys that match the
+    prefix found so far, as long as they stay few (at most 1/16 of the values, so
+    this memory is bounded: collecting stops as soon as they are more), and the
+    later rounds see only those.
     """
     n_local = sum(p.numel() for p in pieces)
-    kept: list[torch.Tensor] = []
+    limit = max(n_local // 16, 1)
+    kept: list[torch.Tensor] | None = None
 
     def counts(level: int, shift: int, prefix: int) -> torch.Tensor:
         nonlocal kept
         hist = torch.zeros(_BINS, dtype=torch.int64)
-        if level > 1 and kept:
+        if kept is not None:
             for keys in kept:
                 hist += digit_counts(keys, level, shift, prefix, BITS)
         else:
-            collect: list[torch.Tensor] = []
+            collect: list[torch.Tensor] | None = [] if level else None
+            size = 0
             for part in _slices(pieces):
                 keys = keys_of(part)
                 hist += digit_counts(keys, level, shift, prefix, BITS)
-                if level == 1:
-                    collect.append(keys[(keys >> (shift + BITS)) == prefix])
-            if level == 1 and sum(c.numel() for c in collect) <= max(n_local // 16, 1):
-                kept = collect or [torch.empty(0, dtype=torch.int64 if wide else torch.int32)]
+                if collect is not None:
+                    match = keys[(keys >> (shift + BITS)) == prefix]
+                    size += match.numel()
+                    if size <= limit:
+                        collect.append(match)
+                    else:  # too many to keep: later rounds pass over all values again
+                        collect = None
+            kept = collect
         dist.all_reduce(hist, group=group)
         return hist
 
