@@ -101,13 +101,18 @@ def _selects(rank: int, world: int, cases: int) -> None:
     rng = random.Random(7 + world)
     for _ in range(cases):
         fulls, locals_, offsets, sizes_of = {}, {}, {}, {}
+        pattern = rng.choice(["unstructured", f"{rng.randint(1, 5)}x{rng.randint(1, 4)}",
+                              "channel", "2:4", "1:3"])
         for t in range(rng.randint(1, 3)):
             full, sizes, _ = _case(rng, world)
+            if ":" in pattern:  # N:M groups run along dim 1 (within a row): make it fit
+                m = int(pattern.split(":")[1])
+                full = _data(rng, (full.shape[0], m * rng.randint(1, 3), *full.shape[2:]),
+                             full.dtype)
             if rng.random() < 0.2:
-                full[0, 0] = -float("inf")
+                full.view(full.shape[0], -1)[0, 0] = -float("inf")
             fulls[f"s{t}"], sizes_of[f"s{t}"] = full, sizes
             locals_[f"s{t}"], offsets[f"s{t}"] = _shard(full, sizes, rank)
-        pattern = rng.choice(["unstructured", f"{rng.randint(1, 5)}x{rng.randint(1, 4)}"])
         sparsity = rng.choice([0.0, 1.0, rng.random()])
         got = fd.global_select_masks(locals_, sparsity, pattern, row_offsets=offsets)
         want = fsparse.global_select_masks(fulls, sparsity, pattern)
@@ -116,6 +121,10 @@ def _selects(rank: int, world: int, cases: int) -> None:
             assert torch.equal(got[name], want[name][o : o + n]), (pattern, sparsity)
             one = fd.select_mask(locals_[name], sparsity, pattern, row_offset=o)
             assert torch.equal(one, fsparse.select_mask(full, sparsity, pattern)[o : o + n])
+            k = rng.randint(0, fsparse.parse_pattern(pattern).units(tuple(full.shape)))
+            one = fd.select_count_mask(locals_[name], k, pattern, row_offset=o)
+            want_k = fsparse.select_count_mask(full, k, pattern)[o : o + n]
+            assert torch.equal(one, want_k), (pattern, k)
     with pytest.raises(ValueError, match="groups run across"):  # 1-D N:M groups span rows
         fd.select_mask(torch.ones(4), 0.5, "2:4", row_offset=4 * rank)
 
