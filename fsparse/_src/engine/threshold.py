@@ -12,6 +12,10 @@ to it (:func:`lowest_masks`).
   bracket misses (or ties crowd it), an exact radix select over the values'
   order-preserving bit patterns (16 bits per pass) finds it. Passes work on
   slices of ``SLICE`` elements, so temporaries stay bounded.
+* Masks (:func:`keep_masks`): the same bracket pass also writes the keep
+  masks (``> hi``) and keeps the candidates' positions, so one pass over the
+  values gives both the threshold and the masks; ties are resolved among the
+  candidates (no tie scan).
 
 NaN must be refused by the caller; ``+-inf`` are ordinary values.
 """
@@ -30,6 +34,7 @@ __all__ = [
 ]
 
 SLICE = 1 << 22  # elements per pass slice
+PASS_SLICE = 1 << 20  # elements per slice of the one-pass keep masks (its buffers stay cached)
 SMALL = 1 << 17  # up to this many values: kthvalue on a concatenated copy
 _Z_SCORE = 5.0
 
@@ -67,17 +72,21 @@ def _small(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
 
 
 def _sample(pieces: Sequence[Piece], n: int, size: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(0)
-    index = torch.randint(n, (size,), generator=generator)
+    """About ``size`` seeded random values, each piece's share in proportion to its size
+    (stratified: a few small ops per piece, no pass over a global index)."""
+    uniform = torch.rand(size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     parts, start = [], 0
     for piece in pieces:
-        local = index[(index >= start) & (index < start + piece.numel())] - start
-        local = local.to(piece.device)
+        count = piece.numel()
+        first, last = start * size // n, (start + count) * size // n
+        start += count
+        if last <= first:
+            continue
+        local = (uniform[first:last] * count).long().clamp_(max=count - 1).to(piece.device)
         taken = (piece.index_select(0, local) if isinstance(piece, torch.Tensor)
                  else piece.take(local))
         parts.append(taken.cpu())
-        start += piece.numel()
-    return torch.cat(parts)
+    return torch.cat(parts) if parts else torch.empty(0)
 
 
 def bracket(sample: torch.Tensor, q: float) -> tuple[float, float]:
@@ -161,8 +170,8 @@ def _keep_pass(
     are converted to bool (faster on CPU than a bool-output compare). Computed
     pieces are computed slice by slice into one buffer.
     """
-    device = pieces[0].device
-    size = min(max(p.numel() for p in pieces), SLICE)
+    device, step = pieces[0].device, min(SLICE, PASS_SLICE)
+    size = min(max(p.numel() for p in pieces), step)
     above_f = torch.empty(size, dtype=pieces[0].dtype, device=device)
     computed = None if all(isinstance(p, torch.Tensor) for p in pieces) else torch.empty_like(
         above_f)
@@ -173,12 +182,12 @@ def _keep_pass(
     where: list[list[torch.Tensor]] = [[] for _ in pieces]  # per piece: candidate positions
     n_kept = 0
     for i, piece in enumerate(pieces):
-        for start in range(0, piece.numel(), SLICE):
+        for start in range(0, piece.numel(), step):
             if isinstance(piece, torch.Tensor):
-                part = piece[start : start + SLICE]
+                part = piece[start : start + step]
             else:
                 assert computed is not None
-                part = piece.part(start, min(start + SLICE, piece.numel()), computed)
+                part = piece.part(start, min(start + step, piece.numel()), computed)
             length, padded = part.numel(), -(-part.numel() // 8) * 8
             out = keep[i][start : start + length]
             a = torch.gt(part, hi, out=above_f[:length])
