@@ -162,8 +162,13 @@ def _pruners(rank: int, world: int) -> None:
               lambda: pruners.snip(0.5),
               lambda: pruners.movement(0.5, end_step=2),
               lambda: pruners.ste_magnitude(0.5),
-              lambda: pruners.rigl(0.5, update_every=1, end_step=2)]
-    for make in makers if world == 2 else makers[:2] + makers[-1:]:  # 4 ranks: fewer, slow box
+              lambda: pruners.rigl(0.5, update_every=1, end_step=2),
+              lambda: pruners.set(0.5, update_every=1, end_step=2),
+              lambda: pruners.acdc(0.5, 1, 4, 1, 1),
+              lambda: pruners.global_saliency(0.5),
+              lambda: pruners.static_random(0.5),
+              lambda: pruners.soft_movement(0.9, end_step=2)]
+    for make in makers if world == 2 else makers[:2] + makers[8:9]:  # 4 ranks: fewer, slow box
         _pruner_run(make, full, grads, mesh, 2)
 
 

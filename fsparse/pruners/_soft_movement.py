@@ -30,7 +30,7 @@ import torch
 
 from fsparse._src.checks import check_real, short_repr
 from fsparse._src.engine.scoring import score_dtype
-from fsparse.pruners._common import Common
+from fsparse.pruners._common import Common, filled
 from fsparse.pruners._protocol import Params, Pruner, check_grads, check_params_fit, check_state
 from fsparse.pruners._ranked import dense_state, no_resets
 from fsparse.pruners._schedules import Steps
@@ -72,8 +72,7 @@ def soft_movement(final_threshold: float = 0.1, *, initial_threshold: float = 0.
 
     def init(params: Params) -> PrunerState:
         checked, state = dense_state(common, params)  # dense until the first update
-        zeros = {n: torch.zeros(p.shape, dtype=score_dtype(p.dtype), device=p.device)
-                 for n, p in checked.items()}
+        zeros = {n: filled(p, 0.0, score_dtype(p.dtype)) for n, p in checked.items()}
         scores = {n: z + s0 for n, z in zeros.items()}
         return state.replace(stats={STAT: scores, MOMENT1: zeros, MOMENT2: zeros})
 
