@@ -158,3 +158,23 @@ def test_magnitude_pruners_unchanged_by_the_lazy_scores():
 def test_select_count_mask_big_k_edges():
     s = torch.randn(threshold_mod.SMALL + 5)
     assert select_count_mask(s, 0).all() and not select_count_mask(s, s.numel()).any()
+
+
+def test_keep_factors_reuse_the_previous_factors_in_place():
+    """fsparse.create writes new masks into its previous 0/1 factors (no fresh tensors)."""
+    from fsparse.create.masks import keep_factors
+
+    weights = {"a": torch.randn(4, 3), "b": torch.randn(5),
+               "c": torch.randn(2, dtype=torch.float64)}
+    first = {"a": torch.rand(4, 3) > 0.5, "b": torch.ones(5, dtype=torch.bool),
+             "c": torch.tensor([True, False])}
+    old = keep_factors(weights, first)
+    assert set(old) == {"a", "c"}
+    second = {"a": torch.rand(4, 3) > 0.5, "b": torch.rand(5) > 0.5,
+              "c": torch.tensor([False, True])}
+    new = keep_factors(weights, second, reuse=old)
+    assert new["a"] is old["a"] and new["c"] is old["c"]  # overwritten in place
+    for n, m in second.items():
+        assert torch.equal(new[n], m.to(weights[n].dtype))
+    mismatched = {"a": torch.zeros(2, 2)}  # wrong shape: not reused
+    assert keep_factors(weights, second, reuse=mismatched)["a"].shape == (4, 3)

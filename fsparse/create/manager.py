@@ -299,7 +299,7 @@ class RecipeManager:
                 for n, value in changed.items():
                     self._weights[n].copy_(value)
             self._masks[i] = model_masks(plan, state)
-            self._keep[i] = keep_factors(self._weights, self._masks[i])
+            self._keep[i] = keep_factors(self._weights, self._masks[i], reuse=self._keep[i])
             apply_masks(self._weights, self._keep[i])
             if resets and isinstance(optimizer, torch.optim.Optimizer):
                 fp.reset_optimizer_state(optimizer, self._weights, resets)

@@ -50,22 +50,31 @@ def pruned_fractions(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {n: (1.0 - kept[n] / m.numel()) if m.numel() else 0.0 for n, m in masks.items()}
 
 
-def keep_factors(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
-                 ) -> dict[str, torch.Tensor]:
+def keep_factors(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
+                 reuse: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """``mask`` as 0/1 in each weight's dtype, for the masks that prune something.
 
     Multiplying by these is one write pass; ``masked_fill_`` with a bool mask is
     several times slower on CPU (``benchmarks/create_speed.py``). For a DTensor
     weight the factor is the local shard's (its mask must be placed like it),
     and whether a mask prunes something is decided from the whole mask, so every
-    rank keeps the same names.
+    rank keeps the same names. ``reuse``: the caller's previous factors, which
+    it gives up; they are overwritten in place where they fit (a fresh
+    full-size tensor costs several read passes in page faults on CPU).
     """
     for n, m in masks.items():
         if not same_placement(m, weights[n]):
             raise ValueError(f"the mask of {short_repr(n)} is not placed like its weight "
                              f"({type(m).__name__} vs {type(weights[n]).__name__})")
     kept = kept_counts(masks)
-    return {n: local(m).to(weights[n].dtype) for n, m in masks.items() if kept[n] < m.numel()}
+    out = {}
+    for n, m in masks.items():
+        if kept[n] < m.numel():
+            mine, old = local(m), (reuse or {}).get(n)
+            fits = (old is not None and old.shape == mine.shape
+                    and old.dtype == weights[n].dtype and old.device == mine.device)
+            out[n] = old.copy_(mine) if fits else mine.to(weights[n].dtype)  # type: ignore[union-attr]
+    return out
 
 
 def apply_masks(weights: Mapping[str, torch.Tensor], keep: Mapping[str, torch.Tensor]) -> None:
