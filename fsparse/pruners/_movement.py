@@ -65,10 +65,13 @@ def movement(sparsity: Sparsity, *, distribution: Any = "uniform",
         t = state.step
         with torch.no_grad():
             scores = {}
-            for n, p in checked.items():
+            for n, p in checked.items():  # two fresh tensors: the product and the new S
                 dt = old[n].dtype
-                delta = -(grads_in[n].to(dt) * p.to(dt))
-                scores[n] = old[n] + torch.where(state.masks[n], delta, 0.0)
+                delta = torch.mul(grads_in[n].to(dt), p.to(dt)).neg_()
+                live = state.masks[n]
+                if not bool(live.all()):
+                    delta.masked_fill_(~live, 0.0)
+                scores[n] = old[n] + delta
             masks = dict(state.masks)
             if steps.is_update(t):
                 ramp = steps.ramp(t)
