@@ -51,7 +51,14 @@ from fsparse.create.schedules import (
     phase,
     qat_flags,
 )
-from fsparse.create.sharding import agree, check_layouts, is_dtensor, local, same_placement
+from fsparse.create.sharding import (
+    agree,
+    check_layouts,
+    check_row_views,
+    is_dtensor,
+    local,
+    same_placement,
+)
 
 __all__ = ["MAX_STEPS_PER_EPOCH", "STATE_KEYS", "STATE_VERSION", "RecipeManager"]
 
@@ -109,6 +116,8 @@ class RecipeManager:
         skipped: list[str] = []
         for modifier in self.pruning_modifiers:
             plan, left_out = make_plan(modifier, prunable, steps_per_epoch)
+            check_row_views(plan.matrix, prunable,
+                            f"mask_type {getattr(modifier, 'mask_type', '')!r}")
             pruning.append((plan, init_state(plan, self._detached(plan))))
             skipped.extend(left_out)
         self._pruning = pruning

@@ -19,14 +19,15 @@ once it is in ``sys.modules``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 from fsparse._src.checks import short_repr
 
-__all__ = ["agree", "check_layouts", "is_dtensor", "kept_counts", "local", "same_placement"]
+__all__ = ["agree", "check_layouts", "check_row_views", "is_dtensor", "kept_counts", "local",
+           "same_placement"]
 
 
 def is_dtensor(value: object) -> bool:
@@ -75,6 +76,24 @@ def check_layouts(weights: Mapping[str, torch.Tensor], arg: str = "model") -> An
                              f"{short_repr(first)} on {short_repr(mesh)}; fsparse.create needs "
                              "one mesh for all its weights")
     return None if mesh is None else mesh.get_group()
+
+
+def check_row_views(names: Iterable[str], weights: Mapping[str, torch.Tensor], why: str,
+                    arg: str = "model") -> None:
+    """``ValueError`` unless each ``Shard(0)`` weight of ``names`` splits its rows evenly.
+
+    Block and N:M masks see a conv weight ``(O, I, *k)`` as its channels-last
+    matrix ``(O * prod(k), I)``; a DTensor keeps that view sharded by rows only
+    when ``O`` is a multiple of the mesh size (``why``: the mask type asking).
+    """
+    for name in names:
+        w: Any = weights[name]
+        if is_dtensor(w) and w.placements[0].is_shard() and w.shape[0] % w.device_mesh.size():
+            raise ValueError(
+                f"{arg} parameter {short_repr(name)}: {why} views this conv weight as a "
+                f"channels-last matrix, which a DTensor can shard only when its "
+                f"{w.shape[0]} output channels are a multiple of the {w.device_mesh.size()} "
+                "ranks; use a mesh size that divides them, or mask_type='unstructured'")
 
 
 def same_placement(value: torch.Tensor, like: torch.Tensor) -> bool:
