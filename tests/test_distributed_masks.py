@@ -203,7 +203,33 @@ def _fsdp(rank: int, world: int) -> None:
         assert torch.equal(mask.full_tensor(), fsparse.config_norm_mask(whole[name], config))
 
 
+def _bounded_rounds(rank: int, world: int) -> None:
+    """Values sharing their first 8 bits (all in [1, 2)): round 1 finds too many keys to keep,
+    round 2 keeps the few matching 16 bits, so rounds 3+ see only those (before: all)."""
+    import fsparse.distributed.selection as sel
+
+    seen: dict[int, int] = {}
+    real = sel.digit_counts
+
+    def spy(keys: torch.Tensor, level: int, *args: int) -> torch.Tensor:
+        seen[level] = seen.get(level, 0) + keys.numel()
+        return real(keys, level, *args)
+
+    n = 40_000
+    full = 1 + torch.rand(n, generator=torch.Generator().manual_seed(2))
+    chunk = full.chunk(world)[rank]
+    sel.digit_counts = spy  # type: ignore[assignment]
+    try:
+        got = fd.distributed_lowest([chunk], n // 3, [list(range(world))], None)[0]
+    finally:
+        sel.digit_counts = real
+    want = ~fsparse.select_count_mask(full, n // 3)
+    assert torch.equal(got, want.chunk(world)[rank])
+    assert seen[1] == seen[2] == chunk.numel() and seen[3] <= chunk.numel() // 16, seen
+
+
 def _all(rank: int, world: int, cases: int) -> None:
+    _bounded_rounds(rank, world)
     _masks(rank, world, cases)
     _global(rank, world, cases // 3)
     _selects(rank, world, cases // 3)
