@@ -4,7 +4,9 @@
 ``config_norm_mask``, ``fsparse.init`` / ``step``, the pruners and the drop-in take
 ``Shard(0)`` (uneven splits, empty shards) and ``Replicate()`` DTensors; every mask
 comes back placed like the data and equals the single-process mask of the whole
-tensors, ties at the threshold included. One launch per world size runs every case.
+tensors, ties at the threshold included. The cases run inside
+``test_distributed_masks``'s launches (2 and 4 ranks), which share one process
+start-up per world size.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
-from test_distributed_launch import launch
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
@@ -226,17 +227,14 @@ def _wrong_pruners(rank: int, world: int) -> None:
             fsparse.distributed.select_mask(shard, 0.5, group=sub)
 
 
-def _all(rank: int, world: int, cases: int) -> None:
+def entry_point_cases(rank: int, world: int, cases: int) -> None:
+    """Every case of this file, run by ``test_distributed_masks``'s launch (one process
+    start-up per world size for both files: most of a launch's time on a small box)."""
     _engine(rank, world, cases)
     _norm_and_state(rank, world)
     _pruners(rank, world)
     _dropin(rank, world)
     _wrong_pruners(rank, world)
-
-
-@pytest.mark.parametrize("world", [2, 4])
-def test_entry_points_take_dtensors(world: int) -> None:
-    launch(_all, world, 40 if world == 2 else 10, timeout_s=150.0)
 
 
 def test_import_fsparse_stays_light() -> None:

@@ -12,6 +12,7 @@ import random
 import pytest
 import torch
 import torch.distributed as dist
+from test_distributed_entry_points import entry_point_cases
 from test_distributed_launch import launch
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
@@ -229,6 +230,7 @@ def _bounded_rounds(rank: int, world: int) -> None:
 
 
 def _all(rank: int, world: int, cases: int) -> None:
+    entry_point_cases(rank, world, 40 if world == 2 else 10)  # test_distributed_entry_points
     _bounded_rounds(rank, world)
     _masks(rank, world, cases)
     _global(rank, world, cases // 3)
@@ -239,4 +241,5 @@ def _all(rank: int, world: int, cases: int) -> None:
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_shard_masks_equal_the_slices_of_the_single_process_mask(world: int) -> None:
+    """Also runs every case of test_distributed_entry_points (the library's entry points)."""
     launch(_all, world, 30 if world == 2 else 12, timeout_s=150.0)
