@@ -122,6 +122,11 @@ def _norm_and_state(rank: int, world: int) -> None:
     assert bool(_whole(bad["w"].mask).all())
     with pytest.raises(ValueError, match="unsupported DTensor placement"):
         fsparse.select_mask(distribute_tensor(full["w"], mesh, [Shard(1)]), 0.5)
+    if world == 4:  # a 2-D mesh
+        mesh2 = init_device_mesh("cpu", (2, 2))
+        on_2d = distribute_tensor(full["w"], mesh2, [Shard(0), Replicate()])
+        with pytest.raises(ValueError, match="only 1-D device meshes"):
+            fsparse.step(fsparse.init({"w": on_2d}))
     sizes = [full["w"].shape[0] - world + 1] + [1] * (world - 1)  # not torch.chunk's split
     with pytest.raises(ValueError, match="do not tile"):
         fsparse.select_mask(_mislaid(mesh, full["w"], sizes), 0.5)
