@@ -196,3 +196,41 @@ def test_movement_scores_equal_the_reference_formula_bit_for_bit():
             want = before[n] + torch.where(masks[n], -(g[n] * w[n]), 0.0)
             got = state.stats["movement"][n]
             assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
+
+
+def test_keyed_abs_scores_select_among_the_live_places(monkeypatch):
+    """Already-pruned places are the lowest: the pass selects among the live ones only."""
+    gen = torch.Generator().manual_seed(4)
+    n = 2 * threshold_mod.SMALL + 11
+    w = (torch.randn(n, generator=gen) * 8).round()  # ties
+    live = torch.rand(n, generator=gen) > 0.4
+    pruned = int((~live).sum())
+    keyed = torch.where(live, w.abs(), -1.0)
+    modes = []
+    real = threshold_mod._keep_pass
+    monkeypatch.setattr(threshold_mod, "_keep_pass", lambda *a: modes.append(a[-1]) or real(*a))
+    for k in (pruned - 3, pruned, pruned + 1, pruned + 5000, n - 1):
+        got = select_scores({"w": AbsScores(w, live)}, k / n)["w"]
+        assert torch.equal(got, reference_keep([keyed], round(k / n * n))[0])
+    assert True in modes  # the live-places pass ran
+
+
+def test_keyed_global_selection_stays_on_the_live_pass(monkeypatch):
+    """Many pieces, pruned unevenly: the live sample covers every piece, the pass hits."""
+    gen = torch.Generator().manual_seed(6)
+    sizes = (threshold_mod.SMALL, 3000, 2 * threshold_mod.SMALL, 50_000)
+    ws = [torch.randn(s, generator=gen) * scale for s, scale in zip(sizes, (1, 3, 0.3, 10))]
+    lives = [torch.rand(s, generator=gen) > f for s, f in zip(sizes, (0.9, 0.1, 0.5, 0.0))]
+    pruned = sum(int((~m).sum()) for m in lives)
+    n = sum(sizes)
+    results = []
+    real = threshold_mod._keep_pass
+    monkeypatch.setattr(threshold_mod, "_keep_pass",
+                        lambda *a: results.append(real(*a)) or results[-1])
+    for k in (pruned + 1, pruned + (n - pruned) // 3, n - 2):
+        lazy = {f"w{i}": AbsScores(w, m) for i, (w, m) in enumerate(zip(ws, lives))}
+        got = select_scores(lazy, k / n, shared=True)
+        keyed = [torch.where(m, w.abs(), -1.0) for w, m in zip(ws, lives)]
+        want = reference_keep(keyed, round(k / n * n))
+        assert all(torch.equal(got[f"w{i}"], want[i]) for i in range(len(ws)))
+    assert results and all(r is not None for r in results)  # no fallback to radix

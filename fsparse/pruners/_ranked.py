@@ -106,13 +106,12 @@ def ranked(name: str, common: Common, score: ScoreFn, hyperparams: dict[str, Any
         sparsities = {n: state.targets[n] * ramp for n in checked}
         with torch.no_grad():
             scores = dict(score(checked, grads_in, t))
-            if monotone:  # score functions return fresh tensors: key them in place
+            if monotone:  # fresh score tensors are keyed in place; AbsScores carry the masks
                 for n, s in scores.items():
-                    if not bool(state.masks[n].all()):
-                        if isinstance(s, AbsScores):
-                            scores[n] = s.keyed(state.masks[n])
-                        else:
-                            s.masked_fill_(~state.masks[n], -1.0)
+                    if isinstance(s, AbsScores):
+                        scores[n] = s.keyed(state.masks[n])
+                    elif not bool(state.masks[n].all()):
+                        s.masked_fill_(~state.masks[n], -1.0)
             masks = select(common, scores, sparsities)
         new = state.replace(masks=masks, step=t + 1)
         return new, (checked if every_step or monotone else zero_activated(checked, state, new))

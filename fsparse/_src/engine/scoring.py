@@ -146,12 +146,10 @@ class AbsScores:
         return torch.where(keep, scores, torch.tensor(-1.0, dtype=self.dtype), out=scores)
 
     def part(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
-        """Scores of the flat elements ``start:stop``, written into ``out`` (returned)."""
-        keep = None if self.keep is None else self.keep[start:stop]
+        """``|source|`` of the flat elements ``start:stop`` (not keyed: as if all were kept),
+        written into ``out`` (returned); the selection applies ``keep`` itself."""
         out, piece = out[: stop - start], self.flat[start:stop]
-        scores = (torch.abs(piece, out=out) if piece.dtype == out.dtype
-                  else out.copy_(piece).abs_())
-        return self._keyed(scores, keep)
+        return torch.abs(piece, out=out) if piece.dtype == out.dtype else out.copy_(piece).abs_()
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
         """Scores of the flat elements at ``index`` (a new tensor)."""

@@ -41,9 +41,15 @@ _Z_SCORE = 5.0
 
 class Computed(Protocol):
     """Scores computed on demand (:class:`~fsparse._src.engine.scoring.AbsScores`): a flat
-    piece that :func:`keep_masks` reads slice by slice instead of as a tensor."""
+    piece that :func:`keep_masks` reads slice by slice instead of as a tensor.
+
+    ``keep`` (flat bool or ``None``): where it is ``False`` the value is below every
+    other value (already pruned); :meth:`take` and :meth:`materialize` give those
+    values, :meth:`part` gives the scores as if every place were live.
+    """
 
     dtype: torch.dtype
+    keep: torch.Tensor | None
 
     @property
     def device(self) -> torch.device: ...
@@ -71,10 +77,14 @@ def _small(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
     return threshold, k - int(torch.count_nonzero(values < threshold))
 
 
-def _sample(pieces: Sequence[Piece], n: int, size: int) -> torch.Tensor:
+def _sample(
+    pieces: Sequence[Piece], n: int, size: int, live: bool = False
+) -> torch.Tensor:
     """About ``size`` seeded random values, each piece's share in proportion to its size
-    (stratified: a few small ops per piece, no pass over a global index)."""
+    (stratified: a few small ops per piece, no pass over a global index). ``live``:
+    only the drawn values at live places (``keep``) of computed pieces."""
     uniform = torch.rand(size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    n = sum(p.numel() for p in pieces)  # the strata are places, live or not
     parts, start = [], 0
     for piece in pieces:
         count = piece.numel()
@@ -83,8 +93,12 @@ def _sample(pieces: Sequence[Piece], n: int, size: int) -> torch.Tensor:
         if last <= first:
             continue
         local = (uniform[first:last] * count).long().clamp_(max=count - 1).to(piece.device)
-        taken = (piece.index_select(0, local) if isinstance(piece, torch.Tensor)
-                 else piece.take(local))
+        if isinstance(piece, torch.Tensor):
+            taken = piece.index_select(0, local)
+        else:
+            taken = piece.take(local)
+            if live and piece.keep is not None:
+                taken = taken[piece.keep.index_select(0, local)]
         parts.append(taken.cpu())
     return torch.cat(parts) if parts else torch.empty(0)
 
@@ -100,21 +114,25 @@ def bracket(sample: torch.Tensor, q: float) -> tuple[float, float]:
 
 
 def _bracketed(
-    pieces: Sequence[Piece], k: int, n: int, keep: Sequence[torch.Tensor] | None = None
+    pieces: Sequence[Piece], k: int, n: int, keep: Sequence[torch.Tensor] | None = None,
+    live: bool = False,
 ) -> tuple[torch.Tensor, int] | None:
     """The bracket pass; ``None`` when the bracket misses or is too crowded.
 
     With ``keep`` (one fresh flat bool tensor per piece), the same pass writes the
     keep masks (``True``: not among the ``k`` lowest), see :func:`_keep_pass`.
+    ``live``: ``k`` and ``n`` count the live places of computed pieces only.
     """
-    sample = _sample(pieces, n, sample_size(n))
+    sample = _sample(pieces, n, sample_size(n), live)
+    if not sample.numel():
+        return None
     lo, hi = bracket(sample, k / n)
     crowd = float(((sample >= lo) & (sample <= hi)).float().mean())
     budget = min(int(4 * crowd * n) + 4096, max(n // 16, 1 << 16))
     dtype, device = pieces[0].dtype, pieces[0].device
     lo_t, hi_t = torch.tensor(lo, dtype=dtype), torch.tensor(hi, dtype=dtype)
     if keep is not None:
-        return _keep_pass(pieces, k, n, keep, lo_t, hi_t, budget)
+        return _keep_pass(pieces, k, n, keep, lo_t, hi_t, budget, live)
     assert all(isinstance(p, torch.Tensor) for p in pieces)
     below = torch.zeros((), dtype=torch.int64, device=device)
     kept, n_kept = [], 0
@@ -160,7 +178,7 @@ def _true_positions(mask: torch.Tensor) -> torch.Tensor:
 
 def _keep_pass(
     pieces: Sequence[Piece], k: int, n: int, keep: Sequence[torch.Tensor],
-    lo: torch.Tensor, hi: torch.Tensor, budget: int,
+    lo: torch.Tensor, hi: torch.Tensor, budget: int, live: bool = False,
 ) -> tuple[torch.Tensor, int] | None:
     """One pass: ``keep = part > hi``, and the candidates ``lo <= part <= hi`` gathered with
     their positions; then the candidates' keep bits are set from the exact answer.
@@ -168,7 +186,8 @@ def _keep_pass(
     Ties are resolved among the candidates (every value equal to the threshold is
     one), so no tie scan follows. The compares write 0/1 into float buffers and
     are converted to bool (faster on CPU than a bool-output compare). Computed
-    pieces are computed slice by slice into one buffer.
+    pieces are computed slice by slice into one buffer; with ``live``, their
+    places that are not live are neither kept nor candidates (``k``, ``n``: live).
     """
     device, step = pieces[0].device, min(SLICE, PASS_SLICE)
     size = min(max(p.numel() for p in pieces), step)
@@ -190,13 +209,18 @@ def _keep_pass(
                 part = piece.part(start, min(start + step, piece.numel()), computed)
             length, padded = part.numel(), -(-part.numel() // 8) * 8
             out = keep[i][start : start + length]
+            alive = (piece.keep if live and not isinstance(piece, torch.Tensor) else None)
             a = torch.gt(part, hi, out=above_f[:length])
             out.copy_(a)
+            if alive is not None:
+                out &= alive[start : start + length]
             above += _count_true(out)
             # lo <= hi and no NaN: ``> hi`` implies ``>= lo``, so the difference is
             # ``lo <= part <= hi``
             torch.ge(part, lo, out=inside_f[:length]).sub_(a)
             inside[:length].copy_(inside_f[:length])
+            if alive is not None:
+                inside[:length] &= alive[start : start + length]
             if padded != length:
                 inside[length:padded] = False
             local = _true_positions(inside[:padded])
@@ -378,8 +402,17 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
     """
     n = sum(p.numel() for p in pieces)
     keep = [torch.empty(p.numel(), dtype=torch.bool, device=p.device) for p in pieces]
-    if n > SMALL:
+    lives = [None if isinstance(p, torch.Tensor) else p.keep for p in pieces]
+    pruned = sum(m.numel() - int(_count_true(m)) for m in lives if m is not None)
+    if n > SMALL and pruned == 0:
         if _bracketed(pieces, k, n, keep) is not None:
+            return keep
+    elif n > SMALL and k == pruned:  # exactly the places not live (they are the lowest)
+        for mask, alive in zip(keep, lives):
+            mask.copy_(alive) if alive is not None else mask.fill_(True)
+        return keep
+    elif n > SMALL and k > pruned and n - pruned > SMALL:  # select among the live places
+        if _bracketed(pieces, k - pruned, n - pruned, keep, live=True) is not None:
             return keep
     tensors = [p if isinstance(p, torch.Tensor) else p.materialize() for p in pieces]
     threshold, ties = _radix(tensors, k) if n > SMALL else _small(tensors, k)
