@@ -12,7 +12,7 @@ import torch
 
 from fsparse._src.checks import check_finite, check_real, check_tensor, short_repr
 from fsparse._src.engine import NM, Pattern, Unstructured, parse_pattern, select_count_mask
-from fsparse._src.engine.selection import _unit_values
+from fsparse._src.engine.selection import unit_values
 from fsparse.pruners._common import extreme, whole
 
 __all__ = ["above", "below", "drop_and_grow", "exchange", "live_units"]
@@ -34,7 +34,7 @@ def live_units(mask: torch.Tensor, pattern: Pattern, arg: str = "mask") -> tuple
     """``(live, total)`` units of a mask made of whole units of ``pattern``."""
     if isinstance(pattern, Unstructured):
         return int(whole(mask.sum())), mask.numel()
-    means = _unit_values(mask.to(torch.float32), pattern)
+    means = unit_values(mask.to(torch.float32), pattern)
     live = int(whole((means == 1).sum()))
     if live + int(whole((means == 0).sum())) != means.numel():
         raise ValueError(f"{arg} is not made of whole {pattern} units (some are partly pruned)")
