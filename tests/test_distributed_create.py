@@ -141,6 +141,9 @@ def _wrong_use(rank: int, world: int, mesh: DeviceMesh) -> None:
     fully_shard(conv, mesh=mesh)
     with pytest.raises(ValueError, match=r"model parameter '0.weight': mask_type 'block4'"):
         _start(conv, (True, {"mask_type": "block4"}))
+    # second-order modes: refused at initialize, naming the mode
+    with pytest.raises(ValueError, match="pruning: mode 'obs'"):
+        _start(_sharded(mesh), ("obs", {}))
     # QAT cannot run on FSDP2 modules: refused, naming the argument
     with pytest.raises(ValueError, match="quantization"):
         create.initialize(_sharded(mesh), sgd, SPE, recipe_variables=VARIABLES)
@@ -174,9 +177,10 @@ def _fsdp_create(rank: int, world: int, cases: list[Case], more: bool) -> None:
 
 
 # global magnitude (resumed too), a gradient mode (movement), optimizer-state resets
-# (AC/DC's phases, RigL's regrowth from the gradients), block masks on a conv weight
-CASES: list[Case] = [(True, {}), ("movement", {}), ("acdc", {}), ("rigl", {}),
-                     (True, {"mask_type": "block4"})]
+# (AC/DC's phases, RigL's regrowth from the gradients, SET's random regrowth), block and
+# N:M masks (on a conv weight's channels-last view too)
+CASES: list[Case] = [(True, {}), ("movement", {}), ("acdc", {}), ("rigl", {}), ("set", {}),
+                     (True, {"mask_type": "block4"}), (True, {"mask_type": "2:4", "sparsity": 0.5})]
 
 
 def test_create_under_fsdp2_matches_one_process() -> None:
@@ -185,7 +189,7 @@ def test_create_under_fsdp2_matches_one_process() -> None:
 
 @pytest.mark.slow
 def test_create_under_fsdp2_on_4_ranks() -> None:
-    # RigL left out: drop_and_grow's in-place masked_fill_ with a 0-d tensor turns an
+    # RigL and SET left out: drop_and_grow's in-place masked_fill_ with a 0-d tensor turns an
     # empty-shard DTensor Replicate() (a torch DTensor quirk), see the report
-    cases = [c for c in CASES if c[0] != "rigl"]
+    cases = [c for c in CASES if c[0] not in ("rigl", "set")]
     launch(_fsdp_create, 4, cases, True, timeout_s=400)

@@ -32,6 +32,7 @@ from fsparse.create.modifiers import (
     Distillation,
     LearningRateFunction,
     Modifier,
+    OBSPruning,
     Quantization,
 )
 from fsparse.create.pruning import (
@@ -115,6 +116,10 @@ class RecipeManager:
         pruning: list[tuple[Plan, fp.PrunerState]] = []
         skipped: list[str] = []
         for modifier in self.pruning_modifiers:
+            if self._group is not None and isinstance(modifier, OBSPruning):
+                raise ValueError(f"pruning: mode {modifier.MODE!r} (second-order, block Fisher "
+                                 "inverses) is not supported on DTensor (FSDP2) weights; use "
+                                 "True, 'movement', 'acdc', 'rigl' or 'set'")
             plan, left_out = make_plan(modifier, prunable, steps_per_epoch)
             check_row_views(plan.matrix, prunable,
                             f"mask_type {getattr(modifier, 'mask_type', '')!r}")

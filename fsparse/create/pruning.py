@@ -103,7 +103,8 @@ def _constant(start: int) -> pruners.Pruner:
     """Hold the existing zeros from step ``start`` on (the engine's ``existing_zeros_mask``)."""
 
     def init(params: Mapping[str, torch.Tensor]) -> pruners.PrunerState:
-        return pruners.PrunerState({n: torch.ones(p.shape, dtype=torch.bool, device=p.device)
+        return pruners.PrunerState({n: torch.ones_like(p, dtype=torch.bool,  # DTensors: alike
+                                                       memory_format=torch.contiguous_format)
                                     for n, p in params.items()})
 
     def update(state: pruners.PrunerState, params: Mapping[str, torch.Tensor], *,
