@@ -234,3 +234,19 @@ def test_keyed_global_selection_stays_on_the_live_pass(monkeypatch):
         want = reference_keep(keyed, round(k / n * n))
         assert all(torch.equal(got[f"w{i}"], want[i]) for i in range(len(ws)))
     assert results and all(r is not None for r in results)  # no fallback to radix
+
+
+@pytest.mark.parametrize("shape", [(16,), (3, 8), (7,), (5, 3), (0,)])
+def test_revived_check_matches_new_and_not_old(shape):
+    from fsparse.create.pruning import _revives
+
+    gen = torch.Generator().manual_seed(sum(shape))
+    for _ in range(20):
+        old = torch.rand(shape, generator=gen) > 0.3
+        new = old & (torch.rand(shape, generator=gen) > 0.2)  # only turns off
+        assert not _revives(old, new)
+        if new.numel():
+            new.view(-1)[int(torch.randint(new.numel(), (1,), generator=gen))] = True
+        assert _revives(old, new) == bool((new & ~old).any())
+    wide = torch.rand(4, 16, generator=gen) > 0.5
+    assert _revives(wide[:, ::2], wide[:, 1::2]) == bool((wide[:, 1::2] & ~wide[:, ::2]).any())

@@ -123,7 +123,8 @@ def _bracketed(
     keep masks (``True``: not among the ``k`` lowest), see :func:`_keep_pass`.
     ``live``: ``k`` and ``n`` count the live places of computed pieces only.
     """
-    sample = _sample(pieces, n, sample_size(n), live)
+    total = sum(p.numel() for p in pieces)  # live: n of them are live; draw n-sized samples
+    sample = _sample(pieces, n, min(sample_size(n) * total // n, 4 * sample_size(n)), live)
     if not sample.numel():
         return None
     lo, hi = bracket(sample, k / n)
@@ -240,9 +241,8 @@ def _keep_pass(
         threshold = cand.kthvalue(need).values
         lowest = cand < threshold
         ties = need - int(torch.count_nonzero(lowest))
-        if ties:
-            equal = cand == threshold
-            lowest |= equal & (equal.cumsum(0) <= ties)
+        if ties:  # the first ``ties`` candidates equal to the threshold (candidates in order)
+            lowest[(cand == threshold).nonzero().view(-1)[:ties]] = True
     flags, at = lowest.logical_not_(), 0
     for mask, positions in zip(keep, where):
         if not positions:
