@@ -19,10 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from fsparse._src.config import SparsityConfig
+from fsparse._src.engine.block_write import (
+    PAIRWISE_MAX,
+    RankScratch,
+    spread,
+    write_ranked,
+    write_sorted,
+)
+from fsparse._src.engine.unit_flags import padded_length
 
 __all__ = ["DEFAULT_CHUNK", "SCORE_DTYPES", "BlockPlan", "Unit"]
 
-PAIRWISE_MAX = 16  # blocks up to this size: unrolled sums and pairwise ranks
 # Elements per unit when none is given. Measured on 1M x 64 fp32 (2 threads): 1M-element
 # units beat a few whole-tensor-sized ones quiet (82/135/144 ms against 112/175/316 ms
 # for zpb 4, zpb 2, (1, 1)) and in 2 of 3 cases under a competing load.
@@ -33,12 +40,6 @@ SCORE_DTYPES = {
     torch.bfloat16: torch.float32,
     torch.float32: torch.float32,
     torch.float64: torch.float64,
-}
-_SPREAD = {
-    1: (torch.uint8, 0x01),
-    2: (torch.int16, 0x0101),
-    4: (torch.int32, 0x01010101),
-    8: (torch.int64, 0x0101010101010101),
 }
 
 
@@ -96,12 +97,12 @@ class BlockPlan:
         self.scores_buf = torch.empty(0 if self.lazy else elems, dtype=self.dtype, device=device)
         pooled = blocks if self.block != (1, 1) else 0  # (1, 1): the means are the scores
         self.means_buf = torch.empty(pooled * (1 + self.lazy), dtype=self.dtype, device=device)
-        self.flags_buf = torch.empty(3, blocks, dtype=torch.bool, device=device)
-        partial = self.zeros < bh * bw
-        self.rank_buf = torch.empty(elems if partial else 0, dtype=torch.uint8, device=device)
+        self.flags_buf = torch.zeros(2, padded_length(blocks), dtype=torch.bool, device=device)
+        self.rank_scratch = RankScratch(elems if self.zeros < area else 0, device)
+        self._keep: torch.Tensor | None = None
 
     def flags(self, slot: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-        """Scratch bool tensor of ``shape`` (at most a unit's block count); slot 2 is internal."""
+        """Scratch bool tensor of ``shape`` (at most a unit's block count), aligned to 8 bytes."""
         n = math.prod(shape)
         return self.flags_buf[slot, :n].view(shape)
 
@@ -158,67 +159,40 @@ class BlockPlan:
                        norm, tmp)
         return out
 
+    def keep_out(self, mask: torch.Tensor, unit: Unit) -> torch.Tensor:
+        """Where the unit's keep flags (``True``: the block is not selected) go: for ``(1, 1)``
+        blocks the mask itself (then :meth:`write` has nothing left to do), else the unit's
+        part of :meth:`kept`'s ``(nbh, nbw)`` flags."""
+        if self.block == (1, 1):
+            return self.window(mask, unit)
+        if self._keep is None:
+            self._keep = torch.empty(self.nbh, self.nbw, dtype=torch.bool, device=mask.device)
+        return self._keep[unit.i0 : unit.i1, unit.j0 : unit.j1]
+
+    def kept(self, mask: torch.Tensor) -> torch.Tensor:
+        """Every unit's keep flags as :meth:`keep_out` wrote them (contiguous)."""
+        return mask if self.block == (1, 1) or self._keep is None else self._keep
+
     def write(
-        self, mask: torch.Tensor, unit: Unit, scores: torch.Tensor, selected: torch.Tensor
+        self, mask: torch.Tensor, unit: Unit, scores: torch.Tensor, keep: torch.Tensor
     ) -> None:
-        """Write the unit's part of ``mask`` given which of its blocks are selected."""
+        """Write the unit's part of ``mask`` given which of its blocks are kept whole."""
         target = self.window(mask, unit)
+        if self.block == (1, 1) and keep.data_ptr() == target.data_ptr():
+            return  # keep_out gave the mask itself
         for region in self.regions(unit):
             h, w = region.shape
             out4 = _blocks4d(target[region.rows, region.cols], region.shape)
-            chosen = selected[region.brows, region.bcols]
+            kept = keep[region.brows, region.bcols]
             zeros = min(self.zeros, h * w)
-            keep = torch.logical_not(chosen, out=self.flags(1, chosen.shape))
             if zeros == h * w:
-                _spread(out4, keep)
+                spread(out4, kept)
                 continue
             blocks = _blocks4d(scores[region.rows, region.cols], (h, w))
             if h * w <= PAIRWISE_MAX:
-                self._write_ranked(out4, blocks, keep, zeros)
+                write_ranked(out4, blocks, kept, zeros, self.rank_scratch)
             else:
-                pruned = _sorted_smallest(blocks, zeros)
-                pruned &= chosen[:, None, :, None]
-                torch.logical_not(pruned, out=out4)
-
-    def _write_ranked(
-        self, out: torch.Tensor, blocks: torch.Tensor, keep: torch.Tensor, zeros: int
-    ) -> None:
-        """Keep all of a block if ``keep``, else all but its ``zeros`` smallest (ties by position).
-
-        Ranks are counted by pairwise comparisons into one byte per element, with
-        a block row's bytes packed in one integer where the layout allows, so the
-        mask is written a block row at a time. Byte value ``rank + 64 - zeros``
-        (plus 32 for kept blocks) has bit 6 set exactly when the element stays.
-        """
-        a, h, b, w = blocks.shape
-        width = w if _word_viewable(out) else 1
-        int_dtype, ones = _SPREAD[width]
-        words = self.rank_buf[: out.numel()].view(int_dtype).view(a, h, b, w // width)
-        cells = [(r, c) for r in range(h) for c in range(w)]
-        pairs = [(p, q) for i, p in enumerate(cells) for q in cells[i + 1 :]]
-        base = [[64 - zeros] * w for _ in range(h)]
-        for (rp, cp), (rq, cq) in pairs:
-            if (rp, cp // width) == (rq, cq // width):
-                base[rp][cp] += 1  # p ranks above q, unless s_p <= s_q moves the one to q
-        for r in range(h):
-            for j in range(w // width):
-                words[:, r, :, j].fill_(_pack(base[r][j * width : (j + 1) * width]))
-        before = self.flags(2, (a, b))
-        for (rp, cp), (rq, cq) in pairs:
-            torch.le(blocks[:, rp, :, cp], blocks[:, rq, :, cq], out=before)
-            word_p = words[:, rp, :, cp // width]
-            word_q = words[:, rq, :, cq // width]
-            if (rp, cp // width) == (rq, cq // width):
-                word_q.add_(before, alpha=(1 << 8 * (cq % width)) - (1 << 8 * (cp % width)))
-            else:
-                word_q.add_(before, alpha=1 << 8 * (cq % width))
-                word_p.add_(before.logical_not_(), alpha=1 << 8 * (cp % width))
-        words.add_(keep[:, None, :, None], alpha=32 * ones)
-        words.bitwise_right_shift_(6).bitwise_and_(ones)
-        if width > 1:
-            out.view(int_dtype).copy_(words)
-        else:
-            out.copy_(words)
+                write_sorted(out4, blocks, kept, zeros)
 
     def rewrite_blocks(self, mask: torch.Tensor, blocks: torch.Tensor) -> None:
         """Mark the blocks with (row-major) indices ``blocks`` as selected in ``mask``.
@@ -266,44 +240,6 @@ def _blocks4d(matrix: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """View an exactly tiled ``(a*h, b*w)`` matrix as ``(a, h, b, w)``."""
     h, w = shape
     return matrix.unflatten(0, (-1, h)).unflatten(2, (-1, w))
-
-
-def _word_viewable(out: torch.Tensor) -> bool:
-    """Whether each block row of the ``(a, h, b, w)`` bool view is one aligned integer."""
-    w = out.shape[3]
-    return w in _SPREAD and out.stride(3) == 1 and out.stride(2) == w and (
-        out.stride(0) % w == 0 and out.stride(1) % w == 0 and out.storage_offset() % w == 0
-    )
-
-
-def _pack(byte_values: list[int]) -> int:
-    """Little-endian integer with the given bytes (all below 128, so it stays positive)."""
-    return sum(v << (8 * i) for i, v in enumerate(byte_values))
-
-
-def _spread(out: torch.Tensor, values: torch.Tensor) -> None:
-    """Set block ``(i, :, j, :)`` of the bool ``(a, h, b, w)`` view ``out`` to ``values[i, j]``.
-
-    Contiguous blocks of width 2, 4 or 8 are written one integer per block row
-    (a broadcasting copy would go element by element).
-    """
-    if _word_viewable(out):
-        int_dtype, ones = _SPREAD[out.shape[3]]
-        words = out.view(int_dtype)[..., 0]
-        words.copy_(values[:, None, :])
-        words.mul_(ones)
-        return
-    out.copy_(values[:, None, :, None].expand_as(out))
-
-
-def _sorted_smallest(blocks: torch.Tensor, zeros: int) -> torch.Tensor:
-    """Bool ``(a, h, b, w)``: the ``zeros`` smallest of each block, ties by position."""
-    a, h, b, w = blocks.shape
-    flat = blocks.permute(0, 2, 1, 3).reshape(a, b, h * w)
-    order = flat.sort(dim=-1, stable=True).indices[..., :zeros]
-    smallest = torch.zeros(flat.shape, dtype=torch.bool, device=flat.device)
-    smallest.scatter_(-1, order, True)
-    return smallest.view(a, b, h, w).permute(0, 2, 1, 3)
 
 
 def _norm_into(plane: torch.Tensor, norm: str, out: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,7 @@ from fsparse._src.engine.block_plan import SCORE_DTYPES, BlockPlan
 from fsparse._src.engine.scoring import as_matrix, fit_config, non_finite_error
 from fsparse._src.engine.selection import pruned_count
 from fsparse._src.engine.threshold import bracket, digit_counts, radix_select, sample_size
+from fsparse._src.engine.unit_flags import count_true, padded_length, true_positions
 
 __all__ = ["chunked_norm_mask", "large_norm_mask"]
 
@@ -78,6 +79,16 @@ def _select(means: torch.Tensor, threshold: torch.Tensor, ties: int, out: torch.
     return int(equal.sum().item())
 
 
+def _keep(means: torch.Tensor, threshold: torch.Tensor, ties: int, keep: torch.Tensor) -> int:
+    """``keep = means >= threshold``, less the first ``ties`` means equal to it; returns #equal."""
+    torch.ge(means, threshold, out=keep)
+    if ties <= 0:
+        return 0
+    equal = means == threshold
+    keep &= ~(equal & (equal.reshape(-1).cumsum(0).view(equal.shape) <= ties))
+    return int(equal.sum().item())
+
+
 def _threshold_pass(
     plan: BlockPlan, mask: torch.Tensor, threshold: torch.Tensor, ties: int
 ) -> None:
@@ -87,9 +98,9 @@ def _threshold_pass(
         scores = plan.scores(unit)
         means = plan.means(unit, scores)
         maxima.append(means.amax())
-        selected = plan.flags(0, means.shape)
-        ties -= _select(means, threshold, ties, selected)
-        plan.write(mask, unit, scores, selected)
+        keep = plan.keep_out(mask, unit)
+        ties -= _keep(means, threshold, ties, keep)
+        plan.write(mask, unit, scores, keep)
     _raise_non_finite(maxima, plan)
 
 
@@ -100,9 +111,23 @@ def _single_unit(plan: BlockPlan, mask: torch.Tensor, k: int) -> None:
     means = plan.means(unit, scores)
     _raise_non_finite([means.amax()], plan)
     threshold = means.reshape(-1).kthvalue(k).values
-    selected = plan.flags(0, means.shape)
-    _select(means, threshold, k - int((means < threshold).sum().item()), selected)
-    plan.write(mask, unit, scores, selected)
+    keep = plan.keep_out(mask, unit)
+    _keep(means, threshold, k - int((means < threshold).sum().item()), keep)
+    plan.write(mask, unit, scores, keep)
+
+
+def _candidates(
+    plan: BlockPlan, means: torch.Tensor, hi: float, keep: torch.Tensor
+) -> torch.Tensor:
+    """Positions (row-major in the unit) of the kept means ``<= hi``: ``lo <= mean <= hi``."""
+    n = means.numel()
+    padded = plan.flags_buf[1, : padded_length(n)]
+    inside = padded[:n].view(means.shape)
+    torch.le(means, hi, out=inside)
+    inside &= keep
+    if padded.numel() > n:
+        padded[n:].fill_(False)
+    return true_positions(padded)
 
 
 def _bracket_pass(
@@ -110,7 +135,6 @@ def _bracket_pass(
 ) -> bool:
     """One pass with the bracket ``[lo, hi]``; ``False`` if it missed (the mask is then junk)."""
     lo, hi = bounds
-    below = torch.zeros((), dtype=torch.int64, device=mask.device)
     maxima: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
     blocks: list[torch.Tensor] = []
@@ -119,22 +143,22 @@ def _bracket_pass(
         scores = plan.scores(unit)
         means = plan.means(unit, scores)
         maxima.append(means.amax())
-        selected = torch.lt(means, lo, out=plan.flags(0, means.shape))
-        below += selected.sum()
-        inside = torch.le(means, hi, out=plan.flags(1, means.shape))
-        inside ^= selected  # lo <= mean <= hi, as mean < lo implies mean <= hi
-        local = inside.view(-1).nonzero().squeeze(1)
+        keep = torch.ge(means, lo, out=plan.keep_out(mask, unit))
+        local = _candidates(plan, means, hi, keep)
         n_cand += local.numel()
         if n_cand > budget:
             _raise_non_finite(maxima, plan)
             return False
         width = unit.j1 - unit.j0
         values.append(means.reshape(-1).index_select(0, local))
-        blocks.append((local // width + unit.i0) * plan.nbw + local % width + unit.j0)
+        if width == plan.nbw:
+            blocks.append(local + unit.i0 * plan.nbw)
+        else:
+            blocks.append((local // width + unit.i0) * plan.nbw + local % width + unit.j0)
         del local
-        plan.write(mask, unit, scores, selected)
+        plan.write(mask, unit, scores, keep)
     _raise_non_finite(maxima, plan)
-    need = k - int(below.item())
+    need = k - (plan.n_blocks - count_true(plan.kept(mask)))
     if not 0 <= need <= n_cand:
         return False
     if need:
