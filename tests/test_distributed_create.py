@@ -45,14 +45,17 @@ def _net() -> nn.Module:
                          nn.Flatten(), nn.Linear(8 * 4 * 4, 9), nn.ReLU(), nn.Linear(9, 2))
 
 
-def _sharded(mesh: DeviceMesh) -> nn.Module:
-    model = _net()
+def _sharded_in_place(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
     policy = MixedPrecisionPolicy(reduce_dtype=torch.float64)  # exact averaging (docstring)
     for layer in model.children():
         if any(True for _ in layer.parameters()):
             fully_shard(layer, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return model
+
+
+def _sharded(mesh: DeviceMesh) -> nn.Module:
+    return _sharded_in_place(_net(), mesh)
 
 
 def _batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,6 +144,13 @@ def _wrong_use(rank: int, world: int, mesh: DeviceMesh) -> None:
     fully_shard(conv, mesh=mesh)
     with pytest.raises(ValueError, match=r"model parameter '0.weight': mask_type 'block4'"):
         _start(conv, (True, {"mask_type": "block4"}))
+    # fully_shard applied after initialize: the first step refuses (masks would miss)
+    late = _net()
+    manager, optimizer = _start(late, (True, {}))
+    _sharded_in_place(late, mesh)
+    with pytest.raises(ValueError, match=r"model: its weights .* fully_shard"):
+        _train(late, manager, optimizer, range(1))
+    assert manager.step == 0
     # second-order modes: refused at initialize, naming the mode
     with pytest.raises(ValueError, match="pruning: mode 'obs'"):
         _start(_sharded(mesh), ("obs", {}))

@@ -105,6 +105,7 @@ class RecipeManager:
         self._self_teacher: nn.Module | None = None
         self._bn_hooks: list[RemovableHandle] = []
         self._done: set[str] = set()
+        self._weights_checked = False
         prunable = prunable_parameters(model)
         # FSDP2: DTensor weights (Shard(0)/Replicate on one 1-D mesh), checked before anything
         self._group = check_layouts(prunable)
@@ -297,6 +298,8 @@ class RecipeManager:
         """
         if self.finalized:
             return
+        if not self._weights_checked:
+            self._check_weights()
         t, spe = self.step, self.steps_per_epoch
         results: list[tuple[Plan, fp.PrunerState, Any, Any]] = []
         for plan, state in self._pruning:  # compute everything first
@@ -321,6 +324,19 @@ class RecipeManager:
         if lr is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
+
+    def _check_weights(self) -> None:
+        """``ValueError`` (at the first step) if the model's weights were replaced since
+        ``__init__``, e.g. by ``fully_shard`` applied after ``initialize``: masks written
+        into the old objects would silently do nothing."""
+        now = prunable_parameters(self.model)
+        stale = [n for n, w in self._weights.items() if now.get(n) is not w]
+        if stale:
+            raise ValueError(
+                f"model: its weights {short_repr(stale, 200)} are no longer the parameters "
+                "fsparse.create.initialize saw (was fully_shard or another wrapper applied "
+                "after initialize?); wrap the model first, then call initialize")
+        self._weights_checked = True
 
     def after_step(self) -> None:
         """Re-apply the masks (momentum cannot revive pruned weights) and advance one step."""
