@@ -33,6 +33,7 @@ from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 from fsparse import create
+from fsparse.create.pruning import _revives
 
 SPE, EPOCHS = 5, 4  # 20 steps; pruning (and its mask updates) over the first 10
 VARIABLES = {"num_epochs": EPOCHS, "init_lr": 0.05, "final_lr": 0.01, "sparsity": 0.7}
@@ -174,6 +175,16 @@ def _wrong_use(rank: int, world: int, mesh: DeviceMesh) -> None:
     assert fresh.step == 0 and all(bool(m.to_local().all()) for m in fresh.masks.values())
 
 
+def _resets_alike(rank: int, world: int, mesh: DeviceMesh) -> None:
+    """Whether a mask update revives weights (whose optimizer state then restarts) is
+    decided from the whole mask, alike on every rank, not from this rank's shard."""
+    old = torch.ones(2 * world, 3, dtype=torch.bool)
+    old[0, 0] = False  # revived in rank 0's rows only
+    new = torch.ones(2 * world, 3, dtype=torch.bool)
+    old_d, new_d = (distribute_tensor(t, mesh, [Shard(0)]) for t in (old, new))
+    assert _revives(old_d, new_d) and _revives(old, new)
+
+
 def _fsdp_create(rank: int, world: int, cases: list[Case], more: bool) -> None:
     mesh = init_device_mesh("cpu", (world,))
     for case in cases:
@@ -183,6 +194,7 @@ def _fsdp_create(rank: int, world: int, cases: list[Case], more: bool) -> None:
             resumed = _run(lambda: _sharded(mesh), case, resume_at=SPE + 2)
             _same_run(rank, world, ref, resumed, f"{case!r} resumed")
     if more:
+        _resets_alike(rank, world, mesh)
         _wrong_use(rank, world, mesh)
 
 

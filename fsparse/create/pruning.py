@@ -42,6 +42,7 @@ from fsparse.create.modifiers import (
 )
 from fsparse.create.recipe_variables import parse_mask_type
 from fsparse.create.schedules import first_step, mask_update_due, pruning_level, pruning_steps
+from fsparse.create.sharding import is_dtensor
 from fsparse.pruners._protocol import activated
 from fsparse.pruners._schedules import Steps
 
@@ -247,7 +248,8 @@ def step_state(plan: Plan, state: pruners.PrunerState, weights: Mapping[str, tor
                    if n in state.masks and _revives(state.masks[n], new.masks[n])}
     else:
         revived = plan.pruner.resets(state, new)
-    resets = {n: m for n, m in model_view(plan, revived).items() if bool(m.any())}
+    resets = {n: m for n, m in model_view(plan, revived).items()
+              if is_dtensor(m) or bool(m.any())}  # DTensors: every rank alike
     return new, changed, resets
 
 
@@ -259,7 +261,7 @@ def _revives(old: torch.Tensor, new: torch.Tensor) -> bool:
             and new.storage_offset() % 8 == 0):
         words_old, words_new = old.view(-1).view(torch.int64), new.view(-1).view(torch.int64)
         return bool(words_new.bitwise_and(words_old.bitwise_not()).any())
-    return bool((new & ~old).any())
+    return is_dtensor(new) or bool((new & ~old).any())  # DTensors: a local any() differs by rank
 
 
 def target_levels(plan: Plan, state: pruners.PrunerState, weights: Mapping[str, torch.Tensor],
