@@ -87,7 +87,7 @@ def _saved(*states: Any) -> list[Any]:
     buffer = io.BytesIO()
     torch.save(list(states), buffer)
     buffer.seek(0)
-    return torch.load(buffer, weights_only=False)  # type: ignore[no-any-return]
+    return torch.load(buffer, weights_only=True)  # type: ignore[no-any-return]
 
 
 def _run(make: Callable[[], nn.Module], case: Case, resume_at: int | None = None
