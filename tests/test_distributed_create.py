@@ -111,6 +111,21 @@ def _run(make: Callable[[], nn.Module], case: Case, resume_at: int | None = None
     return model, manager
 
 
+def _run_scaled(model: nn.Module) -> tuple[nn.Module, Any]:
+    """Movement pruning through a ``GradScaler`` (scale 1024): the pruner gets unscaled grads."""
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    manager, wrapped = create.initialize(model, sgd, SPE, pruning="movement", quantization=False,
+                                         recipe_variables=VARIABLES, scaler=scaler)
+    for step in range(SPE * EPOCHS):
+        x, y = _batch(step)
+        sgd.zero_grad()
+        scaler.scale(nn.functional.mse_loss(model(x), y)).backward()
+        wrapped.step(sgd)
+        scaler.update()
+    return model, manager
+
+
 def _same_run(rank: int, world: int, ref: tuple[nn.Module, Any], got: tuple[nn.Module, Any],
               case: str) -> None:
     (ref_model, ref_manager), (model, manager) = ref, got
@@ -194,6 +209,8 @@ def _fsdp_create(rank: int, world: int, cases: list[Case], more: bool) -> None:
             resumed = _run(lambda: _sharded(mesh), case, resume_at=SPE + 2)
             _same_run(rank, world, ref, resumed, f"{case!r} resumed")
     if more:
+        scaled = _run_scaled(_sharded(mesh))
+        _same_run(rank, world, _run_scaled(_net()), scaled, "movement, AMP scaler")
         _resets_alike(rank, world, mesh)
         _wrong_use(rank, world, mesh)
 
