@@ -126,6 +126,25 @@ def _run_scaled(model: nn.Module) -> tuple[nn.Module, Any]:
     return model, manager
 
 
+def _run_distilled(model: nn.Module) -> tuple[nn.Module, Any]:
+    """Gradual magnitude with distillation from a given (plain) teacher."""
+    torch.manual_seed(5)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    manager, optimizer = create.initialize(model, sgd, SPE, quantization=False, distillation=True,
+                                           distillation_teacher=teacher,
+                                           recipe_variables=VARIABLES)
+    for step in range(SPE * EPOCHS):
+        x, y = _batch(step)
+        out = model(x)
+        loss = manager.loss_update(nn.functional.mse_loss(out, y), student_outputs=out,
+                                   student_inputs=x)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model, manager
+
+
 def _same_run(rank: int, world: int, ref: tuple[nn.Module, Any], got: tuple[nn.Module, Any],
               case: str) -> None:
     (ref_model, ref_manager), (model, manager) = ref, got
@@ -167,6 +186,10 @@ def _wrong_use(rank: int, world: int, mesh: DeviceMesh) -> None:
     with pytest.raises(ValueError, match=r"model: its weights .* fully_shard"):
         _train(late, manager, optimizer, range(1))
     assert manager.step == 0
+    # self-distillation would deep-copy the FSDP2 model: refused, naming the argument
+    with pytest.raises(ValueError, match="distillation: self-distillation"):
+        create.initialize(_sharded(mesh), sgd, SPE, quantization=False, distillation=True,
+                          recipe_variables=VARIABLES)
     # second-order modes: refused at initialize, naming the mode
     with pytest.raises(ValueError, match="pruning: mode 'obs'"):
         _start(_sharded(mesh), ("obs", {}))
@@ -211,6 +234,8 @@ def _fsdp_create(rank: int, world: int, cases: list[Case], more: bool) -> None:
     if more:
         scaled = _run_scaled(_sharded(mesh))
         _same_run(rank, world, _run_scaled(_net()), scaled, "movement, AMP scaler")
+        distilled = _run_distilled(_sharded(mesh))
+        _same_run(rank, world, _run_distilled(_net()), distilled, "distillation")
         _resets_alike(rank, world, mesh)
         _wrong_use(rank, world, mesh)
 

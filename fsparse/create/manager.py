@@ -113,6 +113,10 @@ class RecipeManager:
             raise ValueError("quantization: QAT is not supported on a model with DTensor "
                              "(FSDP2) weights; pass quantization=False or a recipe without "
                              "Quantization")
+        if self._group is not None and teacher is None and recipe.of_type(Distillation):
+            raise ValueError("distillation: self-distillation deep-copies the model, which "
+                             "FSDP2 does not support; pass distillation_teacher (a model of "
+                             "its own) or distillation=False")
         self._weights = prunable
         pruning: list[tuple[Plan, fp.PrunerState]] = []
         skipped: list[str] = []
