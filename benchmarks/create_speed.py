@@ -5,10 +5,15 @@ and one linear weight, 11.68M prunable) is built by hand. Printed, all in one ru
 
 * **read pass**: ``w.sum()`` over every prunable weight (the yardstick), and
   ``torch.abs(w, out=buf)`` (one read, one write: ``pruners_speed.py``'s yardstick);
+* **floors**: one bool-output compare ``torch.lt(buf, c, out=bools)``, the
+  engine's compare (``gt`` into 0/1 floats, then one bool copy), and fresh
+  all-ones bool masks of every weight (their first touch): what any mask costs;
 * **global magnitude update**: the manager's mask update of the default
-  ``pruning=True`` recipe at a mid-schedule step (pure pruner update, then the
-  masks written into the weights), and where its time goes (``|w|`` scores, the
-  engine's ``global_select_masks``, writing the masks);
+  ``pruning=True`` recipe at a mid-schedule step, from the previous update's
+  masks (pure pruner update, then the masks written into the weights, the
+  previous 0/1 factors reused as the manager does), and for comparison fresh
+  ``|w|`` tensors (which the update no longer builds) and the public
+  ``global_select_masks`` on them;
 * **plain step**: forward, backward and ``SGD.step`` of resnet18 on 8 images 32x32;
 * **per mode**: the amortised overhead per step of the recipe (``before_step`` +
   ``after_step``, default recipe with ``num_epochs=20``, 4 steps per epoch, no
@@ -34,6 +39,7 @@ from fsparse import create
 from fsparse._src.engine import global_select_masks
 from fsparse.create.masks import apply_masks, keep_factors, prunable_parameters
 from fsparse.create.pruning import step_state
+from fsparse.create.schedules import mask_update_due
 
 MODES: tuple[Any, ...] = (True, "movement", "acdc", "rigl", "set", "obs", "mfac")
 SPE, EPOCHS = 4, 20.0
@@ -112,28 +118,52 @@ def main() -> None:
             torch.abs(w.detach(), out=bufs[n])
 
     t_rw = median_time(read_write, args.repeats * 3)
+    bools = {n: torch.empty(w.shape, dtype=torch.bool) for n, w in weights.items()}
+    floats = {n: torch.empty_like(w) for n, w in weights.items()}
+
+    def compare() -> None:  # one bool-output compare pass (what any mask must at least cost)
+        for n, b in bufs.items():
+            torch.lt(b, 0.01, out=bools[n])
+
+    def compare_float() -> None:  # the engine's compare: 0/1 floats, then one bool copy
+        for n, b in bufs.items():
+            bools[n].copy_(torch.gt(b, 0.01, out=floats[n]))
+
+    t_lt = median_time(compare, args.repeats * 3)
+    t_gt = median_time(compare_float, args.repeats * 3)
+    t_fresh = median_time(lambda: [torch.ones(w.shape, dtype=torch.bool)
+                                   for w in weights.values()], args.repeats * 3)
     manager, _ = _manager(model, True)
     plan, state = manager._pruning[0]
     detached = {n: w.detach() for n, w in weights.items()}
-    t = 10  # a mid-schedule mask update (level ~0.68 of 0.8)
+    t = 10  # a mid-schedule mask update (level ~0.68 of 0.8), from the previous update's masks
+    before = max(s for s in range(t) if mask_update_due(plan.modifier, s, SPE))
+    state = step_state(plan, state, detached, None, before, SPE)[0]
     update = median_time(lambda: step_state(plan, state, detached, None, t, SPE), args.repeats)
     masks = step_state(plan, state, detached, None, t, SPE)[0].masks
     clone = {n: w.detach().clone() for n, w in weights.items()}
-    model_masks = {n: m for n, m in masks.items()}  # unstructured: the pruner's layout
-    write = median_time(lambda: apply_masks(clone, keep_factors(clone, model_masks)),
+    previous = keep_factors(clone, dict(state.masks))  # the manager's factors, reused in place
+    write = median_time(lambda: apply_masks(clone, keep_factors(clone, masks, reuse=previous)),
                         args.repeats)
     scores = median_time(lambda: {n: w.abs() for n, w in detached.items()}, args.repeats)
     absw = {n: w.abs() for n, w in detached.items()}
     select = median_time(lambda: global_select_masks(absw, 0.68), args.repeats)
     print(f"read pass                      {t_read * 1e3:8.1f} ms   1.00x")
     print(f"read + write pass (abs, out=)  {t_rw * 1e3:8.1f} ms  {t_rw / t_read:5.2f}x")
+    print(f"floor: one lt(out=bool) pass   {t_lt * 1e3:8.1f} ms  {t_lt / t_read:5.2f}x")
+    print(f"floor: gt(out=float)+bool copy {t_gt * 1e3:8.1f} ms  {t_gt / t_read:5.2f}x")
+    print(f"floor: fresh bool masks        {t_fresh * 1e3:8.1f} ms  {t_fresh / t_read:5.2f}x")
     print(f"global magnitude mask update   {(update + write) * 1e3:8.1f} ms  "
           f"{(update + write) / t_read:5.2f}x read (target <= 3x), "
           f"{(update + write) / t_rw:5.2f}x read+write")
-    print(f"  pure pruner update           {update * 1e3:8.1f} ms  {update / t_read:5.2f}x")
-    print(f"    |w| scores                 {scores * 1e3:8.1f} ms  {scores / t_read:5.2f}x")
-    print(f"    engine global_select_masks {select * 1e3:8.1f} ms  {select / t_read:5.2f}x")
+    print(f"  pure pruner update           {update * 1e3:8.1f} ms  {update / t_read:5.2f}x "
+          "(|w| read slice by slice, one selection pass)")
     print(f"  writing the masks            {write * 1e3:8.1f} ms  {write / t_read:5.2f}x")
+    print("  for comparison:")
+    print(f"    fresh |w| tensors          {scores * 1e3:8.1f} ms  {scores / t_read:5.2f}x "
+          "(what the update no longer builds)")
+    print(f"    global_select_masks(|w|)   {select * 1e3:8.1f} ms  {select / t_read:5.2f}x "
+          "(the public engine call on them, one-shot)")
 
     sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 1000, (8,))
