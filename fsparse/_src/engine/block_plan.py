@@ -100,6 +100,7 @@ class BlockPlan:
         self.flags_buf = torch.zeros(2, padded_length(blocks), dtype=torch.bool, device=device)
         self.rank_scratch = RankScratch(elems if self.zeros < area else 0, device)
         self._keep: torch.Tensor | None = None
+        self._rewrite_scratch: RankScratch | None = None
 
     def flags(self, slot: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
         """Scratch bool tensor of ``shape`` (at most a unit's block count), aligned to 8 bytes."""
@@ -144,8 +145,20 @@ class BlockPlan:
             return torch.abs(part, out=out)
         return torch.mul(part, part, out=out)
 
-    def means(self, unit: Unit, scores: torch.Tensor) -> torch.Tensor:
-        """Block means, bit-identical to ``avg_pool2d(..., ceil_mode=True)`` (a scratch view)."""
+    def sum_scale(self, unit: Unit) -> int:
+        """The block area if :meth:`means` can leave the unit's means undivided: every block
+        whole, of 2, 4, 8 or 16 elements (a mean is then its sum scaled by a power of 2); else 1."""
+        bh, bw = self.block
+        area = bh * bw
+        if area == 1 or area > PAIRWISE_MAX or area & (area - 1):
+            return 1
+        rows = min(unit.i1 * bh, self.height) - unit.i0 * bh
+        cols = min(unit.j1 * bw, self.width) - unit.j0 * bw
+        return area if rows % bh == 0 and cols % bw == 0 else 1
+
+    def means(self, unit: Unit, scores: torch.Tensor, divide: bool = True) -> torch.Tensor:
+        """Block means, bit-identical to ``avg_pool2d(..., ceil_mode=True)`` (a scratch view);
+        with ``divide=False``, the block sums, for a unit whose :meth:`sum_scale` is not 1."""
         shape = (unit.i1 - unit.i0, unit.j1 - unit.j0)
         if self.block == (1, 1):
             return scores
@@ -156,7 +169,7 @@ class BlockPlan:
             target = out[region.brows, region.bcols]
             tmp = self.means_buf[n : n + target.numel()].view(target.shape) if norm else None
             _pool_into(_blocks4d(scores[region.rows, region.cols], region.shape), target,
-                       norm, tmp)
+                       norm, tmp, divide)
         return out
 
     def keep_out(self, mask: torch.Tensor, unit: Unit) -> torch.Tensor:
@@ -201,15 +214,33 @@ class BlockPlan:
         temporaries stay small however many blocks there are.
         """
         flat = mask.view(-1)
-        whole = self.zeros >= self.block[0] * self.block[1]
+        bh, bw = self.block
+        if (bh, bw) == (1, 1):  # a block's index is its element's
+            flat.index_fill_(0, blocks.to(mask.device), False)
+            return
+        whole = self.zeros >= bh * bw
+        edges = self.height % bh or self.width % bw
         for start in range(0, blocks.numel(), _REWRITE_SLICE):
             part = blocks[start : start + _REWRITE_SLICE].to(mask.device)
             rows, cols, valid = self.block_elements(part)
-            where = (rows * self.width + cols)[valid]
+            where = (rows * self.width + cols)[valid] if edges else rows * self.width + cols
             if whole:
-                flat.index_fill_(0, where, False)
+                flat.index_fill_(0, where.view(-1), False)
                 continue
-            vals = self.gather_scores(rows, cols).masked_fill_(~valid, math.inf)
+            vals = self.gather_scores(rows, cols)
+            if edges:
+                vals.masked_fill_(~valid, math.inf)
+            n = vals.shape[0]
+            if bh * bw <= PAIRWISE_MAX:  # padding ranks last, as in a stable sort
+                if self._rewrite_scratch is None:
+                    self._rewrite_scratch = RankScratch(_REWRITE_SLICE * bh * bw, mask.device)
+                stays = torch.empty(n, bh, 1, bw, dtype=torch.bool, device=mask.device)
+                none_kept = torch.zeros(n, 1, dtype=torch.bool, device=mask.device)
+                write_ranked(stays, vals.view(n, bh, 1, bw), none_kept, self.zeros,
+                             self._rewrite_scratch)  # fmt: skip
+                stays = stays.view(n, -1)
+                flat.index_put_((where.view(-1),), stays[valid] if edges else stays.view(-1))
+                continue
             order = vals.sort(dim=1, stable=True).indices[:, : self.zeros]
             pruned = torch.zeros_like(valid).scatter_(1, order, True)
             flat.index_put_((where,), ~pruned[valid])
@@ -249,11 +280,12 @@ def _norm_into(plane: torch.Tensor, norm: str, out: torch.Tensor) -> torch.Tenso
 
 
 def _pool_into(blocks: torch.Tensor, out: torch.Tensor, norm: str | None = None,
-               tmp: torch.Tensor | None = None) -> None:  # fmt: skip
+               tmp: torch.Tensor | None = None, divide: bool = True) -> None:  # fmt: skip
     """Mean of each ``(h, w)`` block, summed row-major from its first element as avg_pool2d does.
 
     With ``norm``, ``blocks`` holds data and each plane is scored on the way
     (into ``tmp``, shaped like ``out``): the same sums of the same scores.
+    ``divide=False`` leaves the sums (blocks of up to ``PAIRWISE_MAX`` elements).
     """
     a, h, b, w = blocks.shape
     count = h * w
@@ -273,4 +305,5 @@ def _pool_into(blocks: torch.Tensor, out: torch.Tensor, norm: str | None = None,
         torch.add(planes[0], planes[1], out=out)
         for plane in planes[2:]:
             out.add_(plane)
-    out.div_(count)
+    if divide:
+        out.div_(count)

@@ -44,7 +44,8 @@ def spread(out: torch.Tensor, values: torch.Tensor) -> None:
     if _word_viewable(out) and out.shape[3] > 1:
         int_dtype, ones = _SPREAD[out.shape[3]]
         words = out.view(int_dtype)[..., 0]
-        torch.mul(values[:, None, :].expand(words.shape), ones, out=words)
+        factor = torch.tensor(ones, dtype=int_dtype, device=out.device)  # int_dtype arithmetic
+        torch.mul(values[:, None, :].expand(words.shape), factor, out=words)
         return
     out.copy_(values[:, None, :, None].expand_as(out))
 

@@ -130,27 +130,48 @@ def _candidates(
     return true_positions(padded)
 
 
+def _scaled(bound: float, scale: int, dtype: torch.dtype) -> float | None:
+    """``scale * bound`` where comparing a block sum with it is comparing its mean with ``bound``.
+
+    A sum over ``scale`` (a power of 2) is the mean scaled exactly, except where the mean
+    is subnormal and rounded; so ``mean >= b`` is ``sum >= scale * b`` for ``b`` zero,
+    infinite or above the smallest normal number (``scale * b`` overflowing to ``inf``
+    included). ``None`` otherwise: the means are then divided as usual.
+    """
+    if bound == 0 or math.isinf(bound):
+        return bound
+    if bound <= torch.finfo(dtype).tiny:
+        return None
+    return float(torch.tensor(bound, dtype=dtype) * scale)
+
+
 def _bracket_pass(
     plan: BlockPlan, mask: torch.Tensor, k: int, bounds: tuple[float, float], budget: int
 ) -> bool:
     """One pass with the bracket ``[lo, hi]``; ``False`` if it missed (the mask is then junk)."""
     lo, hi = bounds
+    scaled = {a: (_scaled(lo, a, plan.dtype), _scaled(hi, a, plan.dtype)) for a in (2, 4, 8, 16)}
     maxima: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
     blocks: list[torch.Tensor] = []
     n_cand = 0
     for unit in plan.units:
         scores = plan.scores(unit)
-        means = plan.means(unit, scores)
+        scale = plan.sum_scale(unit)
+        unit_lo, unit_hi = scaled.get(scale, (None, None))
+        if unit_lo is None or unit_hi is None:
+            scale, unit_lo, unit_hi = 1, lo, hi
+        means = plan.means(unit, scores, divide=scale == 1)  # or sums: ``scale`` times the means
         maxima.append(means.amax())
-        keep = torch.ge(means, lo, out=plan.keep_out(mask, unit))
-        local = _candidates(plan, means, hi, keep)
+        keep = torch.ge(means, unit_lo, out=plan.keep_out(mask, unit))
+        local = _candidates(plan, means, unit_hi, keep)
         n_cand += local.numel()
         if n_cand > budget:
             _raise_non_finite(maxima, plan)
             return False
         width = unit.j1 - unit.j0
-        values.append(means.reshape(-1).index_select(0, local))
+        picked = means.reshape(-1).index_select(0, local)
+        values.append(picked if scale == 1 else picked.div_(scale))
         if width == plan.nbw:
             blocks.append(local + unit.i0 * plan.nbw)
         else:
