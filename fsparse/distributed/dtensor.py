@@ -19,7 +19,7 @@ from torch.distributed.tensor._utils import compute_local_shape_and_global_offse
 
 from fsparse._src.checks import short_repr
 
-__all__ = ["Unpacked", "global_extreme", "is_dtensor", "placed_like", "unpack"]
+__all__ = ["Unpacked", "global_extreme", "is_dtensor", "seeded_rand", "unpack"]
 
 
 def is_dtensor(value: object) -> bool:
@@ -74,18 +74,31 @@ def unpack(data: DTensor, group: dist.ProcessGroup | None, arg: str) -> Unpacked
     return Unpacked(data.to_local(), int(offset[0]), mesh_group, False, data)
 
 
-def placed_like(source: DTensor, full: torch.Tensor) -> DTensor:
-    """The DTensor placed like ``source`` whose whole value is ``full`` (this rank keeps its rows).
+_RAND_SLICE = 1 << 20  # values drawn per slice: temporaries stay bounded
 
-    For values every rank can compute whole and alike (seeded random scores), so no
-    communication is needed. ``full`` must have ``source``'s global shape.
+
+def seeded_rand(source: DTensor, generator: torch.Generator) -> DTensor:
+    """This rank's part of ``torch.rand(source.shape, generator=...)``, placed like ``source``.
+
+    Every rank runs the same stream (a CPU generator gives the same values drawn in
+    slices as drawn at once) and keeps only its own rows, so the scores equal the
+    single-process ones without communication, in memory of the shard plus one
+    slice. Time: the stream up to the end of this rank's rows.
     """
     parts = unpack(source, None, "source")
-    if tuple(full.shape) != tuple(source.shape):
-        raise ValueError(f"full has shape {tuple(full.shape)}, source {tuple(source.shape)}")
-    local = full if parts.replicated else \
-        full[parts.row_offset : parts.row_offset + parts.local.shape[0]]
-    return parts.wrap(local.clone())
+    row = math.prod(source.shape[1:]) if source.dim() else 1
+    total = math.prod(source.shape)
+    start = 0 if parts.replicated else parts.row_offset * row
+    stop = total if parts.replicated else start + parts.local.numel()
+    local = torch.empty(stop - start, dtype=torch.float32, device=parts.local.device)
+    for lo in range(0, stop, _RAND_SLICE):
+        hi = min(lo + _RAND_SLICE, stop)
+        drawn = torch.rand(hi - lo, generator=generator, dtype=torch.float32,
+                           device=parts.local.device)
+        if hi > start:
+            keep = max(start, lo)
+            local[keep - start : hi - start] = drawn[keep - lo :]
+    return parts.wrap(local.view(parts.local.shape))
 
 
 def global_extreme(data: DTensor, largest: bool) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch
 
 from fsparse._src.checks import check_callable, check_instance, check_int, check_real, short_repr
 from fsparse._src.engine import Pattern, parse_pattern
-from fsparse._src.engine.dispatch import sharded_kind
+from fsparse._src.engine.dispatch import implementation, sharded_kind
 from fsparse.pruners._distributions import check_overrides, erk_sparsities, uniform_sparsities
 from fsparse.pruners._mapping import check_name
 from fsparse.pruners._schedules import Steps
@@ -113,11 +113,11 @@ def random_scores(params: Mapping[str, torch.Tensor], seed: int, step: int,
     for name, p in params.items():
         gen = torch.Generator(device=p.device)
         gen.manual_seed(_mix(seed, step, zlib.crc32(name.encode()), purpose))
-        out[name] = torch.rand(p.shape, generator=gen, device=p.device, dtype=torch.float32)
-        if sharded_kind(p):  # every rank draws the whole tensor alike and keeps its rows
-            from fsparse.distributed.dtensor import placed_like
-
-            out[name] = placed_like(p, out[name])  # type: ignore[arg-type]
+        kind = sharded_kind(p)
+        if kind:  # every rank runs the whole stream alike and keeps its own rows
+            out[name] = implementation(kind, "seeded_rand")(p, gen)
+        else:
+            out[name] = torch.rand(p.shape, generator=gen, device=p.device, dtype=torch.float32)
     return out
 
 
@@ -128,10 +128,9 @@ def whole(reduced: torch.Tensor) -> torch.Tensor:
 
 def extreme(scores: torch.Tensor, largest: bool) -> torch.Tensor:
     """``scores.max()`` or ``scores.min()``; over all ranks for a DTensor."""
-    if sharded_kind(scores):
-        from fsparse.distributed.dtensor import global_extreme
-
-        return global_extreme(scores, largest)  # type: ignore[arg-type]
+    kind = sharded_kind(scores)
+    if kind:
+        return implementation(kind, "global_extreme")(scores, largest)  # type: ignore[no-any-return]
     return scores.max() if largest else scores.min()
 
 
