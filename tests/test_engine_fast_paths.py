@@ -118,6 +118,8 @@ def test_packed_bool_count_and_positions(length, offset):
     base = torch.rand(length + offset + 16, generator=gen) < 0.3
     mask = base[offset : offset + length]
     assert int(threshold_mod._count_true(mask)) == int(torch.count_nonzero(mask))
+    assert threshold_mod.all_true(mask) == bool(mask.all())
+    assert threshold_mod.all_true(torch.ones_like(base)[offset : offset + length])
     if offset % 8 == 0 and length % 8 == 0:
         assert torch.equal(threshold_mod._true_positions(mask), mask.nonzero().view(-1))
 
@@ -250,3 +252,46 @@ def test_revived_check_matches_new_and_not_old(shape):
         assert _revives(old, new) == bool((new & ~old).any())
     wide = torch.rand(4, 16, generator=gen) > 0.5
     assert _revives(wide[:, ::2], wide[:, 1::2]) == bool((wide[:, 1::2] & ~wide[:, ::2]).any())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(data=st.data(), sparsity=st.floats(0.0, 1.0))
+def test_product_scores_select_like_materialized_saliency(fast, data, sparsity):
+    """|w * g| read slice by slice = the public functions on the old saliency tensors."""
+    weights = data.draw(piece_lists())
+    grads = [torch.tensor(data.draw(st.lists(VALUES, min_size=w.numel(), max_size=w.numel())),
+                          dtype=data.draw(st.sampled_from([torch.float32, w.dtype])))
+             for w in weights]
+    keyed = data.draw(st.booleans())
+    keeps = [torch.rand(w.shape) > 0.3 for w in weights]
+    names = [f"w{i}" for i in range(len(weights))]
+    old = {}
+    for n, w, g, m in zip(names, weights, grads, keeps):
+        dt = torch.float32 if w.dtype == torch.float16 else w.dtype
+        s = (w.to(dt) * g.to(dt)).abs_()
+        old[n] = s.masked_fill_(~m, -1.0) if keyed else s
+    lazy = {n: AbsScores(w, m if keyed else None, factor=g)
+            for n, w, g, m in zip(names, weights, grads, keeps)}
+    assert all(torch.equal(lazy[n].materialize().view(old[n].shape), old[n], ) or
+               bool(old[n].isnan().any()) for n in names)
+    try:
+        want = global_select_masks(old, sparsity)
+    except ValueError:
+        with pytest.raises(ValueError, match="NaN"):
+            select_scores(lazy, sparsity, shared=True)
+        return
+    got = select_scores(lazy, sparsity, shared=True)
+    assert all(torch.equal(got[n], want[n]) for n in names)
+
+
+def test_saliency_pruners_match_materialized_scores():
+    gen = torch.Generator().manual_seed(8)
+    w = {"a": torch.randn(400, 300, generator=gen), "b": torch.randn(50, generator=gen)}
+    g = {n: torch.randn(p.shape, generator=gen) for n, p in w.items()}
+    for make, shared in ((pruners.saliency, False), (pruners.global_saliency, True),
+                         (pruners.snip, True)):
+        state, _ = make(0.7).update(make(0.7).init(w), w, grads=g)
+        scores = {n: (w[n] * g[n]).abs() for n in w}
+        want = (global_select_masks(scores, 0.7) if shared else
+                {n: select_mask(s, 0.7) for n, s in scores.items()})
+        assert all(torch.equal(state.masks[n], want[n]) for n in w)

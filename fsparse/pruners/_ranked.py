@@ -17,6 +17,7 @@ import torch
 
 from fsparse._src.engine.scoring import AbsScores
 from fsparse._src.engine.selection import select_scores
+from fsparse._src.engine.threshold import all_true
 from fsparse.pruners._common import Common, filled
 from fsparse.pruners._protocol import (
     Params,
@@ -110,7 +111,7 @@ def ranked(name: str, common: Common, score: ScoreFn, hyperparams: dict[str, Any
                 for n, s in scores.items():
                     if isinstance(s, AbsScores):
                         scores[n] = s.keyed(state.masks[n])
-                    elif not bool(state.masks[n].all()):
+                    elif not all_true(state.masks[n]):
                         s.masked_fill_(~state.masks[n], -1.0)
             masks = select(common, scores, sparsities)
         new = state.replace(masks=masks, step=t + 1)

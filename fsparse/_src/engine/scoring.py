@@ -110,8 +110,8 @@ def block_means(scores: torch.Tensor, block: tuple[int, int]) -> torch.Tensor:
 
 
 class AbsScores:
-    """The scores ``|source|`` (``-1`` where ``keep`` is ``False``), in the score dtype,
-    computed slice by slice by the selection and never materialized whole.
+    """The scores ``|source|`` or ``|source * factor|`` (``-1`` where ``keep`` is ``False``),
+    in the score dtype, computed slice by slice by the selection, never whole.
 
     A full-size score tensor is a fresh allocation: on CPU its first touch (page
     faults) costs several read passes. The selection engine reads these scores
@@ -119,13 +119,17 @@ class AbsScores:
 
     >>> AbsScores(torch.tensor([-2.0, 1.0]), torch.tensor([True, False])).materialize()
     tensor([ 2., -1.])
+    >>> AbsScores(torch.tensor([-2.0, 1.0]), factor=torch.tensor([3.0, -4.0])).materialize()
+    tensor([6., 4.])
     """
 
-    __slots__ = ("dtype", "flat", "keep", "shape")
+    __slots__ = ("dtype", "factor", "flat", "keep", "shape")
 
-    def __init__(self, source: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+    def __init__(self, source: torch.Tensor, keep: torch.Tensor | None = None,
+                 factor: torch.Tensor | None = None) -> None:
         self.flat = source.detach().reshape(-1)
         self.keep = None if keep is None else keep.reshape(-1)
+        self.factor = None if factor is None else factor.detach().reshape(-1)
         self.shape = source.shape
         self.dtype = score_dtype(source.dtype)
 
@@ -133,9 +137,16 @@ class AbsScores:
     def device(self) -> torch.device:
         return self.flat.device
 
+    @property
+    def plain(self) -> bool:
+        """Whether every tensor is a plain ``torch.Tensor`` (no subclass such as DTensor)."""
+        return type(self.flat) is torch.Tensor and (
+            self.factor is None or type(self.factor) is torch.Tensor)
+
     def keyed(self, keep: torch.Tensor) -> AbsScores:
         """The same scores with ``-1`` where ``keep`` is ``False``."""
-        return AbsScores(self.flat.view(self.shape), keep)
+        factor = None if self.factor is None else self.factor.view(self.shape)
+        return AbsScores(self.flat.view(self.shape), keep, factor)
 
     def numel(self) -> int:
         return self.flat.numel()
@@ -145,29 +156,51 @@ class AbsScores:
             return scores
         return torch.where(keep, scores, torch.tensor(-1.0, dtype=self.dtype), out=scores)
 
+    def _scores(self, values: torch.Tensor, factor: torch.Tensor | None) -> torch.Tensor:
+        """Fresh scores of gathered ``values`` (and ``factor`` values)."""
+        values = values.to(self.dtype)
+        if factor is not None:
+            return torch.mul(values, factor.to(self.dtype)).abs_()
+        return values.abs() if values is self.flat else values.abs_()
+
     def part(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
-        """``|source|`` of the flat elements ``start:stop`` (not keyed: as if all were kept),
+        """The scores of the flat elements ``start:stop`` (not keyed: as if all were kept),
         written into ``out`` (returned); the selection applies ``keep`` itself."""
         out, piece = out[: stop - start], self.flat[start:stop]
+        if self.factor is not None:
+            other = self.factor[start:stop]
+            if piece.dtype == other.dtype == out.dtype:
+                return torch.mul(piece, other, out=out).abs_()
+            return out.copy_(piece).mul_(other.to(out.dtype)).abs_()
         return torch.abs(piece, out=out) if piece.dtype == out.dtype else out.copy_(piece).abs_()
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
         """Scores of the flat elements at ``index`` (a new tensor)."""
-        scores = self.flat.index_select(0, index).to(self.dtype).abs_()
+        factor = None if self.factor is None else self.factor.index_select(0, index)
+        scores = self._scores(self.flat.index_select(0, index), factor)
         return self._keyed(scores, None if self.keep is None else self.keep.index_select(0, index))
 
     def materialize(self) -> torch.Tensor:
         """The flat score tensor (fresh)."""
-        flat = self.flat
-        scores = flat.abs() if flat.dtype == self.dtype else flat.to(self.dtype).abs_()
-        return self._keyed(scores, self.keep)
+        return self._keyed(self._scores(self.flat, self.factor), self.keep)
 
     def has_nan(self) -> bool:
-        """Whether a score is NaN: one read pass of the source (NaN where pruned is ignored)."""
-        flat = self.flat
-        if flat.numel() == 0 or not bool(flat.amax().isnan()):
+        """Whether a score is NaN (NaN where pruned is ignored): one read pass of the source
+        (and of the factor: finite factors give no NaN product)."""
+        if self.flat.numel() == 0:
+            return False
+        if self.factor is None:
+            if not bool(self.flat.amax().isnan()):
+                return False
+        elif all(_finite(t) for t in (self.flat, self.factor)):
             return False
         return bool(self.materialize().isnan().any())
+
+
+def _finite(t: torch.Tensor) -> bool:
+    """All of ``t`` finite, by one ``aminmax`` pass (NaN makes both comparisons false)."""
+    low, high = torch.aminmax(t)
+    return bool(low > -math.inf) and bool(high < math.inf)
 
 
 def under_transform(data: torch.Tensor) -> bool:

@@ -129,8 +129,8 @@ def _select(
     :class:`AbsScores` are read slice by slice (unstructured, untraced, one dtype);
     otherwise they are materialized first.
     """
-    transformed = any(under_transform(t.flat if isinstance(t, AbsScores) else t)
-                      for t in tensors)
+    transformed = any(under_transform(t.flat) or (t.factor is not None and under_transform(
+        t.factor)) if isinstance(t, AbsScores) else under_transform(t) for t in tensors)
     lazy = (isinstance(pattern, Unstructured) and not transformed
             and len({t.dtype for t in tensors}) == 1)
     if not lazy:
@@ -275,7 +275,7 @@ def select_scores(
     out: dict[str, torch.Tensor] = {}
     for group in groups:
         items = [scores[n] for n in group]
-        if all(isinstance(v, AbsScores) and type(v.flat) is torch.Tensor for v in items):
+        if all(isinstance(v, AbsScores) and v.plain for v in items):
             labels = [f"scores[{short_repr(n)}]" for n in group]
             for v, label in zip(items, labels):
                 pattern.check(tuple(v.shape), label)

@@ -29,8 +29,8 @@ from typing import Protocol
 import torch
 
 __all__ = [
-    "SLICE", "DigitCounter", "bracket", "digit_counts", "k_lowest", "keep_masks", "keys_of",
-    "kth_threshold", "lowest_masks", "radix_select", "sample_size",
+    "SLICE", "DigitCounter", "all_true", "bracket", "digit_counts", "k_lowest", "keep_masks",
+    "keys_of", "kth_threshold", "lowest_masks", "radix_select", "sample_size",
 ]
 
 SLICE = 1 << 22  # elements per pass slice
@@ -165,6 +165,17 @@ def _count_true(mask: torch.Tensor) -> torch.Tensor:
         return rest
     rows = mask[:whole].view(torch.int64).view(-1, 255).sum(1)
     return rows.view(torch.uint8).sum(dtype=torch.int64) + rest
+
+
+def all_true(mask: torch.Tensor) -> bool:
+    """``bool(mask.all())`` of a bool tensor, counted 8 bools per int64 word when contiguous.
+
+    >>> all_true(torch.ones(5000, dtype=torch.bool)), all_true(torch.arange(9) < 8)
+    (True, False)
+    """
+    if type(mask) is not torch.Tensor or not mask.is_contiguous():
+        return bool(mask.all())
+    return int(_count_true(mask.reshape(-1))) == mask.numel()
 
 
 def _true_positions(mask: torch.Tensor) -> torch.Tensor:
