@@ -240,7 +240,7 @@ def test_keyed_global_selection_stays_on_the_live_pass(monkeypatch):
 
 @pytest.mark.parametrize("shape", [(16,), (3, 8), (7,), (5, 3), (0,)])
 def test_revived_check_matches_new_and_not_old(shape):
-    from fsparse.create.pruning import _revives
+    from fsparse.pruners._ranked import revives as _revives
 
     gen = torch.Generator().manual_seed(sum(shape))
     for _ in range(20):

@@ -44,6 +44,7 @@ from fsparse.create.recipe_variables import parse_mask_type
 from fsparse.create.schedules import first_step, mask_update_due, pruning_level, pruning_steps
 from fsparse.create.sharding import is_dtensor
 from fsparse.pruners._protocol import activated
+from fsparse.pruners._ranked import revives
 from fsparse.pruners._schedules import Steps
 
 __all__ = ["Plan", "make_plan", "model_masks", "step_state", "target_levels"]
@@ -245,23 +246,13 @@ def step_state(plan: Plan, state: pruners.PrunerState, weights: Mapping[str, tor
     changed = model_view(plan, {n: v for n, v in out.items() if v is not view[n]})
     if plan.pruner.resets is activated:  # most updates revive nothing: check that cheaply
         revived = {n: new.masks[n] & ~state.masks[n] for n in new.masks
-                   if n in state.masks and _revives(state.masks[n], new.masks[n])}
+                   if n in state.masks and (is_dtensor(new.masks[n])
+                                            or revives(state.masks[n], new.masks[n]))}
     else:
         revived = plan.pruner.resets(state, new)
     resets = {n: m for n, m in model_view(plan, revived).items()
               if is_dtensor(m) or bool(m.any())}  # DTensors: every rank alike
     return new, changed, resets
-
-
-def _revives(old: torch.Tensor, new: torch.Tensor) -> bool:
-    """Whether ``new`` is on somewhere ``old`` is off: 8 places per int64 word (fast on CPU)."""
-    plain = type(old) is torch.Tensor and type(new) is torch.Tensor
-    if (plain and old.shape == new.shape and old.numel() % 8 == 0 and old.is_contiguous()
-            and new.is_contiguous() and old.storage_offset() % 8 == 0
-            and new.storage_offset() % 8 == 0):
-        words_old, words_new = old.view(-1).view(torch.int64), new.view(-1).view(torch.int64)
-        return bool(words_new.bitwise_and(words_old.bitwise_not()).any())
-    return is_dtensor(new) or bool((new & ~old).any())  # DTensors: a local any() differs by rank
 
 
 def target_levels(plan: Plan, state: pruners.PrunerState, weights: Mapping[str, torch.Tensor],

@@ -30,7 +30,7 @@ from fsparse.pruners._protocol import (
 )
 from fsparse.pruners._state import PrunerState
 
-__all__ = ["dense_state", "ranked", "select", "zero_activated"]
+__all__ = ["dense_state", "ranked", "revives", "select", "zero_activated"]
 
 # (params, grads, t) -> scores: new tensors the pruner owns (it may key them in place), or
 # AbsScores that the engine reads slice by slice.
@@ -79,11 +79,25 @@ def zero_activated(params: dict[str, torch.Tensor], old: PrunerState, new: Prune
     """``params`` with every weight whose mask turned on set to 0 (new tensors only there)."""
     out = dict(params)
     with torch.no_grad():
-        for name, on in activated(old, new).items():
-            if bool(on.any()):
-                out[name] = torch.where(on, torch.zeros((), dtype=params[name].dtype,
-                                                        device=on.device), params[name])
+        for name, mask in new.masks.items():
+            if name not in old.masks or not revives(old.masks[name], mask):
+                continue
+            on = mask & ~old.masks[name]
+            out[name] = torch.where(on, torch.zeros((), dtype=params[name].dtype,
+                                                    device=on.device), params[name])
     return out
+
+
+def revives(old: torch.Tensor, new: torch.Tensor) -> bool:
+    """Whether ``new`` is on somewhere ``old`` is off: ``(new & ~old).any()``, over int64
+    words (8 mask bytes each) when both are plain contiguous tensors (fast on CPU)."""
+    plain = type(old) is torch.Tensor and type(new) is torch.Tensor
+    if (plain and old.shape == new.shape and old.numel() % 8 == 0 and old.is_contiguous()
+            and new.is_contiguous() and old.storage_offset() % 8 == 0
+            and new.storage_offset() % 8 == 0):
+        words_old, words_new = old.view(-1).view(torch.int64), new.view(-1).view(torch.int64)
+        return bool(words_new.bitwise_and(words_old.bitwise_not()).any())
+    return bool((new & ~old).any())
 
 
 def ranked(name: str, common: Common, score: ScoreFn, hyperparams: dict[str, Any], *,
