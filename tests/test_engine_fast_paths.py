@@ -238,10 +238,13 @@ def test_keyed_global_selection_stays_on_the_live_pass(monkeypatch):
     assert results and all(r is not None for r in results)  # no fallback to radix
 
 
-@pytest.mark.parametrize("shape", [(16,), (3, 8), (7,), (5, 3), (0,)])
-def test_revived_check_matches_new_and_not_old(shape):
+@pytest.mark.parametrize("shape", [(16,), (3, 8), (7,), (5, 3), (0,), (8, 5)])
+@pytest.mark.parametrize("words", [1 << 17, 2])  # 2: many slices, the last one partial
+def test_revived_check_matches_new_and_not_old(shape, words, monkeypatch):
+    from fsparse.pruners import _ranked
     from fsparse.pruners._ranked import revives as _revives
 
+    monkeypatch.setattr(_ranked, "_WORDS", words)
     gen = torch.Generator().manual_seed(sum(shape))
     for _ in range(20):
         old = torch.rand(shape, generator=gen) > 0.3

@@ -32,6 +32,8 @@ from fsparse.pruners._state import PrunerState
 
 __all__ = ["dense_state", "ranked", "revives", "select", "zero_activated"]
 
+_WORDS = 1 << 17  # int64 mask words per slice of revives (1 MiB)
+
 # (params, grads, t) -> scores: new tensors the pruner owns (it may key them in place), or
 # AbsScores that the engine reads slice by slice.
 ScoreFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int],
@@ -96,7 +98,13 @@ def revives(old: torch.Tensor, new: torch.Tensor) -> bool:
             and new.is_contiguous() and old.storage_offset() % 8 == 0
             and new.storage_offset() % 8 == 0):
         words_old, words_new = old.view(-1).view(torch.int64), new.view(-1).view(torch.int64)
-        return bool(words_new.bitwise_and(words_old.bitwise_not()).any())
+        buf = torch.empty(min(words_old.numel(), _WORDS), dtype=torch.int64, device=old.device)
+        for start in range(0, words_old.numel(), _WORDS):  # one small buffer, no full-size temps
+            part = words_old[start : start + _WORDS]
+            flipped = torch.bitwise_not(part, out=buf[: part.numel()])
+            if bool(flipped.bitwise_and_(words_new[start : start + _WORDS]).any()):
+                return True
+        return False
     return bool((new & ~old).any())
 
 
