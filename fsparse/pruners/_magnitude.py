@@ -45,10 +45,15 @@ def lazy_abs_scores(params: dict[str, torch.Tensor], grads: object = None, t: in
 
 
 def saliency_scores(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor] | None,
-                    t: int = 0) -> dict[str, AbsScores]:
-    """``|w * g|`` (float32 for 16-bit data) for the engine to read slice by slice."""
+                    t: int = 0) -> dict[str, torch.Tensor | AbsScores]:
+    """``|w * g|`` (float32 for 16-bit data) for the engine to read slice by slice.
+
+    DTensor params or grads get plain ``|w * g|`` DTensors, as in :func:`lazy_abs_scores`.
+    """
     assert grads is not None
-    return {n: AbsScores(p, factor=grads[n]) for n, p in params.items()}
+    return {n: (p.to(score_dtype(p.dtype)) * grads[n].to(score_dtype(p.dtype))).abs_()
+            if sharded_kind(p, grads[n]) else AbsScores(p, factor=grads[n])
+            for n, p in params.items()}
 
 
 def magnitude(sparsity: Sparsity, *, distribution: Any = "uniform",
