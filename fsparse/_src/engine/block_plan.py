@@ -3,10 +3,12 @@
 A :class:`BlockPlan` walks a data matrix in *units* of whole block rows (or, for
 very wide matrices, of block columns within one block row). For each unit it
 computes scores and block means into scratch buffers allocated once, and writes
-the unit's part of the mask. Block means are the same float sums in the same
-order as ``avg_pool2d(..., ceil_mode=True)``, so they are bit-identical to the
-reference path's. Inside a block the ``zeros_per_block`` smallest scores (ties
-by position) are found by pairwise comparisons, counted one byte per element.
+the unit's part of the mask (:mod:`fsparse._src.engine.block_write`). Block means
+are the same float sums in the same order as ``avg_pool2d(..., ceil_mode=True)``,
+so they are bit-identical to the reference path's; units of whole blocks of 2, 4,
+8 or 16 elements may leave them undivided (their sums, a power-of-2 multiple).
+Keep flags go straight into the mask for ``(1, 1)`` blocks, else into one
+``(nbh, nbw)`` bool array, counted once at the end.
 """
 
 from __future__ import annotations

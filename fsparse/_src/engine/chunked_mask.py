@@ -8,9 +8,10 @@ and every temporary is unit-sized and allocated once:
 1. The means of a random sample of blocks bracket the ``k``-th smallest block
    mean in ``[lo, hi]``.
 2. One pass computes each unit's block means (the same float sums in the same
-   order as ``avg_pool2d``, so the values are bit-identical), marks the blocks
-   below ``lo`` as selected, writes that unit's mask, and keeps the blocks
-   inside the bracket as candidates.
+   order as ``avg_pool2d``, so the values are bit-identical; or the sums of
+   whole power-of-2 blocks, against bounds scaled where that is exact), marks
+   the blocks below ``lo`` as selected, writes that unit's mask, and keeps the
+   blocks inside the bracket as candidates (found eight flags at a time).
 3. The exact threshold is selected among the candidates (ties by block index)
    and only the chosen candidate blocks are rewritten.
 
