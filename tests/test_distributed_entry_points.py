@@ -115,6 +115,9 @@ def _norm_and_state(rank: int, world: int) -> None:
             assert torch.equal(_whole(state[name].mask), plain[name].mask), name
             assert torch.equal(_whole(fsparse.squash(state)[name]), fsparse.squash(plain)[name])
         assert fsparse.sparsity(state) == fsparse.sparsity(plain)
+        configs = {n: config for n in full}
+        assert fsparse.global_levels(data, configs, 0.55) == \
+            fsparse.global_levels(full, configs, 0.55)
     # wrong use through step: a clear error, the state unchanged
     bad = fsparse.init({"w": distribute_tensor(full["w"], mesh, [Shard(1)])})
     with pytest.raises(ValueError, match="unsupported DTensor placement"):

@@ -31,5 +31,5 @@ __all__ = ["BITS", "config_norm_mask", "distributed_lowest", "global_levels",
 for _name, _fn in (("select_mask", select_mask), ("select_count_mask", select_count_mask),
                    ("global_select_masks", global_select_masks),
                    ("config_norm_mask", config_norm_mask), ("seeded_rand", seeded_rand),
-                   ("global_extreme", global_extreme)):
+                   ("global_extreme", global_extreme), ("global_levels", global_levels)):
     register(DTENSOR, _name, _fn)

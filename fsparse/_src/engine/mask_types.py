@@ -28,6 +28,7 @@ from fsparse._src.checks import (
     short_repr,
 )
 from fsparse._src.config import SparsityConfig
+from fsparse._src.engine.dispatch import implementation, sharded_kind
 from fsparse._src.engine.norm_mask import config_norm_mask
 from fsparse._src.engine.scoring import as_matrix, pool_means, scores_of
 from fsparse._src.engine.selection import pruned_count
@@ -125,6 +126,8 @@ def global_levels(
             f"data and configs must have the same names, got {short_repr(list(data))} and "
             f"{short_repr(list(configs))}"
         )
+    if kind := sharded_kind(*data.values()):  # DTensor data: the sharded implementation
+        return implementation(kind, "global_levels")(data, configs, level)  # type: ignore[no-any-return]
     for name, tensor in data.items():
         check_tensor(tensor, f"data[{short_repr(name)}]")
         check_instance(configs[name], SparsityConfig, f"configs[{short_repr(name)}]")
