@@ -246,13 +246,18 @@ def step_state(plan: Plan, state: pruners.PrunerState, weights: Mapping[str, tor
     changed = model_view(plan, {n: v for n, v in out.items() if v is not view[n]})
     if plan.pruner.resets is activated:  # most updates revive nothing: check that cheaply
         revived = {n: new.masks[n] & ~state.masks[n] for n in new.masks
-                   if n in state.masks and (is_dtensor(new.masks[n])
-                                            or revives(state.masks[n], new.masks[n]))}
+                   if n in state.masks and _revives(state.masks[n], new.masks[n])}
     else:
         revived = plan.pruner.resets(state, new)
     resets = {n: m for n, m in model_view(plan, revived).items()
               if is_dtensor(m) or bool(m.any())}  # DTensors: every rank alike
     return new, changed, resets
+
+
+def _revives(old: torch.Tensor, new: torch.Tensor) -> bool:
+    """Whether ``new`` is on somewhere ``old`` is off (:func:`fsparse.pruners._ranked.revives`);
+    always for DTensors (a local ``any()`` differs by rank)."""
+    return is_dtensor(new) or revives(old, new)
 
 
 def target_levels(plan: Plan, state: pruners.PrunerState, weights: Mapping[str, torch.Tensor],
