@@ -77,9 +77,7 @@ def _small(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
     return threshold, k - int(torch.count_nonzero(values < threshold))
 
 
-def _sample(
-    pieces: Sequence[Piece], n: int, size: int, live: bool = False
-) -> torch.Tensor:
+def _sample(pieces: Sequence[Piece], size: int, live: bool = False) -> torch.Tensor:
     """About ``size`` seeded random values, each piece's share in proportion to its size
     (stratified: a few small ops per piece, no pass over a global index). ``live``:
     only the drawn values at live places (``keep``) of computed pieces."""
@@ -124,7 +122,7 @@ def _bracketed(
     ``live``: ``k`` and ``n`` count the live places of computed pieces only.
     """
     total = sum(p.numel() for p in pieces)  # live: n of them are live; draw n-sized samples
-    sample = _sample(pieces, n, min(sample_size(n) * total // n, 4 * sample_size(n)), live)
+    sample = _sample(pieces, min(sample_size(n) * total // n, 4 * sample_size(n)), live)
     if not sample.numel():
         return None
     lo, hi = bracket(sample, k / n)
