@@ -28,6 +28,8 @@ from typing import Protocol
 
 import torch
 
+from fsparse._src.engine.unit_flags import count_true, true_positions
+
 __all__ = [
     "SLICE", "DigitCounter", "all_true", "bracket", "digit_counts", "k_lowest", "keep_masks",
     "keys_of", "kth_threshold", "lowest_masks", "radix_select", "sample_size",
@@ -154,17 +156,6 @@ def _bracketed(
     return threshold, need - int(torch.count_nonzero(cand < threshold))
 
 
-def _count_true(mask: torch.Tensor) -> torch.Tensor:
-    """``count_nonzero`` of a contiguous flat bool tensor, 8 bools per int64 word (~10x faster
-    on CPU): row sums of 255 words cannot carry out of a byte."""
-    whole = mask.numel() // 2040 * 2040 if mask.storage_offset() % 8 == 0 else 0
-    rest = torch.count_nonzero(mask[whole:])
-    if not whole:
-        return rest
-    rows = mask[:whole].view(torch.int64).view(-1, 255).sum(1)
-    return rows.view(torch.uint8).sum(dtype=torch.int64) + rest
-
-
 def all_true(mask: torch.Tensor) -> bool:
     """``bool(mask.all())`` of a bool tensor, counted 8 bools per int64 word when contiguous.
 
@@ -173,17 +164,7 @@ def all_true(mask: torch.Tensor) -> bool:
     """
     if type(mask) is not torch.Tensor or not mask.is_contiguous():
         return bool(mask.all())
-    return int(_count_true(mask.reshape(-1))) == mask.numel()
-
-
-def _true_positions(mask: torch.Tensor) -> torch.Tensor:
-    """Ascending positions of the ``True`` of a sparse flat bool tensor (8-aligned, numel a
-    multiple of 8): ``nonzero`` over its int64 words, then over the bytes of those words."""
-    words = mask.view(torch.int64).nonzero().view(-1)
-    if not words.numel():
-        return words
-    hits = mask.view(-1, 8).index_select(0, words)
-    return (words.mul_(8).unsqueeze(1) + torch.arange(8, device=mask.device))[hits]
+    return int(count_true(mask.reshape(-1))) == mask.numel()
 
 
 def _keep_pass(
@@ -224,7 +205,7 @@ def _keep_pass(
             out.copy_(a)
             if alive is not None:
                 out &= alive[start : start + length]
-            above += _count_true(out)
+            above += count_true(out)
             # lo <= hi and no NaN: ``> hi`` implies ``>= lo``, so the difference is
             # ``lo <= part <= hi``
             torch.ge(part, lo, out=inside_f[:length]).sub_(a)
@@ -233,7 +214,7 @@ def _keep_pass(
                 inside[:length] &= alive[start : start + length]
             if padded != length:
                 inside[length:padded] = False
-            local = _true_positions(inside[:padded])
+            local = true_positions(inside[:padded])
             values.append(part.index_select(0, local))
             where[i].append(local.add_(start) if start else local)
             n_kept += local.numel()
@@ -412,7 +393,7 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
     n = sum(p.numel() for p in pieces)
     keep = [torch.empty(p.numel(), dtype=torch.bool, device=p.device) for p in pieces]
     lives = [None if isinstance(p, torch.Tensor) else p.keep for p in pieces]
-    pruned = sum(m.numel() - int(_count_true(m)) for m in lives if m is not None)
+    pruned = sum(m.numel() - int(count_true(m)) for m in lives if m is not None)
     if n > SMALL and pruned == 0:
         if _bracketed(pieces, k, n, keep) is not None:
             return keep
