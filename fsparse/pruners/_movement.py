@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from fsparse._src.engine.scoring import score_dtype
+from fsparse._src.engine.threshold import all_true
 from fsparse.pruners._common import Common, filled
 from fsparse.pruners._magnitude import Sparsity
 from fsparse.pruners._protocol import Params, Pruner, check_grads, check_params_fit, check_state
@@ -65,13 +66,13 @@ def movement(sparsity: Sparsity, *, distribution: Any = "uniform",
         t = state.step
         with torch.no_grad():
             scores = {}
-            for n, p in checked.items():  # two fresh tensors: the product and the new S
+            for n, p in checked.items():  # one fresh tensor: -(g * w), then += S in place
                 dt = old[n].dtype
                 delta = torch.mul(grads_in[n].to(dt), p.to(dt)).neg_()
                 live = state.masks[n]
-                if not bool(live.all()):
+                if not all_true(live):
                     delta.masked_fill_(~live, 0.0)
-                scores[n] = old[n] + delta
+                scores[n] = delta.add_(old[n])  # delta + S == S + delta (IEEE addition commutes)
             masks = dict(state.masks)
             if steps.is_update(t):
                 ramp = steps.ramp(t)
