@@ -295,3 +295,62 @@ def test_saliency_pruners_match_materialized_scores():
         want = (global_select_masks(scores, 0.7) if shared else
                 {n: select_mask(s, 0.7) for n, s in scores.items()})
         assert all(torch.equal(state.masks[n], want[n]) for n in w)
+
+
+def test_random_scores_drawn_in_pieces_are_the_whole_stream():
+    """The CPU generator's stream in slices (in order, or again out of order) = one draw."""
+    from fsparse._src.engine.scoring import RandomScores
+
+    whole = torch.rand(10_007, generator=torch.Generator().manual_seed(11))
+    lazy = RandomScores((10_007,), 11)
+    buf = torch.empty(4096)
+    for step in (1, 13, 4096):
+        got = torch.cat([lazy.part(s, min(s + step, 10_007), buf[:step]).clone()
+                         for s in range(0, 10_007, step)])
+        assert torch.equal(got, whole)
+    assert torch.equal(lazy.part(5000, 5100, buf), whole[5000:5100])  # out of order
+    assert torch.equal(lazy.head(77), whole[:77])
+    keep = torch.rand(10_007) > 0.5
+    assert torch.equal(RandomScores((10_007,), 11, keep).materialize(),
+                       torch.where(keep, whole, -1.0))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(data=st.data(), sparsity=st.floats(0.0, 1.0))
+def test_random_scores_select_like_materialized(fast, data, sparsity):
+    from fsparse._src.engine.scoring import RandomScores
+
+    sizes = data.draw(st.lists(st.integers(0, 40), min_size=1, max_size=4))
+    keyed = data.draw(st.booleans())
+    lazy, plain = {}, {}
+    for i, size in enumerate(sizes):
+        keep = torch.rand(size) > 0.4 if keyed else None
+        lazy[f"r{i}"] = RandomScores((size,), 100 + i, keep)
+        plain[f"r{i}"] = lazy[f"r{i}"].materialize()
+    got = select_scores(lazy, sparsity, shared=True)
+    want = global_select_masks(plain, sparsity)
+    assert all(torch.equal(got[n], want[n]) for n in lazy)
+
+
+def test_random_pruners_unchanged_by_the_lazy_scores():
+    """random / ste_random / static_random masks = the engine on the materialized scores."""
+    from fsparse.pruners._common import random_scores
+
+    gen = torch.Generator().manual_seed(9)
+    params = {"a": torch.randn(400, 400, generator=gen), "b": torch.randn(300, generator=gen)}
+    pruner = pruners.random(0.8, seed=4, start_step=0, end_step=3)
+    state = pruner.init(params)
+    for t in range(4):
+        prev = state.masks
+        state, _ = pruner.update(state, params)
+        scores = random_scores(params, 4, t, 1)
+        keyed = {n: torch.where(prev[n], s, -1.0) for n, s in scores.items()}
+        level = 0.8 * Steps(0, 3, 1).ramp(t)
+        assert all(torch.equal(state.masks[n], select_mask(keyed[n], level)) for n in params)
+    static = pruners.static_random(0.7, seed=2).init(params)
+    scores = random_scores(params, 2, 0, 5)
+    assert all(torch.equal(static.masks[n], select_mask(scores[n], 0.7)) for n in params)
+    ste = pruners.ste_random(0.6, seed=3)
+    masks = ste.update(ste.init(params), params)[0].masks
+    scores = random_scores(params, 3, 0, 4)
+    assert all(torch.equal(masks[n], select_mask(scores[n], 0.6)) for n in params)

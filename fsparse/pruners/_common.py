@@ -18,11 +18,12 @@ import torch
 from fsparse._src.checks import check_callable, check_instance, check_int, check_real, short_repr
 from fsparse._src.engine import Pattern, parse_pattern
 from fsparse._src.engine.dispatch import implementation, sharded_kind
+from fsparse._src.engine.scoring import RandomScores
 from fsparse.pruners._distributions import check_overrides, erk_sparsities, uniform_sparsities
 from fsparse.pruners._mapping import check_name
 from fsparse.pruners._schedules import Steps
 
-__all__ = ["Common", "extreme", "filled", "random_scores", "whole"]
+__all__ = ["Common", "extreme", "filled", "lazy_random_scores", "random_scores", "whole"]
 
 Distribution = Callable[[Mapping[str, tuple[int, ...]], float], Mapping[str, float]]
 _DISTRIBUTIONS: dict[str, Distribution] = {"uniform": uniform_sparsities, "erk": erk_sparsities}
@@ -118,6 +119,20 @@ def random_scores(params: Mapping[str, torch.Tensor], seed: int, step: int,
             out[name] = implementation(kind, "seeded_rand")(p, gen)
         else:
             out[name] = torch.rand(p.shape, generator=gen, device=p.device, dtype=torch.float32)
+    return out
+
+
+def lazy_random_scores(params: Mapping[str, torch.Tensor], seed: int, step: int,
+                       purpose: int) -> dict[str, torch.Tensor | RandomScores]:
+    """:func:`random_scores` for the engine to draw slice by slice: the same values, as
+    :class:`RandomScores` for plain CPU tensors (no full-size score tensor), else tensors."""
+    out: dict[str, torch.Tensor | RandomScores] = {}
+    for name, p in params.items():
+        if p.device.type == "cpu" and not sharded_kind(p):
+            out[name] = RandomScores(p.shape, _mix(seed, step, zlib.crc32(name.encode()),
+                                                   purpose))
+        else:
+            out.update(random_scores({name: p}, seed, step, purpose))
     return out
 
 

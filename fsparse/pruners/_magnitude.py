@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from fsparse._src.engine.dispatch import sharded_kind
-from fsparse._src.engine.scoring import AbsScores, score_dtype
-from fsparse.pruners._common import Common, check_seed, random_scores
+from fsparse._src.engine.scoring import AbsScores, RandomScores, score_dtype
+from fsparse.pruners._common import Common, check_seed, lazy_random_scores
 from fsparse.pruners._protocol import Pruner
 from fsparse.pruners._ranked import ranked
 
@@ -104,8 +104,9 @@ def random(sparsity: Sparsity, *, seed: int = 0, distribution: Any = "uniform",
     common = Common.make(sparsity, distribution, sparsity_type, start_step, end_step,
                          update_every, overrides)
 
-    def scores(params: dict[str, torch.Tensor], grads: object, t: int) -> dict[str, torch.Tensor]:
-        return random_scores(params, base, t, _RANDOM)
+    def scores(params: dict[str, torch.Tensor], grads: object, t: int
+               ) -> dict[str, torch.Tensor | RandomScores]:
+        return lazy_random_scores(params, base, t, _RANDOM)
 
     return ranked("random", common, scores, {"seed": base})
 

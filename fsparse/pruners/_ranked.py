@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from fsparse._src.engine.scoring import AbsScores
-from fsparse._src.engine.selection import select_scores
+from fsparse._src.engine.selection import COMPUTED, Computed, select_scores
 from fsparse._src.engine.threshold import all_true
 from fsparse.pruners._common import Common, filled
 from fsparse.pruners._protocol import (
@@ -37,7 +36,7 @@ _WORDS = 1 << 17  # int64 mask words per slice of revives (1 MiB)
 # (params, grads, t) -> scores: new tensors the pruner owns (it may key them in place), or
 # AbsScores that the engine reads slice by slice.
 ScoreFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int],
-                   Mapping[str, torch.Tensor | AbsScores]]
+                   Mapping[str, torch.Tensor | Computed]]
 
 
 def no_resets(old: PrunerState, new: PrunerState) -> dict[str, torch.Tensor]:
@@ -53,11 +52,11 @@ def dense_state(common: Common, params: object) -> tuple[dict[str, torch.Tensor]
     return checked, PrunerState(masks, 0, {}, targets)
 
 
-def select(common: Common, keys: Mapping[str, torch.Tensor | AbsScores],
+def select(common: Common, keys: Mapping[str, torch.Tensor | Computed],
            sparsities: Mapping[str, float]) -> dict[str, torch.Tensor]:
     """Masks from the engine: per tensor, or one threshold over the non-overridden tensors.
 
-    ``keys`` may be :class:`AbsScores` (``|w|`` read slice by slice by the engine).
+    ``keys`` may be computed scores (``AbsScores``, ``RandomScores``: read slice by slice).
     """
     pattern = common.pattern
     if not common.is_global:
@@ -131,7 +130,7 @@ def ranked(name: str, common: Common, score: ScoreFn, hyperparams: dict[str, Any
             scores = dict(score(checked, grads_in, t))
             if monotone:  # fresh score tensors are keyed in place; AbsScores carry the masks
                 for n, s in scores.items():
-                    if isinstance(s, AbsScores):
+                    if isinstance(s, COMPUTED):
                         scores[n] = s.keyed(state.masks[n])
                     elif not all_true(state.masks[n]):
                         s.masked_fill_(~state.masks[n], -1.0)

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from fsparse.pruners._common import Common, check_seed, random_scores
+from fsparse._src.engine.scoring import RandomScores
+from fsparse.pruners._common import Common, check_seed, lazy_random_scores
 from fsparse.pruners._magnitude import Sparsity, lazy_abs_scores
 from fsparse.pruners._protocol import Params, Pruner, check_params_fit, check_state
 from fsparse.pruners._ranked import dense_state, ranked, select
@@ -62,8 +63,9 @@ def ste_random(sparsity: Sparsity, *, seed: int = 0, distribution: Any = "unifor
     common = Common.make(sparsity, distribution, sparsity_type, start_step, end_step,
                          update_every, overrides)
 
-    def scores(params: dict[str, torch.Tensor], grads: object, t: int) -> dict[str, torch.Tensor]:
-        return random_scores(params, base, t, _STE_RANDOM)
+    def scores(params: dict[str, torch.Tensor], grads: object, t: int
+               ) -> dict[str, torch.Tensor | RandomScores]:
+        return lazy_random_scores(params, base, t, _STE_RANDOM)
 
     return ranked("ste_random", common, scores, {"seed": base}, monotone=False, every_step=True)
 
@@ -84,7 +86,7 @@ def static_random(sparsity: Sparsity, *, seed: int = 0, distribution: Any = "uni
     def init(params: Params) -> PrunerState:
         checked, state = dense_state(common, params)
         with torch.no_grad():
-            masks = select(common, random_scores(checked, base, 0, _STATIC), state.targets)
+            masks = select(common, lazy_random_scores(checked, base, 0, _STATIC), state.targets)
         return state.replace(masks=masks)
 
     def update(state: PrunerState, params: Params, *, grads: Params | None = None

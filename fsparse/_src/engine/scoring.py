@@ -22,6 +22,7 @@ from fsparse._src.config import NORMS, SparsityConfig, _validate_block_shape
 
 __all__ = [
     "AbsScores",
+    "RandomScores",
     "as_matrix",
     "block_means",
     "check_finite",
@@ -143,6 +144,11 @@ class AbsScores:
         return type(self.flat) is torch.Tensor and (
             self.factor is None or type(self.factor) is torch.Tensor)
 
+    def traced(self) -> bool:
+        """Whether a source is traced by ``torch.func`` or ``torch.compile``."""
+        return under_transform(self.flat) or (
+            self.factor is not None and under_transform(self.factor))
+
     def keyed(self, keep: torch.Tensor) -> AbsScores:
         """The same scores with ``-1`` where ``keep`` is ``False``."""
         factor = None if self.factor is None else self.factor.view(self.shape)
@@ -195,6 +201,78 @@ class AbsScores:
         elif all(_finite(t) for t in (self.flat, self.factor)):
             return False
         return bool(self.materialize().isnan().any())
+
+
+class RandomScores:
+    """Seeded uniform ``[0, 1)`` float32 scores on the CPU (``-1`` where ``keep`` is
+    ``False``): ``torch.rand(shape, generator=torch.Generator().manual_seed(seed))``, drawn
+    slice by slice, in order, by the selection (the CPU generator gives the same stream
+    in pieces as whole), never materialized whole.
+
+    Its first values are as random as any: the selection samples them (:meth:`head`).
+
+    >>> torch.equal(RandomScores((3, 4), 7).materialize().view(3, 4),
+    ...             torch.rand(3, 4, generator=torch.Generator().manual_seed(7)))
+    True
+    """
+
+    __slots__ = ("_generator", "_next", "dtype", "keep", "seed", "shape")
+
+    plain = True
+
+    def __init__(self, shape: tuple[int, ...] | torch.Size, seed: int,
+                 keep: torch.Tensor | None = None) -> None:
+        self.shape = torch.Size(shape)
+        self.seed = seed
+        self.keep = None if keep is None else keep.reshape(-1)
+        self.dtype = torch.float32
+        self._generator: torch.Generator | None = None
+        self._next = 0
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def traced(self) -> bool:
+        return False
+
+    def numel(self) -> int:
+        return self.shape.numel()
+
+    def keyed(self, keep: torch.Tensor) -> RandomScores:
+        """The same scores with ``-1`` where ``keep`` is ``False``."""
+        return RandomScores(self.shape, self.seed, keep)
+
+    def _fresh(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed)
+
+    def part(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
+        """The scores ``start:stop`` (not keyed), drawn into ``out`` (returned); in order
+        from 0 they continue one stream (out of order they are drawn again from the seed)."""
+        if self._generator is None or start != self._next:
+            self._generator = self._fresh()
+            if start:
+                torch.rand(start, generator=self._generator)
+        self._next = stop
+        return torch.rand(stop - start, generator=self._generator, out=out[: stop - start])
+
+    def head(self, count: int) -> torch.Tensor:
+        """The first ``count`` scores, not keyed (a fresh tensor)."""
+        return torch.rand(min(count, self.numel()), generator=self._fresh())
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """Scores at ``index`` (draws the whole stream: the selection uses :meth:`head`)."""
+        return self.materialize().index_select(0, index)
+
+    def materialize(self) -> torch.Tensor:
+        """The flat score tensor (fresh)."""
+        scores = torch.rand(self.numel(), generator=self._fresh())
+        if self.keep is None:
+            return scores
+        return scores.masked_fill_(~self.keep, -1.0)
+
+    def has_nan(self) -> bool:
+        return False
 
 
 def _finite(t: torch.Tensor) -> bool:

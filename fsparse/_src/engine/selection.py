@@ -28,11 +28,21 @@ from fsparse._src.engine.patterns import (
     matrix_shape,
     parse_pattern,
 )
-from fsparse._src.engine.scoring import AbsScores, pool_means, score_dtype, under_transform
+from fsparse._src.engine.scoring import (
+    AbsScores,
+    RandomScores,
+    pool_means,
+    score_dtype,
+    under_transform,
+)
 from fsparse._src.engine.threshold import keep_masks
 
 __all__ = ["global_select_masks", "pruned_count", "pruned_elements", "select_count_mask",
            "select_mask", "unit_values"]
+
+
+Computed = AbsScores | RandomScores  # scores the engine reads slice by slice
+COMPUTED = (AbsScores, RandomScores)
 
 
 def pruned_count(sparsity: float, units: int) -> int:
@@ -122,25 +132,25 @@ def _checked(scores: object, pattern: Pattern | str, arg: str) -> tuple[torch.Te
 
 
 def _select(
-    tensors: Sequence[torch.Tensor | AbsScores], pattern: Pattern, k: int, names: list[str]
+    tensors: Sequence[torch.Tensor | Computed], pattern: Pattern, k: int, names: list[str]
 ) -> list[torch.Tensor]:
     """Keep masks of ``tensors`` with their ``k`` lowest units (all together) pruned.
 
     :class:`AbsScores` are read slice by slice (unstructured, untraced, one dtype);
     otherwise they are materialized first.
     """
-    transformed = any(under_transform(t.flat) or (t.factor is not None and under_transform(
-        t.factor)) if isinstance(t, AbsScores) else under_transform(t) for t in tensors)
+    transformed = any(t.traced() if isinstance(t, COMPUTED) else under_transform(t)
+                      for t in tensors)
     lazy = (isinstance(pattern, Unstructured) and not transformed
             and len({t.dtype for t in tensors}) == 1)
     if not lazy:
-        tensors = [t.materialize().view(t.shape) if isinstance(t, AbsScores) else t
+        tensors = [t.materialize().view(t.shape) if isinstance(t, COMPUTED) else t
                    for t in tensors]
-    values: list[torch.Tensor | AbsScores] = [
-        t if isinstance(t, AbsScores) else _unit_values(t.detach(), pattern) for t in tensors]
+    values: list[torch.Tensor | Computed] = [
+        t if isinstance(t, COMPUTED) else _unit_values(t.detach(), pattern) for t in tensors]
     if not transformed:
         for name, v in zip(names, values):
-            nan = v.has_nan() if isinstance(v, AbsScores) else (
+            nan = v.has_nan() if isinstance(v, COMPUTED) else (
                 v.is_floating_point() and _has_nan(v))
             if nan:
                 raise ValueError(f"{name} contains NaN (or its unit means are NaN), which "
@@ -259,13 +269,13 @@ def pruned_elements(scores: torch.Tensor, pattern: Pattern, units: torch.Tensor)
 
 
 def select_scores(
-    scores: Mapping[str, torch.Tensor | AbsScores], sparsity: float,
+    scores: Mapping[str, torch.Tensor | Computed], sparsity: float,
     pattern: Pattern | str = "unstructured", *, shared: bool = False,
 ) -> dict[str, torch.Tensor]:
     """:func:`select_mask` of each score (``shared=False``) or :func:`global_select_masks`
-    (``shared=True``), where scores may also be :class:`AbsScores`.
+    (``shared=True``), where scores may also be :class:`AbsScores` or :class:`RandomScores`.
 
-    For the pruners: :class:`AbsScores` of plain tensors are read slice by slice
+    For the pruners: computed scores of plain tensors are read slice by slice
     (the same masks, without a full-size score tensor); everything else goes
     through the public functions.
     """
@@ -275,7 +285,7 @@ def select_scores(
     out: dict[str, torch.Tensor] = {}
     for group in groups:
         items = [scores[n] for n in group]
-        if all(isinstance(v, AbsScores) and v.plain for v in items):
+        if all(isinstance(v, COMPUTED) and v.plain for v in items):
             labels = [f"scores[{short_repr(n)}]" for n in group]
             for v, label in zip(items, labels):
                 pattern.check(tuple(v.shape), label)
@@ -284,7 +294,7 @@ def select_scores(
                 sparsity, units)
             out.update(zip(group, _select(items, pattern, k, labels)))
             continue
-        tensors = {n: v.materialize().view(v.shape) if isinstance(v, AbsScores) else v
+        tensors = {n: v.materialize().view(v.shape) if isinstance(v, COMPUTED) else v
                    for n, v in zip(group, items)}
         if shared:
             out.update(global_select_masks(tensors, sparsity, pattern))

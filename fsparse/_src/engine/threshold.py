@@ -93,8 +93,13 @@ def _sample(pieces: Sequence[Piece], size: int, live: bool = False) -> torch.Ten
         if last <= first:
             continue
         local = (uniform[first:last] * count).long().clamp_(max=count - 1).to(piece.device)
+        head = getattr(piece, "head", None)
         if isinstance(piece, torch.Tensor):
             taken = piece.index_select(0, local)
+        elif head is not None:  # scores drawn in order: its first ones are a random sample
+            taken = head(last - first)
+            if live and piece.keep is not None:
+                taken = taken[piece.keep[: taken.numel()]]
         else:
             taken = piece.take(local)
             if live and piece.keep is not None:
