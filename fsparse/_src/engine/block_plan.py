@@ -102,7 +102,6 @@ class BlockPlan:
         self.flags_buf = torch.zeros(2, padded_length(blocks), dtype=torch.bool, device=device)
         self.rank_scratch = RankScratch(elems if self.zeros < area else 0, device)
         self._keep: torch.Tensor | None = None
-        self._rewrite_scratch: RankScratch | None = None
 
     def flags(self, slot: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
         """Scratch bool tensor of ``shape`` (at most a unit's block count), aligned to 8 bytes."""
@@ -209,8 +208,8 @@ class BlockPlan:
             else:
                 write_sorted(out4, blocks, kept, zeros)
 
-    def rewrite_blocks(self, mask: torch.Tensor, blocks: torch.Tensor) -> None:
-        """Mark the blocks with (row-major) indices ``blocks`` as selected in ``mask``.
+    def keep_blocks(self, mask: torch.Tensor, blocks: torch.Tensor) -> None:
+        """Set every element of the blocks with (row-major) indices ``blocks`` in ``mask``.
 
         ``mask`` must be contiguous. Works through the blocks in slices, so its
         temporaries stay small however many blocks there are.
@@ -218,34 +217,14 @@ class BlockPlan:
         flat = mask.view(-1)
         bh, bw = self.block
         if (bh, bw) == (1, 1):  # a block's index is its element's
-            flat.index_fill_(0, blocks.to(mask.device), False)
+            flat.index_fill_(0, blocks.to(mask.device), True)
             return
-        whole = self.zeros >= bh * bw
         edges = self.height % bh or self.width % bw
         for start in range(0, blocks.numel(), _REWRITE_SLICE):
             part = blocks[start : start + _REWRITE_SLICE].to(mask.device)
             rows, cols, valid = self.block_elements(part)
             where = (rows * self.width + cols)[valid] if edges else rows * self.width + cols
-            if whole:
-                flat.index_fill_(0, where.view(-1), False)
-                continue
-            vals = self.gather_scores(rows, cols)
-            if edges:
-                vals.masked_fill_(~valid, math.inf)
-            n = vals.shape[0]
-            if bh * bw <= PAIRWISE_MAX:  # padding ranks last, as in a stable sort
-                if self._rewrite_scratch is None:
-                    self._rewrite_scratch = RankScratch(_REWRITE_SLICE * bh * bw, mask.device)
-                stays = torch.empty(n, bh, 1, bw, dtype=torch.bool, device=mask.device)
-                none_kept = torch.zeros(n, 1, dtype=torch.bool, device=mask.device)
-                write_ranked(stays, vals.view(n, bh, 1, bw), none_kept, self.zeros,
-                             self._rewrite_scratch)  # fmt: skip
-                stays = stays.view(n, -1)
-                flat.index_put_((where.view(-1),), stays[valid] if edges else stays.view(-1))
-                continue
-            order = vals.sort(dim=1, stable=True).indices[:, : self.zeros]
-            pruned = torch.zeros_like(valid).scatter_(1, order, True)
-            flat.index_put_((where,), ~pruned[valid])
+            flat.index_fill_(0, where.view(-1), True)
 
     def block_elements(self, blocks: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Row and column of each element of each block, clamped, and which are real."""

@@ -118,14 +118,14 @@ def _single_unit(plan: BlockPlan, mask: torch.Tensor, k: int) -> None:
 
 
 def _candidates(
-    plan: BlockPlan, means: torch.Tensor, hi: float, keep: torch.Tensor
+    plan: BlockPlan, means: torch.Tensor, lo: float, above: torch.Tensor
 ) -> torch.Tensor:
-    """Positions (row-major in the unit) of the kept means ``<= hi``: ``lo <= mean <= hi``."""
+    """Positions (row-major in the unit) of the means ``>= lo`` not ``above`` ``hi``."""
     n = means.numel()
     padded = plan.flags_buf[1, : padded_length(n)]
     inside = padded[:n].view(means.shape)
-    torch.le(means, hi, out=inside)
-    inside &= keep
+    torch.ge(means, lo, out=inside)
+    inside ^= above  # above hi implies >= lo; NaN is neither
     if padded.numel() > n:
         padded[n:].fill_(False)
     return true_positions(padded)
@@ -164,8 +164,9 @@ def _bracket_pass(
             scale, unit_lo, unit_hi = 1, lo, hi
         means = plan.means(unit, scores, divide=scale == 1)  # or sums: ``scale`` times the means
         maxima.append(means.amax())
-        keep = torch.ge(means, unit_lo, out=plan.keep_out(mask, unit))
-        local = _candidates(plan, means, unit_hi, keep)
+        # Candidates are written as selected: the ones not chosen are refilled at the end.
+        keep = torch.gt(means, unit_hi, out=plan.keep_out(mask, unit))
+        local = _candidates(plan, means, unit_lo, keep)
         n_cand += local.numel()
         if n_cand > budget:
             _raise_non_finite(maxima, plan)
@@ -180,15 +181,16 @@ def _bracket_pass(
         del local
         plan.write(mask, unit, scores, keep)
     _raise_non_finite(maxima, plan)
-    need = k - (plan.n_blocks - count_true(plan.kept(mask)))
+    need = k - (plan.n_blocks - count_true(plan.kept(mask)) - n_cand)
     if not 0 <= need <= n_cand:
         return False
-    if need:
+    if need < n_cand:
         cand = torch.cat(values)
-        threshold = cand.kthvalue(need).values
-        chosen = torch.empty_like(cand, dtype=torch.bool)
-        _select(cand, threshold, need - int((cand < threshold).sum().item()), chosen)
-        plan.rewrite_blocks(mask, torch.cat(blocks)[chosen])
+        chosen = torch.zeros_like(cand, dtype=torch.bool)
+        if need:
+            threshold = cand.kthvalue(need).values
+            _select(cand, threshold, need - int((cand < threshold).sum().item()), chosen)
+        plan.keep_blocks(mask, torch.cat(blocks)[~chosen])
     return True
 
 
