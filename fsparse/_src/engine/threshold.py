@@ -407,7 +407,7 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
             mask.copy_(alive) if alive is not None else mask.fill_(True)
         return keep
     elif n > SMALL and k > pruned and n - pruned > SMALL:  # select among the live places
-        if _bracketed(pieces, k - pruned, n - pruned, keep, live=True) is not None:
+        if _bracketed(pieces, k - pruned, n - pruned, keep, True) is not None:  # live places
             return keep
     tensors = [p if isinstance(p, torch.Tensor) else p.materialize() for p in pieces]
     threshold, ties = _radix(tensors, k) if n > SMALL else _small(tensors, k)
