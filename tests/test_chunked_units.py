@@ -100,7 +100,7 @@ def test_bracket_pass_units_match_the_reference(
     dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A small sample sends small matrices through the sampled bracket pass: block sums
-    # against scaled bounds, candidates found by words, rank writes and rewrites.
+    # against scaled bounds, candidates found by words, rank writes, unchosen refills.
     monkeypatch.setattr(chunked_mask, "sample_size", lambda n: 64)
     monkeypatch.setattr(threshold_mod, "_Z_SCORE", 0.3)  # a narrow bracket: it often holds
     passes: list[bool] = []

@@ -13,7 +13,6 @@ Keep flags go straight into the mask for ``(1, 1)`` blocks, else into one
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -99,14 +98,10 @@ class BlockPlan:
         self.scores_buf = torch.empty(0 if self.lazy else elems, dtype=self.dtype, device=device)
         pooled = blocks if self.block != (1, 1) else 0  # (1, 1): the means are the scores
         self.means_buf = torch.empty(pooled * (1 + self.lazy), dtype=self.dtype, device=device)
-        self.flags_buf = torch.zeros(2, padded_length(blocks), dtype=torch.bool, device=device)
+        # candidate flags of a unit, in whole int64 words (see unit_flags.true_positions)
+        self.candidate_buf = torch.zeros(padded_length(blocks), dtype=torch.bool, device=device)
         self.rank_scratch = RankScratch(elems if self.zeros < area else 0, device)
         self._keep: torch.Tensor | None = None
-
-    def flags(self, slot: int, shape: tuple[int, ...] | torch.Size) -> torch.Tensor:
-        """Scratch bool tensor of ``shape`` (at most a unit's block count), aligned to 8 bytes."""
-        n = math.prod(shape)
-        return self.flags_buf[slot, :n].view(shape)
 
     def regions(self, unit: Unit) -> Iterator[_Region]:
         """The unit's full blocks, then its edge-clipped right column and bottom row."""

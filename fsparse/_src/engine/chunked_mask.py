@@ -122,7 +122,7 @@ def _candidates(
 ) -> torch.Tensor:
     """Positions (row-major in the unit) of the means ``>= lo`` not ``above`` ``hi``."""
     n = means.numel()
-    padded = plan.flags_buf[1, : padded_length(n)]
+    padded = plan.candidate_buf[: padded_length(n)]
     inside = padded[:n].view(means.shape)
     torch.ge(means, lo, out=inside)
     inside ^= above  # above hi implies >= lo; NaN is neither
