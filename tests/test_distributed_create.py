@@ -32,7 +32,7 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-from fsparse import create
+from fsparse import create, pruners
 from fsparse.create.pruning import _revives
 
 SPE, EPOCHS = 5, 2  # 10 steps; pruning (a mask update every step) over the first 5
@@ -223,6 +223,18 @@ def _resets_alike(rank: int, world: int, mesh: DeviceMesh) -> None:
     assert _revives(old_d, new_d) and _revives(old, new)
 
 
+def _drop_and_grow_one_row(rank: int, world: int, mesh: DeviceMesh) -> None:
+    """RigL/SET's exchange on a one-row weight (a head of one output: an empty shard on
+    rank 1) keeps its Shard(0) placement and equals the one-process exchange."""
+    gen = torch.Generator().manual_seed(3)
+    mask = torch.rand(1, 9, generator=gen) > 0.4
+    drop, grow = torch.randn(1, 9, generator=gen), torch.randn(1, 9, generator=gen)
+    want = pruners.drop_and_grow(mask, drop, grow, 0.5)
+    m, d, g = (distribute_tensor(t, mesh, [Shard(0)]) for t in (mask, drop, grow))
+    got: Any = pruners.drop_and_grow(m, d, g, 0.5)
+    assert got.placements == (Shard(0),) and torch.equal(got.full_tensor(), want)
+
+
 def _fsdp_create(rank: int, world: int, cases: list[Case], more: bool) -> None:
     mesh = init_device_mesh("cpu", (world,))
     for case in cases:
@@ -237,6 +249,7 @@ def _fsdp_create(rank: int, world: int, cases: list[Case], more: bool) -> None:
         distilled = _run_distilled(_sharded(mesh))
         _same_run(rank, world, _run_distilled(_net()), distilled, "distillation")
         _resets_alike(rank, world, mesh)
+        _drop_and_grow_one_row(rank, world, mesh)
         _wrong_use(rank, world, mesh)
 
 
@@ -253,7 +266,4 @@ def test_create_under_fsdp2_matches_one_process() -> None:
 
 @pytest.mark.slow
 def test_create_under_fsdp2_on_4_ranks() -> None:
-    # RigL and SET left out: drop_and_grow's in-place masked_fill_ with a 0-d tensor turns an
-    # empty-shard DTensor Replicate() (a torch DTensor quirk), see the report
-    cases = [c for c in CASES if c[0] not in ("rigl", "set")]
-    launch(_fsdp_create, 4, cases, True, timeout_s=400)
+    launch(_fsdp_create, 4, CASES, True, timeout_s=400)

@@ -78,7 +78,9 @@ def exchange(mask: torch.Tensor, drop: torch.Tensor, grow: torch.Tensor, fractio
     """:func:`drop_and_grow` on checked input; ``drop`` and ``grow`` are keyed in place."""
     live, total = live_units(mask, pattern)
     dropped = live - round(live * (1.0 - fraction))
-    drop.masked_fill_(~mask, below(drop))
+    # Python-number fill values (exact: the keys are in the scores' dtype): with a 0-d tensor
+    # value, DTensor's masked_fill_ turns a Shard(0) DTensor with an empty shard Replicate()
+    drop.masked_fill_(~mask, float(below(drop)))
     survivors = select_count_mask(drop, total - live + dropped, pattern)
-    grow.masked_fill_(survivors, above(grow))
+    grow.masked_fill_(survivors, float(above(grow)))
     return select_count_mask(grow, total - live, pattern)
