@@ -40,10 +40,11 @@ VARIABLES = {"num_epochs": EPOCHS, "init_lr": 0.05, "final_lr": 0.01, "sparsity"
 
 
 def _net() -> nn.Module:
-    """Weights of 8, 8, 9 and 2 rows: uneven shards on 2 ranks (5 + 4), empty ones on 4."""
+    """Weights of 8, 8, 9 and 1 rows: uneven shards (5 + 4 on 2 ranks) and empty ones (the
+    one-row head: 1 + 0 on 2 ranks)."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(8 * 4 * 4, 9), nn.ReLU(), nn.Linear(9, 2))
+                         nn.Flatten(), nn.Linear(8 * 4 * 4, 9), nn.ReLU(), nn.Linear(9, 1))
 
 
 def _sharded_in_place(model: nn.Module, mesh: DeviceMesh) -> nn.Module:
@@ -61,7 +62,7 @@ def _sharded(mesh: DeviceMesh) -> nn.Module:
 
 def _batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(step)
-    return torch.randn(8, 3, 8, 8, generator=gen), torch.randn(8, 2, generator=gen)
+    return torch.randn(8, 3, 8, 8, generator=gen), torch.randn(8, 1, generator=gen)
 
 
 Case = tuple[bool | str, dict[str, Any]]  # pruning=, extra recipe variables
@@ -129,7 +130,7 @@ def _run_scaled(model: nn.Module) -> tuple[nn.Module, Any]:
 def _run_distilled(model: nn.Module) -> tuple[nn.Module, Any]:
     """Gradual magnitude with distillation from a given (plain) teacher."""
     torch.manual_seed(5)
-    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 1))
     sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     manager, optimizer = create.initialize(model, sgd, SPE, quantization=False, distillation=True,
                                            distillation_teacher=teacher,
