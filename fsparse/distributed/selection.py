@@ -31,7 +31,8 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from fsparse._src.engine.threshold import digit_counts, keys_of, lowest_masks, radix_select
+from fsparse._src.engine.radix import digit_counts, keys_of, radix_select
+from fsparse._src.engine.threshold import lowest_masks
 
 __all__ = ["BITS", "distributed_lowest"]
 

@@ -4,6 +4,11 @@
 * :mod:`~fsparse._src.engine.scoring`: norm scores and block reduction.
 * :mod:`~fsparse._src.engine.threshold`: the exact ``k``-th smallest over one or
   many tensors (``kthvalue`` for few values; sampled bracket, then radix, for many).
+* :mod:`~fsparse._src.engine.radix`: the one radix select, whose digit counts
+  slices, chunked block means and ranks (``fsparse.distributed``) gather alike.
+* :mod:`~fsparse._src.engine.chunked_mask` (with ``block_plan``, ``block_write``,
+  ``unit_flags``): the norm block mask of large tensors, unit by unit.
+* :mod:`~fsparse._src.engine.dispatch`: sharded forms (DTensor) of the entry points.
 * :mod:`~fsparse._src.engine.selection`: masks for any score tensor and pattern,
   for one tensor or a global set.
 """

@@ -29,9 +29,10 @@ import torch
 
 from fsparse._src.config import SparsityConfig
 from fsparse._src.engine.block_plan import SCORE_DTYPES, BlockPlan
+from fsparse._src.engine.radix import digit_counts, radix_select
 from fsparse._src.engine.scoring import as_matrix, fit_config, non_finite_error
 from fsparse._src.engine.selection import pruned_count
-from fsparse._src.engine.threshold import bracket, digit_counts, radix_select, sample_size
+from fsparse._src.engine.threshold import bracket, sample_size
 from fsparse._src.engine.unit_flags import count_true, padded_length, true_positions
 
 __all__ = ["chunked_norm_mask", "large_norm_mask"]

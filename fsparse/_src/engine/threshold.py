@@ -23,16 +23,17 @@ NaN must be refused by the caller; ``+-inf`` are ordinary values.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
 
+from fsparse._src.engine.radix import digit_counts, keys_of, radix_select
 from fsparse._src.engine.unit_flags import count_true, true_positions
 
 __all__ = [
-    "SLICE", "DigitCounter", "all_true", "bracket", "digit_counts", "k_lowest", "keep_masks",
-    "keys_of", "kth_threshold", "lowest_masks", "radix_select", "sample_size",
+    "SLICE", "all_true", "bracket", "k_lowest", "keep_masks", "kth_threshold", "lowest_masks",
+    "sample_size",
 ]
 
 SLICE = 1 << 22  # elements per pass slice
@@ -249,67 +250,6 @@ def _keep_pass(
     return threshold, ties
 
 
-def keys_of(part: torch.Tensor) -> torch.Tensor:
-    """Signed integers ordered like the float values (``-0.0`` made ``+0.0``): int64 for
-    float64, int32 otherwise.
-
-    >>> keys_of(torch.tensor([-1.0, 0.0, 2.0])).argsort().tolist()
-    [0, 1, 2]
-    """
-    if part.dtype == torch.float64:
-        bits, mask = (part + 0.0).view(torch.int64), 0x7FFFFFFFFFFFFFFF
-        return bits ^ ((bits >> 63) & mask)
-    bits, mask32 = (part.float() + 0.0).view(torch.int32), 0x7FFFFFFF
-    return bits ^ ((bits >> 31) & mask32)
-
-
-# (level, shift, prefix) -> int64 counts, on the CPU, of the 2**bits digits (see radix_select)
-DigitCounter = Callable[[int, int, int], torch.Tensor]
-
-
-def digit_counts(
-    keys: torch.Tensor, level: int, shift: int, prefix: int, bits: int
-) -> torch.Tensor:
-    """CPU int64 histogram of the digit ``(keys >> shift)`` of ``bits`` bits, over the keys that
-    share ``prefix`` above it (level 0: all keys, digits offset to be non-negative)."""
-    if level:
-        keys = keys[(keys >> (shift + bits)) == prefix]
-        digits = (keys >> shift) & ((1 << bits) - 1)
-    else:
-        digits = (keys >> shift) + (1 << (bits - 1))
-    return torch.bincount(digits.long(), minlength=1 << bits).cpu()
-
-
-def radix_select(
-    counts: DigitCounter, k: int, *, wide: bool, bits: int = 16
-) -> tuple[torch.Tensor, int]:
-    """``(threshold, ties)`` of the ``k``-th lowest value (``1 <= k <= total``), digit by digit.
-
-    The one radix select of the engine: local passes, chunked block means and
-    ranks that ``all_reduce`` their counts all drive it. ``counts(level,
-    shift, prefix)`` returns the histogram of :func:`digit_counts` over every
-    value's :func:`keys_of`, however the caller gathers it. ``wide``: float64
-    keys. The threshold is float64 (``wide``) or float32, on the CPU.
-
-    >>> keys = keys_of(torch.tensor([3.0, 1.0, 2.0, 1.0]))
-    >>> radix_select(lambda *a: digit_counts(keys, *a, bits=16), 2, wide=False)
-    (tensor(1.), 2)
-    """
-    width = 64 if wide else 32
-    rounds = width // bits
-    prefix, remaining = 0, k
-    for level in range(rounds):
-        hist = counts(level, bits * (rounds - 1 - level), prefix)
-        cum = hist.cumsum(0)
-        digit = int(torch.searchsorted(cum, torch.tensor([remaining])))
-        remaining -= int(cum[digit] - hist[digit])
-        prefix = (prefix << bits) | digit if level else digit - (1 << (bits - 1))
-    int_dtype, float_dtype = (torch.int64, torch.float64) if wide else (torch.int32, torch.float32)
-    key = torch.tensor([prefix], dtype=int_dtype)
-    key = key ^ ((key >> (width - 1)) & ((1 << (width - 1)) - 1))
-    return key.view(float_dtype)[0], remaining
-
-
 def _radix(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
     def counts(level: int, shift: int, prefix: int) -> torch.Tensor:
         hist = torch.zeros(1 << 16, dtype=torch.int64)
@@ -367,20 +307,30 @@ def lowest_masks(
     masks = []
     for piece in pieces:
         mask = piece < threshold
-        if ties > 0:
-            for start in range(0, piece.numel(), SLICE):
-                part = piece[start : start + SLICE]
-                equal = part == threshold
-                count = int(torch.count_nonzero(equal))
-                if count:
-                    if count > ties:
-                        equal &= equal.cumsum(0) <= ties
-                    mask[start : start + SLICE] |= equal
-                    ties -= min(count, ties)
-                if ties <= 0:
-                    break
+        ties = _mark_ties(piece, threshold, ties, mask, clear=False)
         masks.append(mask)
     return masks
+
+
+def _mark_ties(piece: torch.Tensor, threshold: torch.Tensor, ties: int, mask: torch.Tensor, *,
+               clear: bool) -> int:  # fmt: skip
+    """Set (``clear``: unset) ``mask`` at the first ``ties`` values of ``piece`` equal to
+    ``threshold``, slice by slice; returns how many ties are left for later pieces."""
+    for start in range(0, piece.numel(), SLICE):
+        if ties <= 0:
+            break
+        equal = piece[start : start + SLICE] == threshold
+        count = int(torch.count_nonzero(equal))
+        if count:
+            if count > ties:
+                equal &= equal.cumsum(0) <= ties
+            target = mask[start : start + SLICE]
+            if clear:
+                target ^= equal  # those places are True (``>= threshold``): clear them
+            else:
+                target |= equal
+            ties -= min(count, ties)
+    return ties
 
 
 def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
@@ -413,16 +363,6 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
     threshold, ties = _radix(tensors, k) if n > SMALL else _small(tensors, k)
     for piece, mask in zip(tensors, keep):
         torch.ge(piece, threshold, out=mask)
-        if ties > 0:  # the first ``ties`` values equal to the threshold are pruned too
-            for start in range(0, piece.numel(), SLICE):
-                part = piece[start : start + SLICE]
-                equal = part == threshold
-                count = int(torch.count_nonzero(equal))
-                if count:
-                    if count > ties:
-                        equal &= equal.cumsum(0) <= ties
-                    mask[start : start + SLICE] ^= equal
-                    ties -= min(count, ties)
-                if ties <= 0:
-                    break
+        # the first ``ties`` values equal to the threshold are pruned too
+        ties = _mark_ties(piece, threshold, ties, mask, clear=True)
     return keep
