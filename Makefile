@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+	$(PY) -m pytest -q -m slow
 
 # fsparse.pruners: accuracy vs sparsity on the digits, then update time vs a read pass
 # (writes benchmarks/PRUNERS.md and benchmarks/pruners_quality.png; ~3-5 + ~10 min on 2 busy cores).
