@@ -118,6 +118,11 @@ def _norm_and_state(rank: int, world: int) -> None:
         configs = {n: config for n in full}
         assert fsparse.global_levels(data, configs, 0.55) == \
             fsparse.global_levels(full, configs, 0.55)
+    # NaN on one rank's shard only: every rank raises (no rank left waiting in a collective)
+    nan = full["w"].clone()
+    nan[-1, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        fsparse.existing_zeros_mask(distribute_tensor(nan, mesh, [Shard(0)]), None)
     # wrong use through step: a clear error, the state unchanged
     bad = fsparse.init({"w": distribute_tensor(full["w"], mesh, [Shard(1)])})
     with pytest.raises(ValueError, match="unsupported DTensor placement"):

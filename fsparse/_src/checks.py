@@ -114,8 +114,12 @@ def check_finite(value: torch.Tensor, arg: str) -> torch.Tensor:
 
 def check_no_nan(value: torch.Tensor, arg: str) -> torch.Tensor:
     """``value`` if it holds no NaN (Inf is orderable and allowed), else ``ValueError``."""
-    if value.is_floating_point() and bool(torch.isnan(value).any()):
-        raise ValueError(f"{arg} contains NaN, which cannot be ranked; clean it first")
+    if value.is_floating_point():
+        found = torch.isnan(value).any()
+        if hasattr(found, "full_tensor"):  # a DTensor's flag is per rank: reduce it, all raise
+            found = found.full_tensor()
+        if bool(found):
+            raise ValueError(f"{arg} contains NaN, which cannot be ranked; clean it first")
     return value
 
 

@@ -18,22 +18,21 @@ once it is in ``sys.modules``.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 
 from fsparse._src.checks import short_repr
+from fsparse._src.engine.dispatch import sharded_kind
 
 __all__ = ["agree", "check_layouts", "check_row_views", "is_dtensor", "kept_counts", "local",
            "same_placement"]
 
 
 def is_dtensor(value: object) -> bool:
-    """Whether ``value`` is a ``torch.distributed.tensor.DTensor``."""
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and isinstance(value, module.DTensor)
+    """Whether ``value`` is a ``torch.distributed.tensor.DTensor`` (the engine's test)."""
+    return sharded_kind(value) is not None
 
 
 def local(t: torch.Tensor) -> torch.Tensor:
