@@ -182,6 +182,18 @@ def _pruners(rank: int, world: int) -> None:
               lambda: pruners.global_saliency(0.5),
               lambda: pruners.static_random(0.5),
               lambda: pruners.soft_movement(0.9, end_step=2)]
+    # reset_optimizer_state on DTensor momentum: the whole tensor's count on every rank
+    weight = torch.nn.Parameter(distribute_tensor(full["a"].clone(), mesh, [Shard(0)]))
+    opt = torch.optim.SGD([weight], lr=0.1, momentum=0.9)
+    weight.grad = distribute_tensor(torch.ones(full["a"].shape), mesh, [Shard(0)])
+    opt.step()
+    revive = full["a"] > 0
+    count = pruners.reset_optimizer_state(
+        opt, {"a": weight}, {"a": distribute_tensor(revive, mesh, [Shard(0)])})
+    assert count == int(revive.sum())
+    momentum = _whole(opt.state[weight]["momentum_buffer"])
+    assert torch.equal(momentum == 0, revive)
+
     import fsparse.distributed.dtensor as dtensor_mod
 
     slice_size, dtensor_mod._RAND_SLICE = dtensor_mod._RAND_SLICE, 5  # streams in many slices

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 
 from fsparse._src.checks import check_instance, check_tensor, short_repr
+from fsparse.pruners._common import whole
 
 __all__ = ["reset_optimizer_state"]
 
@@ -56,5 +57,5 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer,
     with torch.no_grad():
         for value, mask in plan:
             value.masked_fill_(mask, 0)
-            zeroed += int(mask.sum())
+            zeroed += int(whole(mask.sum()))  # a DTensor's count over every rank
     return zeroed
