@@ -104,9 +104,13 @@ def _snap(value: Any) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
     return [(t, t._version, t.clone()) for t in found]
 
 
+def _comparable(t: torch.Tensor) -> torch.Tensor:
+    """NaN (also complex NaN) made equal to itself, so an untouched tensor compares equal."""
+    return t.nan_to_num() if t.is_floating_point() or t.is_complex() else t
+
+
 def _intact(snaps: list[tuple[torch.Tensor, int, torch.Tensor]]) -> bool:
-    return all(t._version == v and torch.equal(t.nan_to_num() if t.is_floating_point() else t,
-                                               c.nan_to_num() if c.is_floating_point() else c)
+    return all(t._version == v and torch.equal(_comparable(t), _comparable(c))
                for t, v, c in snaps)
 
 
