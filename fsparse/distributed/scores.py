@@ -29,7 +29,7 @@ import torch.distributed as dist
 from fsparse._src.checks import check_int
 from fsparse._src.config import SparsityConfig, make_config
 from fsparse._src.engine.patterns import NM, Block, Pattern, Unstructured, parse_pattern
-from fsparse._src.engine.selection import pruned_count, pruned_elements, unit_values
+from fsparse._src.engine.selection import pruned_count, pruned_elements, pruned_units, unit_values
 from fsparse.distributed.layout import Layout, exchange_layout
 from fsparse.distributed.selection import SLICE, distributed_lowest
 from fsparse.distributed.shard_mask import _mask, _owned_means, _plan, _Rows
@@ -50,13 +50,6 @@ def _refuse_nan(pieces: Sequence[torch.Tensor], group: dist.ProcessGroup | None)
     if int(flag):
         raise ValueError("scores contain NaN (or their unit means are NaN) on some rank, which "
                          "cannot be ranked; clean them first")
-
-
-def _k(pattern: Pattern, sparsity: float, units: int) -> int:
-    """The engine's pruned count: N:M prunes every group whenever ``sparsity > 0``."""
-    if isinstance(pattern, NM):
-        return units if sparsity > 0 else 0
-    return pruned_count(sparsity, units)
 
 
 def _layouts(shards: Mapping[str, torch.Tensor], row_offsets: Mapping[str, int],
@@ -96,11 +89,11 @@ def shard_select_masks(
     totals = [pattern.units(layouts[n].shape) for n in names]
     orders = [layouts[n].order() for n in names]
     if is_global:
-        k = _k(pattern, sparsity, sum(totals)) if count is None else count
+        k = pruned_units(pattern, sparsity, sum(totals)) if count is None else count
         units = distributed_lowest(values, k, orders, group)
     else:
-        units = [distributed_lowest([v], _k(pattern, sparsity, t) if count is None else count,
-                                    [o], group)[0]
+        units = [distributed_lowest(
+            [v], pruned_units(pattern, sparsity, t) if count is None else count, [o], group)[0]
                  for v, t, o in zip(values, totals, orders)]
     del values
     out = {}

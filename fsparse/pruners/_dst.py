@@ -18,7 +18,7 @@ import torch
 
 from fsparse._src.engine import NM
 from fsparse._src.engine.scoring import score_dtype
-from fsparse.pruners._common import Common, check_seed, random_scores
+from fsparse.pruners._common import Common, check_seed, lazy_random_scores, random_scores
 from fsparse.pruners._drop_and_grow import exchange
 from fsparse.pruners._magnitude import Sparsity, abs_scores
 from fsparse.pruners._protocol import (
@@ -60,7 +60,7 @@ def _dst(name: str, grow: GrowFn, needs_grads: bool, sparsity: Sparsity, drop_fr
     def init(params: Params) -> PrunerState:
         checked, state = dense_state(common, params)
         with torch.no_grad():
-            masks = select(common, random_scores(checked, base, 0, _INIT), state.targets)
+            masks = select(common, lazy_random_scores(checked, base, 0, _INIT), state.targets)
         return state.replace(masks=masks)
 
     def update(state: PrunerState, params: Params, *, grads: Params | None = None

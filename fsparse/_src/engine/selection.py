@@ -37,8 +37,8 @@ from fsparse._src.engine.scoring import (
 )
 from fsparse._src.engine.threshold import keep_masks
 
-__all__ = ["global_select_masks", "pruned_count", "pruned_elements", "select_count_mask",
-           "select_mask", "unit_values"]
+__all__ = ["global_select_masks", "pruned_count", "pruned_elements", "pruned_units",
+           "select_count_mask", "select_mask", "unit_values"]
 
 
 Computed = AbsScores | RandomScores  # scores the engine reads slice by slice
@@ -52,6 +52,18 @@ def pruned_count(sparsity: float, units: int) -> int:
     (2, 0, 5)
     """
     return round(min(max(sparsity, 0.0), 1.0) * units)
+
+
+def pruned_units(pattern: Pattern, sparsity: float, units: int) -> int:
+    """How many of ``units`` a ``sparsity`` prunes: :func:`pruned_count`, except that N:M
+    prunes every group (``n`` kept in each) whenever ``sparsity > 0``.
+
+    >>> pruned_units(parse_pattern("2:4"), 0.1, 6), pruned_units(Unstructured(), 0.5, 6)
+    (6, 3)
+    """
+    if isinstance(pattern, NM):
+        return units if sparsity > 0 else 0
+    return pruned_count(sparsity, units)
 
 
 def _channels_last(scores: torch.Tensor) -> torch.Tensor:
@@ -222,7 +234,7 @@ def select_mask(
     scores, pattern = _checked(scores, pattern, "scores")
     sparsity = check_real(sparsity, "sparsity", finite=False)
     units = pattern.units(tuple(scores.shape))
-    k = (units if sparsity > 0 else 0) if isinstance(pattern, NM) else pruned_count(sparsity, units)
+    k = pruned_units(pattern, sparsity, units)
     return _select([scores], pattern, k, ["scores"])[0]
 
 
@@ -246,7 +258,7 @@ def global_select_masks(
     if not tensors:
         return {}
     units = sum(pattern.units(tuple(t.shape)) for t in tensors)
-    k = (units if sparsity > 0 else 0) if isinstance(pattern, NM) else pruned_count(sparsity, units)
+    k = pruned_units(pattern, sparsity, units)
     labels = [f"scores[{short_repr(n)}]" for n in names]
     return dict(zip(names, _select(tensors, pattern, k, labels)))
 
@@ -290,8 +302,7 @@ def select_scores(
             for v, label in zip(items, labels):
                 pattern.check(tuple(v.shape), label)
             units = sum(pattern.units(tuple(v.shape)) for v in items)
-            k = (units if sparsity > 0 else 0) if isinstance(pattern, NM) else pruned_count(
-                sparsity, units)
+            k = pruned_units(pattern, sparsity, units)
             out.update(zip(group, _select(items, pattern, k, labels)))
             continue
         tensors = {n: v.materialize().view(v.shape) if isinstance(v, COMPUTED) else v
