@@ -35,6 +35,7 @@ import warnings
 from typing import Any
 
 import torch
+from measure import median_time
 
 BURNER = """
 import sys, time, torch
@@ -76,15 +77,6 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         proc.kill()
     for proc in procs:
         proc.wait()
-
-
-def median_time(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def one_thread_time(fn: Any, repeats: int) -> float:

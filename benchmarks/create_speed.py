@@ -26,13 +26,13 @@ and one linear weight, 11.68M prunable) is built by hand. Printed, all in one ru
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
 import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from measure import median_time as _median_time
 from torch import nn
 
 from fsparse import create
@@ -41,6 +41,7 @@ from fsparse.create.masks import apply_masks, keep_factors, prunable_parameters
 from fsparse.create.pruning import step_state
 from fsparse.create.schedules import mask_update_due
 
+median_time = functools.partial(_median_time, warm_up=True)  # every timing starts warm
 MODES: tuple[Any, ...] = (True, "movement", "acdc", "rigl", "set", "obs", "mfac")
 SPE, EPOCHS = 4, 20.0
 
@@ -73,16 +74,6 @@ def resnet18() -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _manager(model: nn.Module, mode: Any) -> tuple[create.RecipeManager, torch.optim.SGD]:
     sgd = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     manager, _ = create.initialize(model, sgd, SPE, pruning=mode, quantization=False,
@@ -94,10 +85,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modes", nargs="*", default=[str(m) for m in MODES])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1: stable timings on a shared machine)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own, as users run; 1 gives steadier "
+                             "timings on a shared machine)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = resnet18()
     weights = prunable_parameters(model)

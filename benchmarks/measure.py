@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import resource
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -57,6 +58,18 @@ def peak_extra(fn: Callable[[], Any]) -> tuple[Any, float, int]:
     seconds = time.perf_counter() - start
     peak = _status_kib("VmHWM")
     return result, seconds, max(peak - before, 0) * 1024
+
+
+def median_time(fn: Callable[[], Any], repeats: int, *, warm_up: bool = False) -> float:
+    """Median wall time of ``repeats`` calls, in seconds (after one untimed call if ``warm_up``)."""
+    if warm_up:
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def best_time(fn: Callable[[], Any], repeats: int) -> float:
