@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from fuzz_helpers import hostile_tensors, intact, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,28 +26,8 @@ DTYPES = st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfl
                           torch.int64, torch.bool, torch.complex64])
 
 
-@st.composite
-def tensors(draw: st.DrawFn) -> torch.Tensor:
-    shape, dtype = draw(SHAPES), draw(DTYPES)
-    base = torch.randn(shape, generator=torch.Generator().manual_seed(draw(st.integers(0, 99))),
-                       dtype=torch.float64)
-    fill = draw(st.sampled_from(["randn", "nan", "inf", "zeros", "ties", "huge"]))
-    if fill == "nan" and base.numel():
-        base.view(-1)[0] = math.nan
-    elif fill == "inf" and base.numel():
-        base.view(-1)[-1] = math.inf
-    elif fill == "zeros":
-        base = torch.zeros(shape, dtype=torch.float64)
-    elif fill == "ties":
-        base = base.round()
-    elif fill == "huge":
-        base = base * 1e300
-    if dtype == torch.bool:
-        return base > 0
-    if not dtype.is_floating_point and not dtype.is_complex:
-        return base.nan_to_num().clamp(-9, 9).to(dtype)
-    out = base.to(dtype)
-    return out.transpose(0, -1) if out.dim() >= 2 and draw(st.booleans()) else out
+def tensors() -> st.SearchStrategy[torch.Tensor]:
+    return hostile_tensors(SHAPES, DTYPES)
 
 
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(),
@@ -91,29 +72,6 @@ FACTORIES: dict[str, tuple[list[Any], dict[str, Any]]] = {
 }
 
 
-def _snap(value: Any) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
-    found: list[torch.Tensor] = []
-
-    def walk(v: Any) -> None:
-        if isinstance(v, torch.Tensor):
-            found.append(v)
-        elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-    walk(value)
-    return [(t, t._version, t.clone()) for t in found]
-
-
-def _comparable(t: torch.Tensor) -> torch.Tensor:
-    """NaN (also complex NaN) made equal to itself, so an untouched tensor compares equal."""
-    return t.nan_to_num() if t.is_floating_point() or t.is_complex() else t
-
-
-def _intact(snaps: list[tuple[torch.Tensor, int, torch.Tensor]]) -> bool:
-    return all(t._version == v and torch.equal(_comparable(t), _comparable(c))
-               for t, v, c in snaps)
-
-
 @pytest.mark.parametrize("name", sorted(FACTORIES))
 @SETTINGS
 @given(data=st.data())
@@ -128,29 +86,29 @@ def test_factories_and_their_pruners_raise_only_type_or_value_errors(
     except ALLOWED:
         return
     params = data.draw(either(PARAMS), label="params")
-    snaps = _snap(params)
+    snaps = snapshot(params)
     try:
         state = pruner.init(params)
     except ALLOWED:
-        assert _intact(snaps)
+        assert intact(snaps)
         return
     for _ in range(3):
         grads = data.draw(either(st.none() | PARAMS | st.just(
             {n: torch.ones(p.shape) for n, p in params.items()})), label="grads")
         given_params = data.draw(st.one_of(st.just(params), either(PARAMS)), label="update params")
-        snaps = _snap({"p": given_params, "g": grads, "m": dict(state.masks)})
+        snaps = snapshot({"p": given_params, "g": grads, "m": dict(state.masks)})
         try:
             state, params = pruner.update(state, given_params, grads=grads)
         except ALLOWED:
             pass
-        assert _intact(snaps)
+        assert intact(snaps)
 
 
 @SETTINGS
 @given(data=st.data())
 def test_functions_raise_only_type_or_value_errors(data: st.DataObject) -> None:
     mask, drop, grow = (data.draw(either(tensors()), label=n) for n in ("mask", "drop", "grow"))
-    snaps = _snap({"m": mask, "d": drop, "g": grow})
+    snaps = snapshot({"m": mask, "d": drop, "g": grow})
     calls = [
         lambda: fsparse.drop_and_grow(mask, drop, grow, data.draw(either(LEVELS), label="f"),
                                       pattern=data.draw(either(PATTERNS), label="pattern")),
@@ -175,4 +133,13 @@ def test_functions_raise_only_type_or_value_errors(data: st.DataObject) -> None:
             call()
         except ALLOWED:
             pass
-    assert _intact(snaps)
+    assert intact(snaps)
+
+
+def test_intact_notices_a_mutation_and_accepts_untouched_nan() -> None:
+    nan = torch.tensor([math.nan, 1.0])
+    cnan = torch.tensor(complex("nan"))
+    snaps = snapshot({"a": nan, "b": [cnan]})
+    assert intact(snaps)
+    nan[1] = 2.0
+    assert not intact(snaps)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pytest
 import torch
+from fuzz_helpers import hostile_tensors, intact, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,26 +26,8 @@ def either(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.one_of(valid, valid, valid, JUNK)
 
 
-@st.composite
-def tensors(draw: st.DrawFn) -> torch.Tensor:
-    shape, dtype = draw(SHAPES), draw(DTYPES)
-    base = torch.randn(shape, generator=torch.Generator().manual_seed(draw(st.integers(0, 99))),
-                       dtype=torch.float64)
-    fill = draw(st.sampled_from(["randn", "nan", "inf", "zeros", "huge"]))
-    if fill == "nan" and base.numel():
-        base.view(-1)[0] = math.nan
-    elif fill == "inf" and base.numel():
-        base.view(-1)[-1] = math.inf
-    elif fill == "zeros":
-        base = torch.zeros(shape, dtype=torch.float64)
-    elif fill == "huge":
-        base = base * 1e300
-    if dtype == torch.bool:
-        return base > 0
-    if not dtype.is_floating_point:
-        return base.nan_to_num().clamp(-9, 9).to(dtype)
-    out = base.to(dtype)
-    return out.transpose(0, -1) if out.dim() >= 2 and draw(st.booleans()) else out
+def tensors() -> st.SearchStrategy[torch.Tensor]:
+    return hostile_tensors(SHAPES, DTYPES)
 
 
 PARAMS = st.dictionaries(st.sampled_from(["w", "fc.weight"]), tensors(), max_size=2)
@@ -56,20 +38,6 @@ KWARGS = {
     "sparsity_type": either(st.sampled_from(["unstructured", "2:4", "1x2", "2x2", "channel"])),
     "start_step": either(INTS), "end_step": either(st.none() | INTS),
     "update_every": either(INTS)}
-
-
-def _snap(tensors_in: list[Any]) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
-    return [(t, t._version, t.clone()) for t in tensors_in if isinstance(t, torch.Tensor)]
-
-
-def _comparable(t: torch.Tensor) -> torch.Tensor:
-    """NaN (also complex NaN) made equal to itself, so an untouched tensor compares equal."""
-    return t.nan_to_num() if t.is_floating_point() or t.is_complex() else t
-
-
-def _intact(snaps: list[tuple[torch.Tensor, int, torch.Tensor]]) -> bool:
-    return all(t._version == v and torch.equal(_comparable(t), _comparable(c))
-               for t, v, c in snaps)
 
 
 @pytest.mark.parametrize("name", ["obs", "mfac"])
@@ -91,9 +59,9 @@ def test_only_type_or_value_errors(name: str, data: st.DataObject) -> None:
     for _ in range(4):
         grads = data.draw(st.one_of(st.none(), PARAMS, st.just(
             {n: torch.randn(p.shape) for n, p in params.items()})), label="grads")
-        snaps = _snap([*params.values(), *(grads or {}).values(), *state.masks.values()])
+        snaps = snapshot([*params.values(), *(grads or {}).values(), *state.masks.values()])
         try:
             state, params = pruner.update(state, params, grads=grads)
         except (TypeError, ValueError):
             pass
-        assert _intact(snaps)
+        assert intact(snaps)
