@@ -23,7 +23,7 @@ NaN must be refused by the caller; ``+-inf`` are ordinary values.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import torch
@@ -82,18 +82,28 @@ def _small(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
 
 def _sample(pieces: Sequence[Piece], size: int, live: bool = False) -> torch.Tensor:
     """About ``size`` seeded random values, each piece's share in proportion to its size
-    (stratified: a few small ops per piece, no pass over a global index). ``live``:
-    only the drawn values at live places (``keep``) of computed pieces."""
+    (stratified and jittered: a few small ops per piece, no pass over a global index).
+    ``live``: only the drawn values at live places (``keep``) of computed pieces."""
     uniform = torch.rand(size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     n = sum(p.numel() for p in pieces)  # the strata are places, live or not
-    parts, start = [], 0
+    bounds, start = [], 0
     for piece in pieces:
-        count = piece.numel()
-        first, last = start * size // n, (start + count) * size // n
-        start += count
+        bounds.append((start * size // n, (start + piece.numel()) * size // n))
+        start += piece.numel()
+    counts = torch.tensor([p.numel() for p in pieces], dtype=torch.float64)
+    draws = torch.tensor([last - first for first, last in bounds], dtype=torch.int64)
+    # jittered: a piece's draw ``j`` of ``m`` falls uniformly in the ``j``-th of ``m`` equal
+    # strata of it; ascending positions make the gathers stream. One op for all pieces.
+    firsts = torch.tensor([first for first, _ in bounds], dtype=torch.float64)
+    rank = torch.arange(size, dtype=torch.float64) - firsts.repeat_interleave(draws)
+    stride = (counts / draws.clamp(min=1)).repeat_interleave(draws)
+    limit = (counts - 1).repeat_interleave(draws)
+    where = torch.minimum((uniform + rank) * stride, limit).long()
+    parts = []
+    for piece, (first, last) in zip(pieces, bounds):
         if last <= first:
             continue
-        local = (uniform[first:last] * count).long().clamp_(max=count - 1).to(piece.device)
+        local = where[first:last].to(piece.device)
         head = getattr(piece, "head", None)
         if isinstance(piece, torch.Tensor):
             taken = piece.index_select(0, local)
@@ -102,9 +112,9 @@ def _sample(pieces: Sequence[Piece], size: int, live: bool = False) -> torch.Ten
             if live and piece.keep is not None:
                 taken = taken[piece.keep[: taken.numel()]]
         else:
+            if live and piece.keep is not None:  # only the live places' scores
+                local = local[piece.keep.index_select(0, local)]
             taken = piece.take(local)
-            if live and piece.keep is not None:
-                taken = taken[piece.keep.index_select(0, local)]
         parts.append(taken.cpu())
     return torch.cat(parts) if parts else torch.empty(0)
 
@@ -173,6 +183,25 @@ def all_true(mask: torch.Tensor) -> bool:
     return int(count_true(mask.reshape(-1))) == mask.numel()
 
 
+def _batches(pieces: Sequence[Piece], step: int) -> Iterator[list[tuple[int, int, int]]]:
+    """Runs of about ``step`` consecutive values of the concatenation: lists of ``(piece,
+    start, stop)`` segments (small pieces share a batch, large ones are cut)."""
+    batch: list[tuple[int, int, int]] = []
+    filled = 0
+    for i, piece in enumerate(pieces):
+        start, count = 0, piece.numel()
+        while start < count:
+            stop = min(count, start + step - filled)
+            batch.append((i, start, stop))
+            filled += stop - start
+            start = stop
+            if filled == step:
+                yield batch
+                batch, filled = [], 0
+    if batch:
+        yield batch
+
+
 def _keep_pass(
     pieces: Sequence[Piece], k: int, n: int, keep: Sequence[torch.Tensor],
     lo: torch.Tensor, hi: torch.Tensor, budget: int, live: bool = False,
@@ -180,53 +209,80 @@ def _keep_pass(
     """One pass: ``keep = part > hi``, and the candidates ``lo <= part <= hi`` gathered with
     their positions; then the candidates' keep bits are set from the exact answer.
 
-    Ties are resolved among the candidates (every value equal to the threshold is
-    one), so no tie scan follows. The compares write 0/1 into float buffers and
-    are converted to bool (faster on CPU than a bool-output compare). Computed
-    pieces are computed slice by slice into one buffer; with ``live``, their
-    places that are not live are neither kept nor candidates (``k``, ``n``: live).
+    The values are read in batches of about ``PASS_SLICE`` (small pieces share one,
+    so the per-op cost is paid per batch, not per piece). Ties are resolved among
+    the candidates (every value equal to the threshold is one), so no tie scan
+    follows. The compares write 0/1 into float buffers and are converted to bool
+    (faster on CPU than a bool-output compare). With ``live``, places of computed
+    pieces that are not live are neither kept nor candidates (``k``, ``n``: live).
     """
     device, step = pieces[0].device, min(SLICE, PASS_SLICE)
-    size = min(max(p.numel() for p in pieces), step)
-    above_f = torch.empty(size, dtype=pieces[0].dtype, device=device)
-    computed = None if all(isinstance(p, torch.Tensor) for p in pieces) else torch.empty_like(
-        above_f)
-    inside_f = torch.empty_like(above_f)
+    size = min(sum(p.numel() for p in pieces), step)
+    values_buf = torch.empty(size, dtype=pieces[0].dtype, device=device)
+    above_f, inside_f = torch.empty_like(values_buf), torch.empty_like(values_buf)
+    keep_buf = torch.empty(size, dtype=torch.bool, device=device)
+    alive_buf = torch.empty(size, dtype=torch.bool, device=device) if live else None
     inside = torch.zeros(-(-size // 8) * 8, dtype=torch.bool, device=device)
-    above = torch.zeros((), dtype=torch.int64, device=device)
+    above = 0
     values: list[torch.Tensor] = []
-    where: list[list[torch.Tensor]] = [[] for _ in pieces]  # per piece: candidate positions
+    where: list[torch.Tensor] = []  # candidate positions in the concatenation, ascending
+    offsets, at = [], 0
+    for piece in pieces:
+        offsets.append(at)
+        at += piece.numel()
     n_kept = 0
-    for i, piece in enumerate(pieces):
-        for start in range(0, piece.numel(), step):
-            if isinstance(piece, torch.Tensor):
-                part = piece[start : start + step]
-            else:
-                assert computed is not None
-                part = piece.part(start, min(start + step, piece.numel()), computed)
-            length, padded = part.numel(), -(-part.numel() // 8) * 8
-            out = keep[i][start : start + length]
-            alive = (piece.keep if live and not isinstance(piece, torch.Tensor) else None)
-            a = torch.gt(part, hi, out=above_f[:length])
-            out.copy_(a)
-            if alive is not None:
-                out &= alive[start : start + length]
-            above += count_true(out)
-            # lo <= hi and no NaN: ``> hi`` implies ``>= lo``, so the difference is
-            # ``lo <= part <= hi``
-            torch.ge(part, lo, out=inside_f[:length]).sub_(a)
-            inside[:length].copy_(inside_f[:length])
-            if alive is not None:
-                inside[:length] &= alive[start : start + length]
-            if padded != length:
-                inside[length:padded] = False
-            local = true_positions(inside[:padded])
-            values.append(part.index_select(0, local))
-            where[i].append(local.add_(start) if start else local)
-            n_kept += local.numel()
-            if n_kept > budget:
-                return None
-    need = k - (n - n_kept - int(above))
+    for batch in _batches(pieces, step):
+        length = sum(stop - start for _, start, stop in batch)
+        i0, s0, _ = batch[0]
+        single = len(batch) == 1
+        if single and isinstance(pieces[i0], torch.Tensor):
+            part = pieces[i0][s0 : s0 + length]  # type: ignore[index]
+        else:
+            part, off = values_buf[:length], 0
+            for i, start, stop in batch:
+                piece, seg = pieces[i], part[off : off + stop - start]
+                if isinstance(piece, torch.Tensor):
+                    seg.copy_(piece[start:stop])
+                else:
+                    piece.part(start, stop, seg)
+                off += stop - start
+        alive = None
+        if alive_buf is not None:
+            alive, off = alive_buf[:length], 0
+            for i, start, stop in batch:
+                piece = pieces[i]
+                mine = None if isinstance(piece, torch.Tensor) else piece.keep
+                if single and mine is not None:
+                    alive = mine[start:stop]
+                elif mine is not None:
+                    alive[off : off + stop - start].copy_(mine[start:stop])
+                else:
+                    alive[off : off + stop - start].fill_(True)
+                off += stop - start
+        out = keep[i0][s0 : s0 + length] if single else keep_buf[:length]
+        out.copy_(torch.gt(part, hi, out=above_f[:length]))
+        # lo <= hi and no NaN: ``> hi`` implies ``>= lo``, so the xor is ``lo <= part <= hi``
+        inside[:length].copy_(torch.ge(part, lo, out=inside_f[:length]))
+        inside[:length] ^= out
+        if alive is not None:
+            out &= alive
+            inside[:length] &= alive
+        above += count_true(out)
+        padded = -(-length // 8) * 8
+        if padded != length:
+            inside[length:padded] = False
+        local = true_positions(inside[:padded])
+        values.append(part.index_select(0, local))
+        where.append(local.add_(offsets[i0] + s0))
+        n_kept += local.numel()
+        if n_kept > budget:
+            return None
+        if not single:
+            off = 0
+            for i, start, stop in batch:
+                keep[i][start:stop].copy_(out[off : off + stop - start])
+                off += stop - start
+    need = k - (n - n_kept - above)
     if not 0 <= need <= n_kept:
         return None
     cand = torch.cat(values) if len(values) != 1 else values[0]
@@ -239,14 +295,15 @@ def _keep_pass(
         ties = need - int(torch.count_nonzero(lowest))
         if ties:  # the first ``ties`` candidates equal to the threshold (candidates in order)
             lowest[(cand == threshold).nonzero().view(-1)[:ties]] = True
-    flags, at = lowest.logical_not_(), 0
-    for mask, positions in zip(keep, where):
-        if not positions:
-            continue
-        spots = torch.cat(positions) if len(positions) > 1 else positions[0]
-        if spots.numel():
-            mask.index_put_((spots,), flags[at : at + spots.numel()])
-            at += spots.numel()
+    flags = lowest.logical_not_()
+    spots = torch.cat(where) if len(where) != 1 else where[0]
+    if spots.numel():
+        bounds = torch.searchsorted(spots, torch.tensor([*offsets[1:], at], device=device))
+        first = 0
+        for mask, offset, last in zip(keep, offsets, bounds.tolist()):
+            if last > first:
+                mask.index_put_((spots[first:last] - offset,), flags[first:last])
+            first = last
     return threshold, ties
 
 
