@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fsparse import pruners
+from fsparse._src.engine import keep_masks as keep_mod
 from fsparse._src.engine import select_count_mask, select_mask
 from fsparse._src.engine import threshold as threshold_mod
 from fsparse._src.engine.scoring import AbsScores
@@ -37,6 +38,7 @@ def fast(request, monkeypatch):
     monkeypatch.setattr(threshold_mod, "SLICE", 13)  # not a multiple of 8: padded slices
     if request.param == "radix":
         monkeypatch.setattr(threshold_mod, "_bracketed", lambda *a, **kw: None)
+        monkeypatch.setattr(keep_mod, "_one_pass", lambda *a, **kw: None)
     return request.param
 
 
@@ -56,7 +58,7 @@ def test_keep_masks_match_the_reference(fast, data):
     if n == 0:
         return
     k = data.draw(st.integers(1, n))
-    got = threshold_mod.keep_masks(pieces, k)
+    got = keep_mod.keep_masks(pieces, k)
     for g, want in zip(got, reference_keep(pieces, k)):
         assert g.dtype == torch.bool and torch.equal(g, want.reshape(-1))
 
@@ -95,14 +97,14 @@ def test_large_inputs_take_the_one_pass_path_and_stay_exact(monkeypatch):
     b = torch.randn(777, generator=gen)
     c = torch.randn(2 * big + 3, generator=gen)
     calls = []
-    real = threshold_mod._keep_pass
-    monkeypatch.setattr(threshold_mod, "_keep_pass", lambda *a, **kw: calls.append(1) or real(
+    real = keep_mod._keep_pass
+    monkeypatch.setattr(keep_mod, "_keep_pass", lambda *a, **kw: calls.append(1) or real(
         *a, **kw))
     for pieces in ([a, b], [c], [b, c, a]):
         n = sum(p.numel() for p in pieces)
         for k in (1, n // 10, n // 2, n - 1):
             want = reference_keep(pieces, k)
-            got = threshold_mod.keep_masks(pieces, k)
+            got = keep_mod.keep_masks(pieces, k)
             assert all(torch.equal(g, w.reshape(-1)) for g, w in zip(got, want))
             lazy = {f"p{i}": AbsScores(-p) for i, p in enumerate(pieces)}
             masks = select_scores(lazy, k / n, shared=True)
@@ -206,8 +208,8 @@ def test_keyed_abs_scores_select_among_the_live_places(monkeypatch):
     pruned = int((~live).sum())
     keyed = torch.where(live, w.abs(), -1.0)
     modes = []
-    real = threshold_mod._keep_pass
-    monkeypatch.setattr(threshold_mod, "_keep_pass", lambda *a: modes.append(a[-1]) or real(*a))
+    real = keep_mod._keep_pass
+    monkeypatch.setattr(keep_mod, "_keep_pass", lambda *a: modes.append(a[-1]) or real(*a))
     for k in (pruned - 3, pruned, pruned + 1, pruned + 5000, n - 1):
         got = select_scores({"w": AbsScores(w, live)}, k / n)["w"]
         assert torch.equal(got, reference_keep([keyed], round(k / n * n))[0])
@@ -223,8 +225,8 @@ def test_keyed_global_selection_stays_on_the_live_pass(monkeypatch):
     pruned = sum(int((~m).sum()) for m in lives)
     n = sum(sizes)
     results = []
-    real = threshold_mod._keep_pass
-    monkeypatch.setattr(threshold_mod, "_keep_pass",
+    real = keep_mod._keep_pass
+    monkeypatch.setattr(keep_mod, "_keep_pass",
                         lambda *a: results.append(real(*a)) or results[-1])
     for k in (pruned + 1, pruned + (n - pruned) // 3, n - 2):
         lazy = {f"w{i}": AbsScores(w, m) for i, (w, m) in enumerate(zip(ws, lives))}
@@ -354,3 +356,42 @@ def test_random_pruners_unchanged_by_the_lazy_scores():
     masks = ste.update(ste.init(params), params)[0].masks
     scores = random_scores(params, 3, 0, 4)
     assert all(torch.equal(masks[n], select_mask(scores[n], 0.6)) for n in params)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=FIXTURE_OK)
+@given(data=st.data())
+def test_nan_anywhere_is_refused_with_its_name(fast, data):
+    """Unstructured keep masks find NaN themselves (the one pass: among the candidates)."""
+    pieces = [p.float() for p in data.draw(piece_lists(torch.float32))]
+    n = sum(p.numel() for p in pieces)
+    if n < 2:
+        return
+    which = data.draw(st.sampled_from([i for i, p in enumerate(pieces) if p.numel()]))
+    pieces[which][data.draw(st.integers(0, pieces[which].numel() - 1))] = math.nan
+    k = data.draw(st.integers(1, n - 1))
+    named = {f"p{i}": p for i, p in enumerate(pieces)}
+    with pytest.raises(ValueError, match=f"scores\\['p{which}'\\] contains NaN"):
+        global_select_masks(named, k / n)
+    with pytest.raises(ValueError, match=f"scores\\['p{which}'\\] contains NaN"):
+        select_scores({name: AbsScores(p) for name, p in named.items()}, k / n, shared=True)
+
+
+def test_the_one_pass_itself_finds_nan_and_ignores_it_where_pruned(monkeypatch):
+    gen = torch.Generator().manual_seed(8)
+    w = torch.randn(4 * threshold_mod.SMALL, generator=gen)
+    w[12345] = math.nan
+    checks = []
+    real = keep_mod.has_nan
+    monkeypatch.setattr(keep_mod, "has_nan", lambda p: checks.append(1) or real(p))
+    with pytest.raises(ValueError, match="contains NaN"):
+        select_mask(w, 0.5)
+    with pytest.raises(ValueError, match="scores\\['b'\\] contains NaN"):
+        select_scores({"a": AbsScores(torch.randn(999, generator=gen)), "b": AbsScores(w)}, 0.3,
+                      shared=True)
+    assert checks == []  # no separate NaN pass: the selection's pass saw it
+    live = torch.ones(w.numel(), dtype=torch.bool)
+    live[12345] = False  # pruned already: its NaN is keyed -1 and ranks lowest
+    got = select_scores({"w": AbsScores(w, live)}, 0.5)["w"]
+    keyed = torch.where(live, w.abs(), -1.0)
+    assert torch.equal(got, reference_keep([keyed], round(0.5 * w.numel()))[0])
+    assert checks == []

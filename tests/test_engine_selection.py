@@ -19,6 +19,7 @@ from fsparse._src.engine import (
     select_count_mask,
     select_mask,
 )
+from fsparse._src.engine import keep_masks as keep_mod
 from fsparse._src.engine import threshold as threshold_mod
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]  # the `path` fixture is constant per test
@@ -126,6 +127,7 @@ def path(request, monkeypatch):
         monkeypatch.setattr(threshold_mod, "SLICE", 5)
     if request.param == "radix":
         monkeypatch.setattr(threshold_mod, "_bracketed", lambda *a: None)
+        monkeypatch.setattr(keep_mod, "_one_pass", lambda *a: None)
     return request.param
 
 
@@ -198,6 +200,7 @@ def test_large_tensor_takes_the_chunked_path_and_stays_exact(dtype, ties):
 def test_radix_handles_negative_zero_and_infinities(monkeypatch):
     monkeypatch.setattr(threshold_mod, "SMALL", 0)
     monkeypatch.setattr(threshold_mod, "_bracketed", lambda *a: None)
+    monkeypatch.setattr(keep_mod, "_one_pass", lambda *a: None)
     scores = torch.tensor([0.0, -0.0, -math.inf, 1.0, -1.0, math.inf, -0.0, 2.0])
     for k in range(9):
         want = oracle_masks([scores], Unstructured(), k)[0]

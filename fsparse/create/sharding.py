@@ -25,6 +25,7 @@ import torch
 
 from fsparse._src.checks import short_repr
 from fsparse._src.engine.dispatch import sharded_kind
+from fsparse._src.engine.unit_flags import count_true
 
 __all__ = ["agree", "check_layouts", "check_row_views", "is_dtensor", "kept_counts", "local",
            "same_placement"]
@@ -108,6 +109,14 @@ def same_placement(value: torch.Tensor, like: torch.Tensor) -> bool:
                 and v.to_local().shape == w.to_local().shape)
 
 
+def _count(mask: torch.Tensor) -> int:
+    """True elements of a plain bool mask: 8 per int64 word when it is large and contiguous
+    (several times faster on CPU than ``count_nonzero``)."""
+    if mask.dtype == torch.bool and mask.numel() >= 1 << 16 and mask.is_contiguous():
+        return count_true(mask)
+    return int(mask.count_nonzero())
+
+
 def kept_counts(masks: Mapping[str, torch.Tensor]) -> dict[str, int]:
     """``name -> number of True elements`` of each whole mask (DTensors: all ranks' shards).
 
@@ -122,7 +131,7 @@ def kept_counts(masks: Mapping[str, torch.Tensor]) -> dict[str, int]:
         if is_dtensor(m) and any(p.is_shard() for p in m.placements):  # type: ignore[attr-defined]
             groups.setdefault(m.device_mesh.get_group(), []).append(name)  # type: ignore[attr-defined]
         else:
-            out[name] = int(local(m).count_nonzero())
+            out[name] = _count(local(m))
     if groups:
         import torch.distributed as dist
 

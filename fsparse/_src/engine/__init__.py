@@ -4,6 +4,8 @@
 * :mod:`~fsparse._src.engine.scoring`: norm scores and block reduction.
 * :mod:`~fsparse._src.engine.threshold`: the exact ``k``-th smallest over one or
   many tensors (``kthvalue`` for few values; sampled bracket, then radix, for many).
+* :mod:`~fsparse._src.engine.keep_masks`: keep masks of the ``k`` lowest in one pass
+  over the values (the bracket's candidates, ties and NaN found among them).
 * :mod:`~fsparse._src.engine.radix`: the one radix select, whose digit counts
   slices, chunked block means and ranks (``fsparse.distributed``) gather alike.
 * :mod:`~fsparse._src.engine.chunked_mask` (with ``block_plan``, ``block_write``,

@@ -7,8 +7,9 @@ broken by unit index (the lower index first, as a stable sort would) and, in a
 global selection, by tensor order first. Inside a pruned N:M group the
 ``m - n`` lowest scores (ties by position) are zeroed; every other pattern
 prunes its units whole. NaN scores raise ``ValueError``; ``+-inf`` are ordinary.
-One threshold routine (:mod:`fsparse._src.engine.threshold`) serves one tensor
-and a global set.
+One threshold routine (:mod:`fsparse._src.engine.threshold`, with the one-pass
+keep masks of :mod:`fsparse._src.engine.keep_masks`) serves one tensor and a
+global set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from fsparse._src.checks import check_instance, check_int, check_real, check_tensor, short_repr
 from fsparse._src.engine.dispatch import implementation, sharded_kind
+from fsparse._src.engine.keep_masks import NaNScores, has_nan, keep_masks
 from fsparse._src.engine.patterns import (
     NM,
     Block,
@@ -35,7 +37,6 @@ from fsparse._src.engine.scoring import (
     score_dtype,
     under_transform,
 )
-from fsparse._src.engine.threshold import keep_masks
 
 __all__ = ["global_select_masks", "pruned_count", "pruned_elements", "pruned_units",
            "select_count_mask", "select_mask", "unit_values"]
@@ -128,12 +129,9 @@ def _pruned(scores: torch.Tensor, pattern: Pattern, units: torch.Tensor) -> torc
     return units.view(shape)
 
 
-def _has_nan(values: torch.Tensor) -> bool:
-    """Any NaN in ``values``: ``amax`` propagates NaN (one read pass, no bool temporary).
-
-    Unlike a ``sum``, it is never NaN from ``+inf`` and ``-inf`` together.
-    """
-    return values.numel() > 0 and bool(values.amax().isnan())
+def _nan_error(name: str) -> ValueError:
+    return ValueError(f"{name} contains NaN (or its unit means are NaN), which cannot be "
+                      "ranked; clean it first")
 
 
 def _checked(scores: object, pattern: Pattern | str, arg: str) -> tuple[torch.Tensor, Pattern]:
@@ -160,14 +158,12 @@ def _select(
                    for t in tensors]
     values: list[torch.Tensor | Computed] = [
         t if isinstance(t, COMPUTED) else _unit_values(t.detach(), pattern) for t in tensors]
-    if not transformed:
-        for name, v in zip(names, values):
-            nan = v.has_nan() if isinstance(v, COMPUTED) else (
-                v.is_floating_point() and _has_nan(v))
-            if nan:
-                raise ValueError(f"{name} contains NaN (or its unit means are NaN), which "
-                                 "cannot be ranked; clean it first")
     total = sum(v.numel() for v in values)
+    # unstructured keep masks find NaN in their own pass (it lands among the candidates)
+    if not transformed and not (isinstance(pattern, Unstructured) and 0 < k < total):
+        for name, v in zip(names, values):
+            if has_nan(v):
+                raise _nan_error(name)
     if isinstance(pattern, Unstructured) and not transformed and (k <= 0 or k >= total):
         return [torch.full(t.shape, k <= 0, dtype=torch.bool, device=t.device) for t in tensors]
     if isinstance(pattern, NM) and k == total:
@@ -184,7 +180,11 @@ def _select(
         if transformed:
             units = _transform_lowest(pieces, k)  # type: ignore[arg-type]
         elif isinstance(pattern, Unstructured):  # the engine's keep masks, fresh: used as is
-            return [m.view(t.shape) for t, m in zip(tensors, keep_masks(pieces, k))]
+            try:
+                masks = keep_masks(pieces, k)
+            except NaNScores as err:
+                raise _nan_error(names[err.index]) from None
+            return [m.view(t.shape) for t, m in zip(tensors, masks)]
         else:
             units = [m.logical_not_() for m in keep_masks(pieces, k)]
     return [~_pruned(t, pattern, u) for t, u in zip(tensors, units)]  # type: ignore[arg-type]

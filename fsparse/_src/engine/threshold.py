@@ -12,32 +12,29 @@ to it (:func:`lowest_masks`).
   bracket misses (or ties crowd it), an exact radix select over the values'
   order-preserving bit patterns (16 bits per pass) finds it. Passes work on
   slices of ``SLICE`` elements, so temporaries stay bounded.
-* Masks (:func:`keep_masks`): the same bracket pass also writes the keep
-  masks (``> hi``) and keeps the candidates' positions, so one pass over the
-  values gives both the threshold and the masks; ties are resolved among the
-  candidates (no tie scan).
 
+Keep masks in one pass over the values are :mod:`fsparse._src.engine.keep_masks`'s.
 NaN must be refused by the caller; ``+-inf`` are ordinary values.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
 
 from fsparse._src.engine.radix import digit_counts, keys_of, radix_select
-from fsparse._src.engine.unit_flags import count_true, true_positions
+from fsparse._src.engine.unit_flags import count_true
 
 __all__ = [
-    "SLICE", "all_true", "bracket", "k_lowest", "keep_masks", "kth_threshold", "lowest_masks",
-    "sample_size",
+    "SLICE", "SMALL", "Computed", "Piece", "all_true", "bounds", "bracket", "k_lowest",
+    "kth_threshold", "lowest_masks", "mark_ties", "radix_threshold", "sample_size",
+    "small_threshold",
 ]
 
 SLICE = 1 << 22  # elements per pass slice
-PASS_SLICE = 1 << 20  # elements per slice of the one-pass keep masks (its buffers stay cached)
 SMALL = 1 << 17  # up to this many values: kthvalue on a concatenated copy
 _Z_SCORE = 5.0
 
@@ -60,6 +57,7 @@ class Computed(Protocol):
     def part(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor: ...
     def take(self, index: torch.Tensor) -> torch.Tensor: ...
     def materialize(self) -> torch.Tensor: ...
+    def has_nan(self) -> bool: ...
 
 
 Piece = torch.Tensor | Computed
@@ -74,7 +72,8 @@ def _slices(pieces: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [p[s : s + SLICE] for p in pieces for s in range(0, p.numel(), SLICE)]
 
 
-def _small(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
+def small_threshold(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
+    """:func:`kth_threshold` by ``kthvalue`` on all values (concatenated)."""
     values = pieces[0] if len(pieces) == 1 else torch.cat(list(pieces))
     threshold = values.kthvalue(k).values
     return threshold, k - int(torch.count_nonzero(values < threshold))
@@ -129,14 +128,12 @@ def bracket(sample: torch.Tensor, q: float) -> tuple[float, float]:
     return lo, hi
 
 
-def _bracketed(
-    pieces: Sequence[Piece], k: int, n: int, keep: Sequence[torch.Tensor] | None = None,
-    live: bool = False,
-) -> tuple[torch.Tensor, int] | None:
-    """The bracket pass; ``None`` when the bracket misses or is too crowded.
+def bounds(
+    pieces: Sequence[Piece], k: int, n: int, live: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """``(lo, hi, budget)``: a sampled bracket of the ``k``-th of ``n`` values, and how many
+    values inside it a pass may keep before it gives up (``None``: nothing to sample).
 
-    With ``keep`` (one fresh flat bool tensor per piece), the same pass writes the
-    keep masks (``True``: not among the ``k`` lowest), see :func:`_keep_pass`.
     ``live``: ``k`` and ``n`` count the live places of computed pieces only.
     """
     total = sum(p.numel() for p in pieces)  # live: n of them are live; draw n-sized samples
@@ -146,14 +143,20 @@ def _bracketed(
     lo, hi = bracket(sample, k / n)
     crowd = float(((sample >= lo) & (sample <= hi)).float().mean())
     budget = min(int(4 * crowd * n) + 4096, max(n // 16, 1 << 16))
-    dtype, device = pieces[0].dtype, pieces[0].device
-    lo_t, hi_t = torch.tensor(lo, dtype=dtype), torch.tensor(hi, dtype=dtype)
-    if keep is not None:
-        return _keep_pass(pieces, k, n, keep, lo_t, hi_t, budget, live)
-    assert all(isinstance(p, torch.Tensor) for p in pieces)
+    dtype = pieces[0].dtype
+    return torch.tensor(lo, dtype=dtype), torch.tensor(hi, dtype=dtype), budget
+
+
+def _bracketed(pieces: Sequence[torch.Tensor], k: int, n: int) -> tuple[torch.Tensor, int] | None:
+    """The bracket pass; ``None`` when the bracket misses or is too crowded."""
+    found = bounds(pieces, k, n)
+    if found is None:
+        return None
+    lo_t, hi_t, budget = found
+    device = pieces[0].device
     below = torch.zeros((), dtype=torch.int64, device=device)
     kept, n_kept = [], 0
-    for part in _slices(pieces):  # type: ignore[arg-type]
+    for part in _slices(pieces):
         under = part < lo_t
         below += torch.count_nonzero(under)  # no int64 copy of the bools, unlike .sum()
         # lo <= hi and no NaN: ``under`` implies ``<= hi``, so xor is ``lo <= part <= hi``
@@ -183,131 +186,8 @@ def all_true(mask: torch.Tensor) -> bool:
     return int(count_true(mask.reshape(-1))) == mask.numel()
 
 
-def _batches(pieces: Sequence[Piece], step: int) -> Iterator[list[tuple[int, int, int]]]:
-    """Runs of about ``step`` consecutive values of the concatenation: lists of ``(piece,
-    start, stop)`` segments (small pieces share a batch, large ones are cut)."""
-    batch: list[tuple[int, int, int]] = []
-    filled = 0
-    for i, piece in enumerate(pieces):
-        start, count = 0, piece.numel()
-        while start < count:
-            stop = min(count, start + step - filled)
-            batch.append((i, start, stop))
-            filled += stop - start
-            start = stop
-            if filled == step:
-                yield batch
-                batch, filled = [], 0
-    if batch:
-        yield batch
-
-
-def _keep_pass(
-    pieces: Sequence[Piece], k: int, n: int, keep: Sequence[torch.Tensor],
-    lo: torch.Tensor, hi: torch.Tensor, budget: int, live: bool = False,
-) -> tuple[torch.Tensor, int] | None:
-    """One pass: ``keep = part > hi``, and the candidates ``lo <= part <= hi`` gathered with
-    their positions; then the candidates' keep bits are set from the exact answer.
-
-    The values are read in batches of about ``PASS_SLICE`` (small pieces share one,
-    so the per-op cost is paid per batch, not per piece). Ties are resolved among
-    the candidates (every value equal to the threshold is one), so no tie scan
-    follows. The compares write 0/1 into float buffers and are converted to bool
-    (faster on CPU than a bool-output compare). With ``live``, places of computed
-    pieces that are not live are neither kept nor candidates (``k``, ``n``: live).
-    """
-    device, step = pieces[0].device, min(SLICE, PASS_SLICE)
-    size = min(sum(p.numel() for p in pieces), step)
-    values_buf = torch.empty(size, dtype=pieces[0].dtype, device=device)
-    above_f, inside_f = torch.empty_like(values_buf), torch.empty_like(values_buf)
-    keep_buf = torch.empty(size, dtype=torch.bool, device=device)
-    alive_buf = torch.empty(size, dtype=torch.bool, device=device) if live else None
-    inside = torch.zeros(-(-size // 8) * 8, dtype=torch.bool, device=device)
-    above = 0
-    values: list[torch.Tensor] = []
-    where: list[torch.Tensor] = []  # candidate positions in the concatenation, ascending
-    offsets, at = [], 0
-    for piece in pieces:
-        offsets.append(at)
-        at += piece.numel()
-    n_kept = 0
-    for batch in _batches(pieces, step):
-        length = sum(stop - start for _, start, stop in batch)
-        i0, s0, _ = batch[0]
-        single = len(batch) == 1
-        if single and isinstance(pieces[i0], torch.Tensor):
-            part = pieces[i0][s0 : s0 + length]  # type: ignore[index]
-        else:
-            part, off = values_buf[:length], 0
-            for i, start, stop in batch:
-                piece, seg = pieces[i], part[off : off + stop - start]
-                if isinstance(piece, torch.Tensor):
-                    seg.copy_(piece[start:stop])
-                else:
-                    piece.part(start, stop, seg)
-                off += stop - start
-        alive = None
-        if alive_buf is not None:
-            alive, off = alive_buf[:length], 0
-            for i, start, stop in batch:
-                piece = pieces[i]
-                mine = None if isinstance(piece, torch.Tensor) else piece.keep
-                if single and mine is not None:
-                    alive = mine[start:stop]
-                elif mine is not None:
-                    alive[off : off + stop - start].copy_(mine[start:stop])
-                else:
-                    alive[off : off + stop - start].fill_(True)
-                off += stop - start
-        out = keep[i0][s0 : s0 + length] if single else keep_buf[:length]
-        out.copy_(torch.gt(part, hi, out=above_f[:length]))
-        # lo <= hi and no NaN: ``> hi`` implies ``>= lo``, so the xor is ``lo <= part <= hi``
-        inside[:length].copy_(torch.ge(part, lo, out=inside_f[:length]))
-        inside[:length] ^= out
-        if alive is not None:
-            out &= alive
-            inside[:length] &= alive
-        above += count_true(out)
-        padded = -(-length // 8) * 8
-        if padded != length:
-            inside[length:padded] = False
-        local = true_positions(inside[:padded])
-        values.append(part.index_select(0, local))
-        where.append(local.add_(offsets[i0] + s0))
-        n_kept += local.numel()
-        if n_kept > budget:
-            return None
-        if not single:
-            off = 0
-            for i, start, stop in batch:
-                keep[i][start:stop].copy_(out[off : off + stop - start])
-                off += stop - start
-    need = k - (n - n_kept - above)
-    if not 0 <= need <= n_kept:
-        return None
-    cand = torch.cat(values) if len(values) != 1 else values[0]
-    if need == 0:
-        threshold, ties = lo.to(device), 0
-        lowest = torch.zeros(cand.shape, dtype=torch.bool, device=device)
-    else:
-        threshold = cand.kthvalue(need).values
-        lowest = cand < threshold
-        ties = need - int(torch.count_nonzero(lowest))
-        if ties:  # the first ``ties`` candidates equal to the threshold (candidates in order)
-            lowest[(cand == threshold).nonzero().view(-1)[:ties]] = True
-    flags = lowest.logical_not_()
-    spots = torch.cat(where) if len(where) != 1 else where[0]
-    if spots.numel():
-        bounds = torch.searchsorted(spots, torch.tensor([*offsets[1:], at], device=device))
-        first = 0
-        for mask, offset, last in zip(keep, offsets, bounds.tolist()):
-            if last > first:
-                mask.index_put_((spots[first:last] - offset,), flags[first:last])
-            first = last
-    return threshold, ties
-
-
-def _radix(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
+def radix_threshold(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:
+    """:func:`kth_threshold` by the exact radix select (no sample), slice by slice."""
     def counts(level: int, shift: int, prefix: int) -> torch.Tensor:
         hist = torch.zeros(1 << 16, dtype=torch.int64)
         for part in _slices(pieces):
@@ -348,9 +228,9 @@ def kth_threshold(
     """
     n = sum(p.numel() for p in pieces)
     if exact_small or n <= SMALL:
-        return _small(pieces, k)
+        return small_threshold(pieces, k)
     found = _bracketed(pieces, k, n)
-    return found if found is not None else _radix(pieces, k)
+    return found if found is not None else radix_threshold(pieces, k)
 
 
 def lowest_masks(
@@ -364,12 +244,12 @@ def lowest_masks(
     masks = []
     for piece in pieces:
         mask = piece < threshold
-        ties = _mark_ties(piece, threshold, ties, mask, clear=False)
+        ties = mark_ties(piece, threshold, ties, mask, clear=False)
         masks.append(mask)
     return masks
 
 
-def _mark_ties(piece: torch.Tensor, threshold: torch.Tensor, ties: int, mask: torch.Tensor, *,
+def mark_ties(piece: torch.Tensor, threshold: torch.Tensor, ties: int, mask: torch.Tensor, *,
                clear: bool) -> int:  # fmt: skip
     """Set (``clear``: unset) ``mask`` at the first ``ties`` values of ``piece`` equal to
     ``threshold``, slice by slice; returns how many ties are left for later pieces."""
@@ -388,38 +268,3 @@ def _mark_ties(piece: torch.Tensor, threshold: torch.Tensor, ties: int, mask: to
                 target |= equal
             ties -= min(count, ties)
     return ties
-
-
-def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
-    """Flat bool masks of ``pieces``: ``False`` at the ``k`` lowest (``1 <= k <= total``).
-
-    The complement of :func:`lowest_masks` for :func:`kth_threshold`'s answer, in
-    fresh tensors. Many values: one pass finds the threshold and writes the
-    masks (see :func:`_keep_pass`); otherwise one ``>=`` pass after the threshold.
-    :class:`Computed` pieces are read slice by slice on the one-pass path (and
-    materialized otherwise).
-
-    >>> keep_masks([torch.tensor([3.0, 1.0]), torch.tensor([1.0, 2.0])], 2)
-    [tensor([ True, False]), tensor([False,  True])]
-    """
-    n = sum(p.numel() for p in pieces)
-    keep = [torch.empty(p.numel(), dtype=torch.bool, device=p.device) for p in pieces]
-    lives = [None if isinstance(p, torch.Tensor) else p.keep for p in pieces]
-    pruned = sum(m.numel() - int(count_true(m)) for m in lives if m is not None)
-    if n > SMALL and pruned == 0:
-        if _bracketed(pieces, k, n, keep) is not None:
-            return keep
-    elif n > SMALL and k == pruned:  # exactly the places not live (they are the lowest)
-        for mask, alive in zip(keep, lives):
-            mask.copy_(alive) if alive is not None else mask.fill_(True)
-        return keep
-    elif n > SMALL and k > pruned and n - pruned > SMALL:  # select among the live places
-        if _bracketed(pieces, k - pruned, n - pruned, keep, True) is not None:  # live places
-            return keep
-    tensors = [p if isinstance(p, torch.Tensor) else p.materialize() for p in pieces]
-    threshold, ties = _radix(tensors, k) if n > SMALL else _small(tensors, k)
-    for piece, mask in zip(tensors, keep):
-        torch.ge(piece, threshold, out=mask)
-        # the first ``ties`` values equal to the threshold are pruned too
-        ties = _mark_ties(piece, threshold, ties, mask, clear=True)
-    return keep
