@@ -11,7 +11,7 @@ and :meth:`RecipeManager.after_step` around every optimizer step.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -19,11 +19,10 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from fsparse import pruners as fp
-from fsparse._src.checks import check_int, check_real, check_tensor, short_repr
-from fsparse._src.untrusted import load_mask
+from fsparse._src.checks import check_int, check_real, short_repr
 from fsparse.create import distillation as kd
 from fsparse.create import quantization as qat
-from fsparse.create.checkpoint import check_pruner_state
+from fsparse.create.checkpoint import STATE_KEYS, STATE_VERSION, checked_manager_state
 from fsparse.create.masks import apply_masks, keep_factors, prunable_parameters, pruned_fractions
 from fsparse.create.modifiers import (
     MAX_EPOCH,
@@ -56,19 +55,13 @@ from fsparse.create.sharding import (
     agree,
     check_layouts,
     check_row_views,
-    is_dtensor,
     local,
-    same_placement,
 )
 
 __all__ = ["MAX_STEPS_PER_EPOCH", "STATE_KEYS", "STATE_VERSION", "RecipeManager"]
 
-STATE_KEYS = ("version", "recipe", "steps_per_epoch", "step", "finalized", "masks", "pruners",
-              "teacher")
-STATE_VERSION = 2
 # With epochs capped at modifiers.MAX_EPOCH, steps stay far inside float precision.
 MAX_STEPS_PER_EPOCH = 2**31
-_MAX_STEP = 2**62
 
 
 class RecipeManager:
@@ -411,7 +404,10 @@ class RecipeManager:
         """
         error: Exception | None = None
         try:
-            checked = self._checked_state(state_dict)
+            checked = checked_manager_state(
+                state_dict, recipe=self.recipe, steps_per_epoch=self.steps_per_epoch,
+                events=self._events(), done=self._done, pruning=self._pruning,
+                self_teacher=self._self_teacher, model=self.model)
         except (TypeError, ValueError) as err:
             error = err
         device = next((local(w).device for w in self._weights.values()), None)
@@ -427,114 +423,6 @@ class RecipeManager:
         self.step = step
         if finalized:
             self.finalize()
-
-    def _checked_state(self, state_dict: Any
-                       ) -> tuple[int, bool, Any, list[tuple[Plan, fp.PrunerState]]]:
-        """``(step, finalized, teacher state, pruner states)`` of a checked ``state_dict``.
-
-        Local to this rank (no collective), so that every rank can then agree.
-        """
-        if not isinstance(state_dict, Mapping) or set(state_dict) != set(STATE_KEYS):
-            got = (
-                short_repr(list(state_dict), 200)
-                if isinstance(state_dict, Mapping)
-                else type(state_dict).__name__
-            )
-            raise ValueError(f"state_dict must have keys {sorted(STATE_KEYS)}, got {got}")
-        version = state_dict["version"]
-        if type(version) is not int or version != STATE_VERSION:
-            raise ValueError(
-                f"state_dict version must be {STATE_VERSION}, got {short_repr(version)}; "
-                "it was saved by an unknown version of fsparse.create"
-            )
-        if Recipe.from_yaml(state_dict["recipe"]) != self.recipe:
-            raise ValueError("state_dict was saved with a different recipe")
-        saved_steps = state_dict["steps_per_epoch"]
-        if type(saved_steps) is not int or saved_steps != self.steps_per_epoch:
-            raise ValueError(
-                f"state_dict has steps_per_epoch {short_repr(state_dict['steps_per_epoch'])}, "
-                f"this manager {self.steps_per_epoch}"
-            )
-        step = state_dict["step"]
-        if type(step) is not int or not 0 <= step <= _MAX_STEP:
-            raise ValueError(
-                f"state_dict step must be a non-negative int, got {short_repr(step)}"
-            )
-        finalized = state_dict["finalized"]
-        if not isinstance(finalized, bool):
-            raise ValueError(f"state_dict finalized must be a bool, got {short_repr(finalized)}")
-        events = self._events()
-        if any(at > step and name in self._done for at, name, _ in events):
-            raise ValueError(
-                f"this manager has already run past step {step}; load into a fresh one"
-            )
-        expects_teacher = any(name == "teacher" and at <= step for at, name, _ in events)
-        teacher_state = state_dict["teacher"]
-        if (teacher_state is not None) != expects_teacher:
-            has = "has" if teacher_state is not None else "lacks"
-            wants = "has" if expects_teacher else "has no"
-            raise ValueError(
-                f"state_dict {has} a self-teacher, but at step {step} this recipe {wants} one"
-            )
-        restored = self._restored_pruning(state_dict["masks"], state_dict["pruners"], step)
-        if expects_teacher:
-            self._check_teacher(teacher_state, step, events)
-        return step, finalized, teacher_state, restored
-
-    def _restored_pruning(
-        self, masks: object, saved: object, step: int
-    ) -> list[tuple[Plan, fp.PrunerState]]:
-        """The pruner states of the checkpoint, validated (nothing is committed)."""
-        current = self.masks
-        if not isinstance(masks, Mapping) or set(masks) != set(current):
-            raise ValueError(f"state_dict masks must be for {short_repr(sorted(current), 400)}")
-        if not isinstance(saved, (list, tuple)) or len(saved) != len(self._pruning):
-            raise ValueError(f"state_dict pruners must be a list of {len(self._pruning)} pruner "
-                             f"state dicts, got {short_repr(saved)}")
-        restored = []
-        for i, ((plan, fresh), sd) in enumerate(zip(self._pruning, saved)):
-            want = step if plan.kind == "inject" else min(step, plan.last + 1)
-            state = check_pruner_state(sd, fresh, f"state_dict pruners[{i}]",
-                                       None if plan.kind == "inject" else want)
-            restored.append((plan, state))
-            for name, mask in model_masks(plan, state).items():
-                arg = f"state_dict masks[{short_repr(name)}]"
-                if not same_placement(masks[name], mask):
-                    kind = "a DTensor placed like" if is_dtensor(mask) else "a plain tensor, as"
-                    raise ValueError(f"{arg} must be {kind} this run's weight")
-                mine = local(mask)  # DTensors: compare this rank's shards, no collective
-                loaded = load_mask(local(masks[name]), tuple(mine.shape), arg)
-                if not torch.equal(loaded.to(mine.device), mine):
-                    raise ValueError(f"{arg} disagrees with the mask in state_dict pruners[{i}]")
-        return restored
-
-    def _check_teacher(
-        self, teacher_state: object, step: int, events: list[tuple[int, str, Any]]
-    ) -> None:
-        """Load ``teacher_state`` into a scratch teacher made as the run would make it."""
-        if not isinstance(teacher_state, Mapping):
-            raise TypeError(
-                f"state_dict teacher must be a state dict, got {type(teacher_state).__name__}"
-            )
-        for key, value in teacher_state.items():
-            check_tensor(value, f"state_dict teacher[{short_repr(key)}]", floating=False)
-        teacher = copy.deepcopy(self._self_teacher)
-        if teacher is None:  # replay the structural events on a scratch copy of the model
-            scratch = copy.deepcopy(self.model)
-            for at, name, _ in events:
-                if at > step or name in self._done:
-                    continue
-                if name == "teacher":
-                    teacher = kd.frozen_copy(scratch)
-                elif name == "qat":
-                    qat.prepare_qat(scratch)
-        assert teacher is not None  # expects_teacher: the teacher event is due
-        try:
-            teacher.load_state_dict(teacher_state)
-        except (RuntimeError, KeyError) as err:
-            raise ValueError(
-                f"state_dict teacher does not fit the model: {str(err)[:300]}"
-            ) from None
 
     def __str__(self) -> str:
         return str(self.recipe)
