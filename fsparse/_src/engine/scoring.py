@@ -181,10 +181,10 @@ class AbsScores:
         return torch.abs(piece, out=out) if piece.dtype == out.dtype else out.copy_(piece).abs_()
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
-        """Scores of the flat elements at ``index`` (a new tensor)."""
+        """Scores of the flat elements at ``index`` (a new tensor; not keyed, like
+        :meth:`part`: the selection applies ``keep`` itself)."""
         factor = None if self.factor is None else self.factor.index_select(0, index)
-        scores = self._scores(self.flat.index_select(0, index), factor)
-        return self._keyed(scores, None if self.keep is None else self.keep.index_select(0, index))
+        return self._scores(self.flat.index_select(0, index), factor)
 
     def materialize(self) -> torch.Tensor:
         """The flat score tensor (fresh)."""
@@ -261,8 +261,9 @@ class RandomScores:
         return torch.rand(min(count, self.numel()), generator=self._fresh())
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
-        """Scores at ``index`` (draws the whole stream: the selection uses :meth:`head`)."""
-        return self.materialize().index_select(0, index)
+        """Scores at ``index``, not keyed (draws the whole stream: the selection uses
+        :meth:`head`)."""
+        return torch.rand(self.numel(), generator=self._fresh()).index_select(0, index)
 
     def materialize(self) -> torch.Tensor:
         """The flat score tensor (fresh)."""

@@ -41,11 +41,11 @@ _Z_SCORE = 5.0
 
 class Computed(Protocol):
     """Scores computed on demand (:class:`~fsparse._src.engine.scoring.AbsScores`): a flat
-    piece that :func:`keep_masks` reads slice by slice instead of as a tensor.
+    piece that ``keep_masks`` reads in batches instead of as a tensor.
 
     ``keep`` (flat bool or ``None``): where it is ``False`` the value is below every
-    other value (already pruned); :meth:`take` and :meth:`materialize` give those
-    values, :meth:`part` gives the scores as if every place were live.
+    other value (already pruned); :meth:`materialize` gives those values (``-1``),
+    :meth:`part` and :meth:`take` give the scores as if every place were live.
     """
 
     dtype: torch.dtype
@@ -82,7 +82,8 @@ def small_threshold(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tenso
 def _sample(pieces: Sequence[Piece], size: int, live: bool = False) -> torch.Tensor:
     """About ``size`` seeded random values, each piece's share in proportion to its size
     (stratified and jittered: a few small ops per piece, no pass over a global index).
-    ``live``: only the drawn values at live places (``keep``) of computed pieces."""
+    Computed pieces are read as if every place were live; ``live``: only the drawn
+    values at live places (``keep``) are kept. Without it, no place is pruned."""
     uniform = torch.rand(size, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     n = sum(p.numel() for p in pieces)  # the strata are places, live or not
     bounds, start = [], 0
@@ -98,23 +99,28 @@ def _sample(pieces: Sequence[Piece], size: int, live: bool = False) -> torch.Ten
     stride = (counts / draws.clamp(min=1)).repeat_interleave(draws)
     limit = (counts - 1).repeat_interleave(draws)
     where = torch.minimum((uniform + rank) * stride, limit).long()
-    parts = []
+    parts, alive, filtered = [], [], False
     for piece, (first, last) in zip(pieces, bounds):
         if last <= first:
             continue
         local = where[first:last].to(piece.device)
         head = getattr(piece, "head", None)
+        live_at = None
         if isinstance(piece, torch.Tensor):
             taken = piece.index_select(0, local)
         elif head is not None:  # scores drawn in order: its first ones are a random sample
             taken = head(last - first)
-            if live and piece.keep is not None:
-                taken = taken[piece.keep[: taken.numel()]]
+            live_at = None if piece.keep is None else piece.keep[: taken.numel()]
         else:
-            if live and piece.keep is not None:  # only the live places' scores
-                local = local[piece.keep.index_select(0, local)]
             taken = piece.take(local)
+            live_at = None if piece.keep is None else piece.keep.index_select(0, local)
         parts.append(taken.cpu())
+        if live:
+            filtered |= live_at is not None
+            alive.append(torch.ones(taken.numel(), dtype=torch.bool) if live_at is None
+                         else live_at.cpu())
+    if filtered:  # one filter for all pieces
+        return torch.cat(parts)[torch.cat(alive)]
     return torch.cat(parts) if parts else torch.empty(0)
 
 
