@@ -106,3 +106,24 @@ def test_global_levels_errors_and_edges() -> None:
     with pytest.raises(ValueError, match="NaN or Inf"):
         global_levels({"a": torch.tensor([1.0, float("nan"), 2.0])}, {"a": cfg}, 0.5)
     assert global_levels({"a": torch.ones(3)}, {"a": cfg}, 2.0) == {"a": 1.0}
+
+
+@pytest.mark.parametrize("size", [7, (1 << 16) + 9, 3 << 18])
+def test_kept_counts_and_keep_factors_agree_with_plain_torch(size: int) -> None:
+    """Large masks are counted 8 bytes per word and converted through uint8: same answers."""
+    from fsparse.create.masks import keep_factors
+    from fsparse.create.sharding import kept_counts
+
+    gen = torch.Generator().manual_seed(size)
+    mask = torch.rand(size, generator=gen) > 0.3
+    strided = (torch.rand(2 * size, generator=gen) > 0.6)[::2]  # not contiguous
+    masks = {"a": mask, "b": strided}
+    assert kept_counts(masks) == {"a": int(mask.sum()), "b": int(strided.sum())}
+    weights = {"a": torch.randn(size, dtype=torch.float64), "b": torch.randn(size)}
+    factors = keep_factors(weights, masks)
+    for name, m in masks.items():
+        assert factors[name].dtype == weights[name].dtype
+        assert torch.equal(factors[name], m.to(weights[name].dtype))
+    reused = keep_factors(weights, masks, reuse={n: torch.full_like(f, 7.0)
+                                                 for n, f in factors.items()})
+    assert all(torch.equal(reused[n], factors[n]) for n in masks)
