@@ -218,3 +218,33 @@ def test_drop_and_grow_keeps_the_live_count(pattern: str, shape: tuple, sparsity
     kept = units_pruned(mask | new, parsed)
     regrown = (kept[1] - kept[0]) - live
     assert regrown <= live - round(live * (1 - fraction))  # at most the dropped come back
+
+
+@pytest.mark.parametrize("large", [False, True])
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_drop_and_grow_on_computed_scores_is_the_same_rule(monkeypatch, large, data):
+    """The pruners' batched exchange (|w|, |g| or seeded noise read in batches) gives the
+    mask of drop_and_grow on the materialized scores, ties included."""
+    from fsparse._src.engine import keep_masks as keep_mod
+    from fsparse._src.engine import threshold as threshold_mod
+    from fsparse._src.engine.scoring import AbsScores, RandomScores
+    from fsparse.pruners._drop_and_grow import exchange_computed
+
+    if large:  # the bracket pass on small data: tiny batches that span pieces
+        monkeypatch.setattr(threshold_mod, "SMALL", 0)
+        monkeypatch.setattr(keep_mod, "PASS_SLICE", data.draw(st.sampled_from([8, 13, 64])))
+    n = data.draw(st.integers(1, 300))
+    seed = data.draw(st.integers(0, 2**16))
+    gen = torch.Generator().manual_seed(seed)
+    mask = torch.rand(n, generator=gen) < data.draw(st.floats(0.0, 1.0))
+    w = (torch.randn(n, generator=gen) * 3).round()  # ties
+    g = (torch.randn(n, generator=gen) * 2).round()
+    fraction = data.draw(st.sampled_from([0.0, 0.25, 0.3, 0.5, 1.0]))
+    rigl = fsparse.drop_and_grow(mask, w.abs(), g.abs(), fraction)
+    assert torch.equal(exchange_computed(mask, AbsScores(w), AbsScores(g), fraction), rigl)
+    noise = RandomScores((n,), seed)
+    set_ = fsparse.drop_and_grow(mask, w.abs(), noise.materialize(), fraction)
+    assert torch.equal(exchange_computed(mask, AbsScores(w), noise, fraction), set_)
+    assert int(set_.sum()) == int(mask.sum())

@@ -3,7 +3,8 @@
 :func:`drop_and_grow` is the rule as a pure function on one mask. It keeps the
 live count exact with two count selections by the engine: drop keys put the dead
 units below every live drop score; grow keys put the survivors above every grow
-score. Both keys stay finite for finite scores.
+score. Both keys stay finite for finite scores. The pruners' unstructured masks use
+:func:`exchange_computed`, the same rule on scores computed in batches.
 """
 
 from __future__ import annotations
@@ -12,10 +13,14 @@ import torch
 
 from fsparse._src.checks import check_finite, check_real, check_tensor, short_repr
 from fsparse._src.engine import NM, Pattern, Unstructured, parse_pattern, select_count_mask
-from fsparse._src.engine.selection import unit_values
+from fsparse._src.engine.scoring import AbsScores, RandomScores
+from fsparse._src.engine.selection import select_count_scores, unit_values
+from fsparse._src.engine.unit_flags import count_true
 from fsparse.pruners._common import extreme, whole
 
-__all__ = ["above", "below", "drop_and_grow", "exchange", "live_units"]
+__all__ = ["above", "below", "drop_and_grow", "exchange", "exchange_computed", "live_units"]
+
+Computed = AbsScores | RandomScores
 
 
 def below(scores: torch.Tensor) -> torch.Tensor:
@@ -84,3 +89,22 @@ def exchange(mask: torch.Tensor, drop: torch.Tensor, grow: torch.Tensor, fractio
     survivors = select_count_mask(drop, total - live + dropped, pattern)
     grow.masked_fill_(survivors, float(above(grow)))
     return select_count_mask(grow, total - live, pattern)
+
+
+def exchange_computed(mask: torch.Tensor, drop: Computed, grow: Computed, fraction: float
+                      ) -> torch.Tensor:
+    """:func:`exchange` for an unstructured ``mask`` with computed scores (``|w|``, ``|g|``,
+    seeded noise): the same mask, read in batches, with no full-size score tensor.
+
+    The survivors are what drop keeps of ``drop.keyed(mask)`` (the dead lowest); the grown
+    are what a selection keeps of ``grow.keyed(~survivors)`` pruning every survivor (keyed
+    lowest) and all but ``dropped`` of the rest: the highest ``dropped`` non-survivors,
+    ties broken as :func:`exchange` breaks them.
+    """
+    flat = mask.reshape(-1)
+    live = count_true(flat) if flat.is_contiguous() else int(flat.sum())
+    total = mask.numel()
+    dropped = live - round(live * (1.0 - fraction))
+    survivors = select_count_scores(drop.keyed(mask), total - live + dropped)
+    grown = select_count_scores(grow.keyed(~survivors), total - dropped)
+    return survivors | grown

@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from fsparse._src.engine import NM
-from fsparse._src.engine.scoring import score_dtype
+from fsparse._src.engine import NM, Pattern, Unstructured
+from fsparse._src.engine.scoring import AbsScores, RandomScores
 from fsparse.pruners._common import Common, check_seed, lazy_random_scores, random_scores
-from fsparse.pruners._drop_and_grow import exchange
-from fsparse.pruners._magnitude import Sparsity, abs_scores
+from fsparse.pruners._drop_and_grow import exchange, exchange_computed
+from fsparse.pruners._magnitude import Sparsity, abs_scores, lazy_abs_scores
 from fsparse.pruners._protocol import (
     Params,
     Pruner,
@@ -35,8 +35,21 @@ from fsparse.pruners._state import PrunerState
 __all__ = ["rigl", "set_"]
 
 _INIT, _GROW = 2, 3  # purpose tags of the random scores
-GrowFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int],
-                  dict[str, torch.Tensor]]
+COMPUTED = (AbsScores, RandomScores)
+Scores = Mapping[str, torch.Tensor | AbsScores | RandomScores]
+# (params, grads, step, lazy) -> grow scores; lazy: computed scores where the engine reads them
+GrowFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int, bool], Scores]
+
+
+def _exchange(mask: torch.Tensor, drop: torch.Tensor | AbsScores | RandomScores,
+              grow: torch.Tensor | AbsScores | RandomScores, fraction: float, pattern: Pattern
+              ) -> torch.Tensor:
+    """:func:`exchange_computed` when both scores are computed, else :func:`exchange`."""
+    if isinstance(drop, COMPUTED) and isinstance(grow, COMPUTED):
+        return exchange_computed(mask, drop, grow, fraction)
+    drop_t = drop.materialize().view(drop.shape) if isinstance(drop, COMPUTED) else drop
+    grow_t = grow.materialize().view(grow.shape) if isinstance(grow, COMPUTED) else grow
+    return exchange(mask, drop_t, grow_t, fraction, pattern)
 
 
 def _describe(value: Any) -> Any:
@@ -74,8 +87,10 @@ def _dst(name: str, grow: GrowFn, needs_grads: bool, sparsity: Sparsity, drop_fr
             return state.replace(step=t + 1), checked
         f = fraction(t)
         with torch.no_grad():
-            drop, grow_scores = abs_scores(checked), grow(checked, grads_in, t)
-            masks = {n: exchange(state.masks[n], drop[n], grow_scores[n], f, common.pattern)
+            lazy = isinstance(common.pattern, Unstructured)
+            drop = lazy_abs_scores(checked) if lazy else abs_scores(checked)
+            grow_scores = grow(checked, grads_in, t, lazy)
+            masks = {n: _exchange(state.masks[n], drop[n], grow_scores[n], f, common.pattern)
                      for n in checked}
         new = state.replace(masks=masks, step=t + 1)
         return new, zero_activated(checked, state, new)
@@ -98,7 +113,9 @@ def set_(sparsity: Sparsity, *, drop_fraction: Any = 0.3, seed: int = 0,
     """
     seed_base = check_seed(seed)
 
-    def grow(params: dict[str, torch.Tensor], grads: object, t: int) -> dict[str, torch.Tensor]:
+    def grow(params: dict[str, torch.Tensor], grads: object, t: int, lazy: bool) -> Scores:
+        if lazy:
+            return lazy_random_scores(params, seed_base, t, _GROW)
         return random_scores(params, seed_base, t, _GROW)
 
     return _dst("set", grow, False, sparsity, drop_fraction, seed_base, distribution,
@@ -125,10 +142,10 @@ def rigl(sparsity: Sparsity, *, drop_fraction: Any = 0.3, seed: int = 0,
     2
     """
 
-    def grow(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor] | None, t: int
-             ) -> dict[str, torch.Tensor]:
+    def grow(params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor] | None, t: int,
+             lazy: bool) -> Scores:
         assert grads is not None
-        return {n: g.to(score_dtype(g.dtype)).abs() for n, g in grads.items()}
+        return lazy_abs_scores(grads) if lazy else abs_scores(grads)
 
     return _dst("rigl", grow, True, sparsity, drop_fraction, seed, distribution, sparsity_type,
                 start_step, end_step, update_every, overrides)

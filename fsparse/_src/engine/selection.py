@@ -39,7 +39,8 @@ from fsparse._src.engine.scoring import (
 )
 
 __all__ = ["global_select_masks", "pruned_count", "pruned_elements", "pruned_units",
-           "select_count_mask", "select_mask", "unit_values"]
+           "select_count_mask", "select_count_scores", "select_mask", "select_scores",
+           "unit_values"]
 
 
 Computed = AbsScores | RandomScores  # scores the engine reads slice by slice
@@ -312,3 +313,21 @@ def select_scores(
         else:
             out.update({n: select_mask(t, sparsity, pattern) for n, t in tensors.items()})
     return {n: out[n] for n in names}
+
+
+def select_count_scores(scores: torch.Tensor | Computed, k: int,
+                        pattern: Pattern | str = "unstructured") -> torch.Tensor:
+    """:func:`select_count_mask` where ``scores`` may also be :class:`AbsScores` or
+    :class:`RandomScores`: computed scores of plain tensors are read in batches (the same
+    mask, without a full-size score tensor); others are materialized first.
+
+    >>> select_count_scores(AbsScores(torch.tensor([3.0, -1.0, 2.0])), 1).tolist()
+    [True, False, True]
+    """
+    if not (isinstance(scores, COMPUTED) and scores.plain):
+        tensor = scores.materialize().view(scores.shape) if isinstance(scores, COMPUTED) else scores
+        return select_count_mask(tensor, k, pattern)
+    pattern = parse_pattern(pattern)
+    pattern.check(tuple(scores.shape), "scores")
+    check_int(k, "k", low=0, high=pattern.units(tuple(scores.shape)))
+    return _select([scores], pattern, k, ["scores"])[0]
