@@ -106,5 +106,6 @@ def exchange_computed(mask: torch.Tensor, drop: Computed, grow: Computed, fracti
     total = mask.numel()
     dropped = live - round(live * (1.0 - fraction))
     survivors = select_count_scores(drop.keyed(mask), total - live + dropped)
-    grown = select_count_scores(grow.keyed(~survivors), total - dropped)
-    return survivors | grown
+    others = survivors.logical_not_()  # fresh masks, ours: in place (no page-faulting copies)
+    grown = select_count_scores(grow.keyed(others), total - dropped)
+    return grown.logical_or_(others.logical_not_())

@@ -83,7 +83,7 @@ def zero_activated(params: dict[str, torch.Tensor], old: PrunerState, new: Prune
         for name, mask in new.masks.items():
             if name not in old.masks or not revives(old.masks[name], mask):
                 continue
-            on = mask & ~old.masks[name]
+            on = torch.gt(mask, old.masks[name])  # mask & ~old, in one op and one new tensor
             out[name] = torch.where(on, torch.zeros((), dtype=params[name].dtype,
                                                     device=on.device), params[name])
     return out
