@@ -164,7 +164,7 @@ def test_checkpoint_tensors_skips_non_tensors() -> None:
 
 
 def test_help_epilog_yaml_example_is_valid(tmp_path: Path) -> None:
-    from fsparse.cli.sparsify import _EPILOG
+    from fsparse.cli.sparsify_command import _EPILOG
 
     lines = _EPILOG.split("\b")[1].splitlines()[2:]
     path = tmp_path / "example.yaml"

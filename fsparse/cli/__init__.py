@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from fsparse.cli import demo, inspection, sparsify
+from fsparse.cli import demo, inspection, sparsify_command
 from fsparse.cli.signals import Interrupted, exit_status, handled_signals
 
 __all__ = ["cli", "main"]
@@ -89,7 +89,7 @@ def cli() -> None:
     """fsparse: functional data sparsification for PyTorch checkpoints and models."""
 
 
-cli.add_command(sparsify.command)
+cli.add_command(sparsify_command.command)
 cli.add_command(inspection.command)
 cli.add_command(demo.command)
 
