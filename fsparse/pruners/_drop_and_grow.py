@@ -13,14 +13,11 @@ import torch
 
 from fsparse._src.checks import check_finite, check_real, check_tensor, short_repr
 from fsparse._src.engine import NM, Pattern, Unstructured, parse_pattern, select_count_mask
-from fsparse._src.engine.scoring import AbsScores, RandomScores
-from fsparse._src.engine.selection import select_count_scores, unit_values
+from fsparse._src.engine.selection import Computed, select_count_scores, unit_values
 from fsparse._src.engine.unit_flags import count_true
 from fsparse.pruners._common import extreme, whole
 
 __all__ = ["above", "below", "drop_and_grow", "exchange", "exchange_computed", "live_units"]
-
-Computed = AbsScores | RandomScores
 
 
 def below(scores: torch.Tensor) -> torch.Tensor:
@@ -101,9 +98,7 @@ def exchange_computed(mask: torch.Tensor, drop: Computed, grow: Computed, fracti
     lowest) and all but ``dropped`` of the rest: the highest ``dropped`` non-survivors,
     ties broken as :func:`exchange` breaks them.
     """
-    flat = mask.reshape(-1)
-    live = count_true(flat) if flat.is_contiguous() else int(flat.sum())
-    total = mask.numel()
+    live, total = count_true(mask), mask.numel()
     dropped = live - round(live * (1.0 - fraction))
     survivors = select_count_scores(drop.keyed(mask), total - live + dropped)
     others = survivors.logical_not_()  # fresh masks, ours: in place (no page-faulting copies)

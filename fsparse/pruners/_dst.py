@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from fsparse._src.engine import NM, Pattern, Unstructured
-from fsparse._src.engine.scoring import AbsScores, RandomScores
+from fsparse._src.engine.selection import COMPUTED, Computed
 from fsparse.pruners._common import Common, check_seed, lazy_random_scores, random_scores
 from fsparse.pruners._drop_and_grow import exchange, exchange_computed
 from fsparse.pruners._magnitude import Sparsity, abs_scores, lazy_abs_scores
@@ -35,15 +35,13 @@ from fsparse.pruners._state import PrunerState
 __all__ = ["rigl", "set_"]
 
 _INIT, _GROW = 2, 3  # purpose tags of the random scores
-COMPUTED = (AbsScores, RandomScores)
-Scores = Mapping[str, torch.Tensor | AbsScores | RandomScores]
+Scores = Mapping[str, torch.Tensor | Computed]
 # (params, grads, step, lazy) -> grow scores; lazy: computed scores where the engine reads them
 GrowFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int, bool], Scores]
 
 
-def _exchange(mask: torch.Tensor, drop: torch.Tensor | AbsScores | RandomScores,
-              grow: torch.Tensor | AbsScores | RandomScores, fraction: float, pattern: Pattern
-              ) -> torch.Tensor:
+def _exchange(mask: torch.Tensor, drop: torch.Tensor | Computed, grow: torch.Tensor | Computed,
+              fraction: float, pattern: Pattern) -> torch.Tensor:
     """:func:`exchange_computed` when both scores are computed, else :func:`exchange`."""
     if isinstance(drop, COMPUTED) and isinstance(grow, COMPUTED):
         return exchange_computed(mask, drop, grow, fraction)
