@@ -100,13 +100,15 @@ class FisherInverse:
         g, lam, block = _check_inputs(grads, damp, block_size)
         m, d = g.shape
         gb, nb = _padded(g, block)  # (m, nb, B)
-        with torch.no_grad():
-            finv = torch.eye(block, dtype=g.dtype, device=g.device).repeat(nb, 1, 1) / lam
+        with torch.no_grad():  # finv is ours: built and updated in place (no full-size copies)
+            finv = torch.zeros(nb, block, block, dtype=g.dtype, device=g.device)
+            finv.diagonal(dim1=1, dim2=2).fill_(torch.ones((), dtype=g.dtype,
+                                                           device=g.device) / lam)
             for i in range(m):
                 u = torch.einsum("bij,bj->bi", finv, gb[i])
                 alpha = (m + (gb[i] * u).sum(-1)).sqrt()
                 u = u / alpha[:, None]
-                finv = torch.baddbmm(finv, u[:, :, None], u[:, None, :], alpha=-1.0)
+                finv.baddbmm_(u[:, :, None], u[:, None, :], alpha=-1.0)
         return cls(finv, d, lam)
 
     @property
