@@ -263,3 +263,20 @@ def test_bad_init_input() -> None:
 def test_cosine_drop_fraction_with_a_huge_end_step() -> None:
     f = pruners.cosine_drop_fraction(0.3, 10**400)  # was OverflowError: int too large
     assert f(0) == 0.3 and f(5) == pytest.approx(0.3) and f(10**400) == 0.0
+
+
+@pytest.mark.parametrize("algo", ["rigl", "set"])
+def test_dst_refuses_nan_anywhere_in_its_scores(algo: str) -> None:
+    """NaN in a weight or gradient raises, whether or not its place could move the masks."""
+    pruner = getattr(pruners, algo)(0.5, update_every=1)
+    state = pruner.init({"w": torch.randn(16, 16)})
+    flat = state.masks["w"].reshape(-1)
+    places = {"live": int(flat.nonzero()[0]), "dead": int((~flat).nonzero()[0])}
+    for where, at in places.items():
+        for source in ("w", "g") if algo == "rigl" else ("w",):
+            w, g = torch.randn(16, 16), torch.randn(16, 16)
+            (w if source == "w" else g).view(-1)[at] = float("nan")
+            before = state.masks["w"].clone()
+            with pytest.raises(ValueError, match="NaN"):
+                pruner.update(state, {"w": w}, grads={"w": g})
+            assert torch.equal(state.masks["w"], before), (where, source)

@@ -96,8 +96,11 @@ def exchange_computed(mask: torch.Tensor, drop: Computed, grow: Computed, fracti
     The survivors are what drop keeps of ``drop.keyed(mask)`` (the dead lowest); the grown
     are what a selection keeps of ``grow.keyed(~survivors)`` pruning every survivor (keyed
     lowest) and all but ``dropped`` of the rest: the highest ``dropped`` non-survivors,
-    ties broken as :func:`exchange` breaks them.
+    ties broken as :func:`exchange` breaks them. A NaN score anywhere raises ``ValueError``.
     """
+    for what, scores in (("drop scores (|w|)", drop), ("grow scores", grow)):
+        if scores.has_nan():  # anywhere, as exchange's keys refuse it (one read pass)
+            raise ValueError(f"the {what} contain NaN, which cannot be ranked; clean them first")
     live, total = count_true(mask), mask.numel()
     dropped = live - round(live * (1.0 - fraction))
     survivors = select_count_scores(drop.keyed(mask), total - live + dropped)
