@@ -70,8 +70,9 @@ def movement(sparsity: Sparsity, *, distribution: Any = "uniform",
                 dt = old[n].dtype
                 delta = torch.mul(grads_in[n].to(dt), p.to(dt)).neg_()
                 live = state.masks[n]
-                if not all_true(live):
-                    delta.masked_fill_(~live, 0.0)
+                if not all_true(live):  # in place: no full-size ~live (one pass, not three)
+                    torch.where(live, delta, torch.zeros((), dtype=dt, device=delta.device),
+                                out=delta)
                 scores[n] = delta.add_(old[n])  # delta + S == S + delta (IEEE addition commutes)
             masks = dict(state.masks)
             if steps.is_update(t):

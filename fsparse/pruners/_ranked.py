@@ -93,6 +93,8 @@ def revives(old: torch.Tensor, new: torch.Tensor) -> bool:
     """Whether ``new`` is on somewhere ``old`` is off: ``(new & ~old).any()``, as ``new & old
     != new`` over int64 words (8 mask bytes each) when both are plain contiguous tensors
     (one ``and`` and one ``equal`` per slice: fast on CPU)."""
+    if old is new:  # an update that kept its masks (the same tensor objects)
+        return False
     plain = type(old) is torch.Tensor and type(new) is torch.Tensor
     if (plain and old.shape == new.shape and old.numel() % 8 == 0 and old.is_contiguous()
             and new.is_contiguous() and old.storage_offset() % 8 == 0
