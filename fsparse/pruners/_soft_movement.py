@@ -94,16 +94,24 @@ def soft_movement(final_threshold: float = 0.1, *, initial_threshold: float = 0.
         scores, m_new, v_new, masks = {}, {}, {}, {}
         with torch.no_grad():
             for n, p in checked.items():
+                # The same IEEE operations in the same order as the textbook lines
+                #   g' = g + (reg / numel) * sig * (1 - sig);  m = b1 * m + (1 - b1) * g'
+                #   v = b2 * v + (1 - b2) * g' * g';  S -= lr * mhat / (sqrt(vhat) + eps),
+                # with the temporaries computed in place (each fresh full-size tensor costs
+                # its page faults): the new S, m and v are new tensors, the inputs untouched.
                 s = old[n]
                 sig = torch.sigmoid(s)
                 grad = grads_in[n].to(s.dtype) * p.to(s.dtype)
+                tmp = torch.rsub(sig, 1) if reg else torch.empty_like(s)
                 if reg:
-                    grad = grad + (reg / s.numel()) * sig * (1 - sig)
-                m = _BETA1 * m_old[n] + (1 - _BETA1) * grad
-                v = _BETA2 * v_old[n] + (1 - _BETA2) * grad * grad
-                step = (m / (1 - _BETA1**k)) / ((v / (1 - _BETA2**k)).sqrt() + _EPS)
-                scores[n], m_new[n], v_new[n] = s - lr * step, m, v
-                masks[n] = torch.sigmoid(scores[n]) > tau
+                    grad.add_(sig.mul_(reg / s.numel()).mul_(tmp))
+                m = torch.mul(m_old[n], _BETA1).add_(torch.mul(grad, 1 - _BETA1, out=tmp))
+                v = torch.mul(v_old[n], _BETA2).add_(torch.mul(grad, 1 - _BETA2, out=tmp)
+                                                     .mul_(grad))
+                vhat = torch.div(v, 1 - _BETA2**k, out=grad).sqrt_().add_(_EPS)
+                step = torch.div(m, 1 - _BETA1**k, out=sig).div_(vhat).mul_(lr)
+                scores[n], m_new[n], v_new[n] = torch.sub(s, step), m, v
+                masks[n] = torch.sigmoid(scores[n], out=tmp) > tau
         new = state.replace(masks=masks, step=t + 1,
                             stats={**state.stats, STAT: scores, MOMENT1: m_new, MOMENT2: v_new})
         return new, checked
