@@ -167,7 +167,8 @@ class RecipeManager:
             elif scale is None:
                 out[n] = g.detach()
             else:
-                out[n] = torch.nan_to_num(g.detach() / scale, nan=0.0, posinf=0.0, neginf=0.0)
+                out[n] = torch.div(g.detach(), scale).nan_to_num_(nan=0.0, posinf=0.0,
+                                                                   neginf=0.0)
         return out
 
     @property
