@@ -17,6 +17,7 @@ from fsparse._src.engine import select_count_mask, select_mask
 from fsparse._src.engine import threshold as threshold_mod
 from fsparse._src.engine.scoring import AbsScores
 from fsparse._src.engine.selection import global_select_masks, select_scores
+from fsparse._src.engine.unit_flags import all_true
 from fsparse.pruners._schedules import Steps
 
 FIXTURE_OK = [HealthCheck.function_scoped_fixture]
@@ -119,8 +120,8 @@ def test_all_true_over_words(length, offset):
     gen = torch.Generator().manual_seed(length + offset)
     base = torch.rand(length + offset + 16, generator=gen) < 0.3
     mask = base[offset : offset + length]
-    assert threshold_mod.all_true(mask) == bool(mask.all())
-    assert threshold_mod.all_true(torch.ones_like(base)[offset : offset + length])
+    assert all_true(mask) == bool(mask.all())
+    assert all_true(torch.ones_like(base)[offset : offset + length])
 
 
 def test_abs_scores_nan_rules():

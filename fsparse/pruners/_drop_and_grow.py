@@ -13,11 +13,13 @@ import torch
 
 from fsparse._src.checks import check_finite, check_real, check_tensor, short_repr
 from fsparse._src.engine import NM, Pattern, Unstructured, parse_pattern, select_count_mask
-from fsparse._src.engine.selection import Computed, select_count_scores, unit_values
+from fsparse._src.engine.scoring import Computed
+from fsparse._src.engine.selection import select_count_scores, unit_values
 from fsparse._src.engine.unit_flags import count_true
 from fsparse.pruners._common import extreme, whole
 
-__all__ = ["above", "below", "drop_and_grow", "exchange", "exchange_computed", "live_units"]
+__all__ = ["above", "below", "drop_and_grow", "dropped_count", "exchange", "exchange_computed",
+           "live_units"]
 
 
 def below(scores: torch.Tensor) -> torch.Tensor:
@@ -30,6 +32,16 @@ def above(scores: torch.Tensor) -> torch.Tensor:
     """A value strictly above every (finite) score: ``max + (|max| + 1)``."""
     high = extreme(scores, True) if scores.numel() else scores.new_zeros(())
     return high + (high.abs() + 1)
+
+
+def dropped_count(live: int, fraction: float) -> int:
+    """How many of ``live`` units a drop of ``fraction`` removes: ``live - round(live * (1 -
+    fraction))`` (the rule's one count, for :func:`exchange` and :func:`exchange_computed`).
+
+    >>> dropped_count(8, 0.3)
+    2
+    """
+    return live - round(live * (1.0 - fraction))
 
 
 def live_units(mask: torch.Tensor, pattern: Pattern, arg: str = "mask") -> tuple[int, int]:
@@ -79,7 +91,7 @@ def exchange(mask: torch.Tensor, drop: torch.Tensor, grow: torch.Tensor, fractio
              pattern: Pattern) -> torch.Tensor:
     """:func:`drop_and_grow` on checked input; ``drop`` and ``grow`` are keyed in place."""
     live, total = live_units(mask, pattern)
-    dropped = live - round(live * (1.0 - fraction))
+    dropped = dropped_count(live, fraction)
     # Python-number fill values (exact: the keys are in the scores' dtype): with a 0-d tensor
     # value, DTensor's masked_fill_ turns a Shard(0) DTensor with an empty shard Replicate()
     drop.masked_fill_(~mask, float(below(drop)))
@@ -102,7 +114,7 @@ def exchange_computed(mask: torch.Tensor, drop: Computed, grow: Computed, fracti
         if scores.has_nan():  # anywhere, as exchange's keys refuse it (one read pass)
             raise ValueError(f"the {what} contain NaN, which cannot be ranked; clean them first")
     live, total = count_true(mask), mask.numel()
-    dropped = live - round(live * (1.0 - fraction))
+    dropped = dropped_count(live, fraction)
     survivors = select_count_scores(drop.keyed(mask), total - live + dropped)
     others = survivors.logical_not_()  # fresh masks, ours: in place (no page-faulting copies)
     grown = select_count_scores(grow.keyed(others), total - dropped)

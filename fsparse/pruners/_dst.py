@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from fsparse._src.engine import NM, Pattern, Unstructured
-from fsparse._src.engine.selection import COMPUTED, Computed
+from fsparse._src.engine.scoring import COMPUTED, Computed
 from fsparse.pruners._common import Common, check_seed, lazy_random_scores, random_scores
 from fsparse.pruners._drop_and_grow import exchange, exchange_computed
 from fsparse.pruners._magnitude import Sparsity, abs_scores, lazy_abs_scores

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from fsparse._src.engine.scoring import score_dtype
-from fsparse._src.engine.threshold import all_true
+from fsparse._src.engine.unit_flags import all_true
 from fsparse.pruners._common import Common, filled
 from fsparse.pruners._magnitude import Sparsity
 from fsparse.pruners._protocol import Params, Pruner, check_grads, check_params_fit, check_state

@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from fsparse._src.engine.selection import COMPUTED, Computed, select_scores
-from fsparse._src.engine.threshold import all_true
+from fsparse._src.engine.scoring import COMPUTED, Computed
+from fsparse._src.engine.selection import select_scores
+from fsparse._src.engine.unit_flags import all_true
 from fsparse.pruners._common import Common, filled
 from fsparse.pruners._protocol import (
     Params,

@@ -215,9 +215,8 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
             mask.copy_(alive) if alive is not None else mask.fill_(True)
         return keep
     tensors = [p if isinstance(p, torch.Tensor) else p.materialize() for p in pieces]
-    found = kth.radix_threshold(tensors, k) if n > small else kth.small_threshold(
-        tensors, k)
-    value, ties = found
+    select = kth.radix_threshold if n > small else kth.small_threshold
+    value, ties = select(tensors, k)
     for piece, mask in zip(tensors, keep):
         torch.ge(piece, value, out=mask)
         # the first ``ties`` values equal to the threshold are pruned too

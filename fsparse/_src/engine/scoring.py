@@ -21,7 +21,9 @@ from fsparse._src.checks import check_tensor, short_repr
 from fsparse._src.config import NORMS, SparsityConfig, _validate_block_shape
 
 __all__ = [
+    "COMPUTED",
     "AbsScores",
+    "Computed",
     "RandomScores",
     "as_matrix",
     "block_means",
@@ -274,6 +276,10 @@ class RandomScores:
 
     def has_nan(self) -> bool:
         return False
+
+
+Computed = AbsScores | RandomScores  # scores the engine computes in batches, never whole
+COMPUTED = (AbsScores, RandomScores)  # the same, for isinstance
 
 
 def _finite(t: torch.Tensor) -> bool:

@@ -31,8 +31,8 @@ from fsparse._src.engine.patterns import (
     parse_pattern,
 )
 from fsparse._src.engine.scoring import (
-    AbsScores,
-    RandomScores,
+    COMPUTED,
+    Computed,
     pool_means,
     score_dtype,
     under_transform,
@@ -43,8 +43,6 @@ __all__ = ["global_select_masks", "pruned_count", "pruned_elements", "pruned_uni
            "unit_values"]
 
 
-Computed = AbsScores | RandomScores  # scores the engine reads slice by slice
-COMPUTED = (AbsScores, RandomScores)
 
 
 def pruned_count(sparsity: float, units: int) -> int:
@@ -321,6 +319,7 @@ def select_count_scores(scores: torch.Tensor | Computed, k: int,
     :class:`RandomScores`: computed scores of plain tensors are read in batches (the same
     mask, without a full-size score tensor); others are materialized first.
 
+    >>> from fsparse._src.engine.scoring import AbsScores
     >>> select_count_scores(AbsScores(torch.tensor([3.0, -1.0, 2.0])), 1).tolist()
     [True, False, True]
     """

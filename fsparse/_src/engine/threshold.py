@@ -26,10 +26,9 @@ from typing import Protocol
 import torch
 
 from fsparse._src.engine.radix import digit_counts, keys_of, radix_select
-from fsparse._src.engine.unit_flags import count_true
 
 __all__ = [
-    "SLICE", "SMALL", "Computed", "Piece", "all_true", "bounds", "bracket", "k_lowest",
+    "SLICE", "SMALL", "ComputedPiece", "Piece", "bounds", "bracket", "k_lowest",
     "kth_threshold", "lowest_masks", "mark_ties", "radix_threshold", "sample_size",
     "small_threshold",
 ]
@@ -39,7 +38,7 @@ SMALL = 1 << 17  # up to this many values: kthvalue on a concatenated copy
 _Z_SCORE = 5.0
 
 
-class Computed(Protocol):
+class ComputedPiece(Protocol):
     """Scores computed on demand (:class:`~fsparse._src.engine.scoring.AbsScores`): a flat
     piece that ``keep_masks`` reads in batches instead of as a tensor.
 
@@ -60,7 +59,7 @@ class Computed(Protocol):
     def has_nan(self) -> bool: ...
 
 
-Piece = torch.Tensor | Computed
+Piece = torch.Tensor | ComputedPiece
 
 
 def sample_size(n: int) -> int:
@@ -179,17 +178,6 @@ def _bracketed(pieces: Sequence[torch.Tensor], k: int, n: int) -> tuple[torch.Te
     cand = torch.cat(kept)
     threshold = cand.kthvalue(need).values
     return threshold, need - int(torch.count_nonzero(cand < threshold))
-
-
-def all_true(mask: torch.Tensor) -> bool:
-    """``bool(mask.all())`` of a bool tensor, counted 8 bools per int64 word when contiguous.
-
-    >>> all_true(torch.ones(5000, dtype=torch.bool)), all_true(torch.arange(9) < 8)
-    (True, False)
-    """
-    if type(mask) is not torch.Tensor or not mask.is_contiguous():
-        return bool(mask.all())
-    return int(count_true(mask.reshape(-1))) == mask.numel()
 
 
 def radix_threshold(pieces: Sequence[torch.Tensor], k: int) -> tuple[torch.Tensor, int]:

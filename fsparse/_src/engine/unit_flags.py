@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["count_true", "padded_length", "true_positions"]
+__all__ = ["all_true", "count_true", "padded_length", "true_positions"]
 
 _LANES = 255  # words summed at most into one partial sum: byte lanes stay below 256
 
@@ -60,3 +60,14 @@ def true_positions(flags: torch.Tensor) -> torch.Tensor:
         return hit
     inner = flags.view(-1, 8).index_select(0, hit).nonzero()
     return hit.index_select(0, inner[:, 0]) * 8 + inner[:, 1]
+
+
+def all_true(mask: torch.Tensor) -> bool:
+    """``bool(mask.all())`` of a bool tensor, counted 8 bools per int64 word when contiguous.
+
+    >>> all_true(torch.ones(5000, dtype=torch.bool)), all_true(torch.arange(9) < 8)
+    (True, False)
+    """
+    if type(mask) is not torch.Tensor or not mask.is_contiguous():
+        return bool(mask.all())
+    return int(count_true(mask.reshape(-1))) == mask.numel()
