@@ -383,7 +383,10 @@ def test_the_one_pass_itself_finds_nan_and_ignores_it_where_pruned(monkeypatch):
     w[12345] = math.nan
     checks = []
     real = keep_mod.has_nan
-    monkeypatch.setattr(keep_mod, "has_nan", lambda p: checks.append(1) or real(p))
+    from fsparse._src.engine import selection as selection_mod
+
+    for module in (keep_mod, selection_mod):  # the selection's own check, and the fallback's
+        monkeypatch.setattr(module, "has_nan", lambda p: checks.append(1) or real(p))
     with pytest.raises(ValueError, match="contains NaN"):
         select_mask(w, 0.5)
     with pytest.raises(ValueError, match="scores\\['b'\\] contains NaN"):
