@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -109,7 +111,7 @@ def test_global_levels_errors_and_edges() -> None:
 
 
 @pytest.mark.parametrize("size", [7, (1 << 16) + 9, 3 << 18])
-def test_kept_counts_and_keep_factors_agree_with_plain_torch(size: int) -> None:
+def test_kept_counts_and_keep_factors_agree_with_plain_torch(size: int, torch_path) -> None:
     """Large masks are counted 8 bytes per word and converted through uint8: same answers."""
     from fsparse.create.masks import keep_factors
     from fsparse.create.sharding import kept_counts
@@ -127,3 +129,38 @@ def test_kept_counts_and_keep_factors_agree_with_plain_torch(size: int) -> None:
     reused = keep_factors(weights, masks, reuse={n: torch.full_like(f, 7.0)
                                                  for n, f in factors.items()})
     assert all(torch.equal(reused[n], factors[n]) for n in masks)
+
+
+@pytest.mark.parametrize("size", [7, 65545, 786432])
+def test_native_keep_factors_are_the_masks_and_write_what_the_multiply_writes(
+        size: int, native_path) -> None:
+    """Natively, a contiguous mask is its own factor (no copy), and apply_masks gives the
+    weights ``w * mask`` gives, bit for bit (signs of zero, inf and NaN included)."""
+    from fsparse.create.masks import apply_masks, keep_factors
+    from fsparse.create.sharding import kept_counts
+
+    gen = torch.Generator().manual_seed(size)
+    mask = torch.rand(size, generator=gen) > 0.3
+    strided = (torch.rand(2 * size, generator=gen) > 0.6)[::2]  # not contiguous: 0/1 floats
+    masks = {"a": mask, "b": strided, "c": mask.clone()}
+    assert kept_counts(masks) == {"a": int(mask.sum()), "b": int(strided.sum()),
+                                  "c": int(mask.sum())}
+    weights = {"a": torch.randn(size, dtype=torch.float64, generator=gen),
+               "b": torch.randn(size, generator=gen), "c": torch.randn(size, generator=gen)}
+    for w in weights.values():
+        w[::5] = -w[::5].abs()
+        w[1::11] = math.inf
+        w[2::13] = math.nan
+        w[3::7] = -0.0
+    factors = keep_factors(weights, masks)
+    assert factors["a"] is mask and factors["c"] is masks["c"]
+    assert factors["b"].dtype == torch.float32
+    want = {n: w * masks[n].to(w.dtype) for n, w in weights.items()}
+    apply_masks(weights, factors)
+    for n, w in weights.items():
+        bits = torch.int64 if w.dtype == torch.float64 else torch.int32
+        assert torch.equal(w.view(bits), want[n].view(bits)), n
+    apply_masks(weights, factors)  # again: nothing changes
+    assert all(torch.equal(w.view(torch.int32 if w.dtype == torch.float32 else torch.int64),
+                           want[n].view(torch.int32 if w.dtype == torch.float32 else torch.int64))
+               for n, w in weights.items())

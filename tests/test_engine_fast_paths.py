@@ -88,7 +88,7 @@ def test_abs_scores_select_like_materialized_scores(fast, data, sparsity):
         assert torch.equal(alone, select_mask(plain[n], sparsity))
 
 
-def test_large_inputs_take_the_one_pass_path_and_stay_exact(monkeypatch):
+def test_large_inputs_take_the_one_pass_path_and_stay_exact(monkeypatch, torch_path):
     """No monkeypatched sizes: more values than SMALL, with crowded ties, -0.0 and inf."""
     gen = torch.Generator().manual_seed(5)
     big = threshold_mod.SMALL + 1000
@@ -162,7 +162,7 @@ def test_select_count_mask_big_k_edges():
     assert select_count_mask(s, 0).all() and not select_count_mask(s, s.numel()).any()
 
 
-def test_keep_factors_reuse_the_previous_factors_in_place():
+def test_keep_factors_reuse_the_previous_factors_in_place(torch_path):
     """fsparse.create writes new masks into its previous 0/1 factors (no fresh tensors)."""
     from fsparse.create.masks import keep_factors
 

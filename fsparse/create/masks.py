@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from fsparse._src.checks import short_repr
+from fsparse._src.engine import native
 from fsparse.create.sharding import is_dtensor, kept_counts, local, same_placement
 
 __all__ = ["PRUNABLE_TYPES", "apply_masks", "keep_factors", "pruned_fractions",
@@ -52,15 +53,18 @@ def pruned_fractions(masks: Mapping[str, torch.Tensor]) -> dict[str, float]:
 
 def keep_factors(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
                  reuse: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """``mask`` as 0/1 in each weight's dtype, for the masks that prune something.
+    """What :func:`apply_masks` multiplies each weight by, for the masks that prune something.
 
-    Multiplying by these is one write pass; ``masked_fill_`` with a bool mask is
-    several times slower on CPU (``benchmarks/create_speed.py``). For a DTensor
-    weight the factor is the local shard's (its mask must be placed like it),
-    and whether a mask prunes something is decided from the whole mask, so every
-    rank keeps the same names. ``reuse``: the caller's previous factors, which
-    it gives up; they are overwritten in place where they fit (a fresh
-    full-size tensor costs several read passes in page faults on CPU).
+    Where the engine's native kernels can write the weight (a plain contiguous CPU
+    float32/float64 tensor), that is the bool mask itself: no copy, and the write
+    touches only the weights it zeroes. Elsewhere it is the mask as 0/1 in the
+    weight's dtype (``masked_fill_`` with a bool mask is several times slower on CPU,
+    ``benchmarks/create_speed.py``). For a DTensor weight the factor is the local
+    shard's (its mask must be placed like it), and whether a mask prunes something
+    is decided from the whole mask, so every rank keeps the same names. ``reuse``:
+    the caller's previous factors, which it gives up; 0/1 factors are overwritten in
+    place where they fit (a fresh full-size tensor costs several read passes in page
+    faults on CPU).
     """
     for n, m in masks.items():
         if not same_placement(m, weights[n]):
@@ -71,6 +75,9 @@ def keep_factors(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.
     for n, m in masks.items():
         if kept[n] < m.numel():
             mine, old = local(m), (reuse or {}).get(n)
+            if native.zero_applies(weights[n], mine):
+                out[n] = mine
+                continue
             fits = (old is not None and old.shape == mine.shape
                     and old.dtype == weights[n].dtype and old.device == mine.device)
             # a bool mask's bytes are 0/1: converting them as uint8 is vectorized (~6x
@@ -84,10 +91,15 @@ def apply_masks(weights: Mapping[str, torch.Tensor], keep: Mapping[str, torch.Te
     """Zero the pruned elements of ``weights[name]`` in place: ``w *= keep[name]``.
 
     ``keep`` comes from :func:`keep_factors` (local shards for DTensor weights:
-    each rank writes its own rows, no collective). Pruned weights are finite
-    (the optimizer only ever moves them by finite steps), so ``w * 0`` is 0.
+    each rank writes its own rows, no collective): bool masks are written by the
+    native kernel (the same values as the multiply), 0/1 factors multiplied.
+    Pruned weights are finite (the optimizer only ever moves them by finite
+    steps), so ``w * 0`` is 0.
     """
     with torch.no_grad():
         for name, factor in keep.items():
             w = weights[name]
-            (local(w) if is_dtensor(w) else w).mul_(factor)
+            if factor.dtype == torch.bool and native.zero_applies(w, factor):
+                native.zero_pruned_(w, factor)
+            else:
+                (local(w) if is_dtensor(w) else w).mul_(factor)

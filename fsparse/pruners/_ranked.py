@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from fsparse._src.engine import native
 from fsparse._src.engine.scoring import COMPUTED, Computed
 from fsparse._src.engine.selection import select_scores
 from fsparse._src.engine.unit_flags import all_true
@@ -96,6 +97,9 @@ def revives(old: torch.Tensor, new: torch.Tensor) -> bool:
     (one ``and`` and one ``equal`` per slice: fast on CPU)."""
     if old is new:  # an update that kept its masks (the same tensor objects)
         return False
+    fast = native.gains(old, new)
+    if fast is not None:
+        return fast
     plain = type(old) is torch.Tensor and type(new) is torch.Tensor
     if (plain and old.shape == new.shape and old.numel() % 8 == 0 and old.is_contiguous()
             and new.is_contiguous() and old.storage_offset() % 8 == 0

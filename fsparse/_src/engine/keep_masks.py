@@ -20,21 +20,14 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from fsparse._src.engine import native_keep
 from fsparse._src.engine import threshold as kth  # its SLICE, SMALL: read at call time
-from fsparse._src.engine.threshold import Piece, mark_ties
+from fsparse._src.engine.threshold import NaNScores, Piece, mark_ties
 from fsparse._src.engine.unit_flags import count_true, true_positions
 
 __all__ = ["PASS_SLICE", "NaNScores", "has_nan", "keep_masks"]
 
 PASS_SLICE = 1 << 20  # elements per batch of the one pass (its buffers stay cached)
-
-
-class NaNScores(ValueError):
-    """A live value of ``pieces[index]`` is NaN; the caller names it in its own error."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__(f"piece {index} has a NaN value")
-        self.index = index
 
 
 def has_nan(piece: Piece) -> bool:
@@ -190,7 +183,9 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
 
     The complement of ``threshold.lowest_masks`` for ``kth_threshold``'s answer,
     in fresh tensors. Many values: one pass finds the threshold and writes the
-    masks (see :func:`_keep_pass`); otherwise one ``>=`` pass after the threshold.
+    masks (fused in native code where :func:`native_keep.applies
+    <fsparse._src.engine.native_keep.applies>`, else :func:`_keep_pass`); otherwise
+    one ``>=`` pass after the threshold.
     Computed pieces are read in batches on the one-pass path (and materialized
     otherwise). Raises :class:`NaNScores` if a live value is NaN.
 
@@ -199,6 +194,8 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
     """
     n, small = sum(p.numel() for p in pieces), kth.SMALL
     keep = [torch.empty(p.numel(), dtype=torch.bool, device=p.device) for p in pieces]
+    if n > small and native_keep.applies(pieces, keep) and native_keep.one_pass(pieces, k, keep):
+        return keep  # fused natively: no count of pruned places, no batches (same masks)
     lives = [None if isinstance(p, torch.Tensor) else p.keep for p in pieces]
     pruned = sum(m.numel() - int(count_true(m)) for m in lives if m is not None)
     if n > small and pruned == 0:

@@ -20,7 +20,7 @@ NaN must be refused by the caller; ``+-inf`` are ordinary values.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -28,7 +28,7 @@ import torch
 from fsparse._src.engine.radix import digit_counts, keys_of, radix_select
 
 __all__ = [
-    "SLICE", "SMALL", "ComputedPiece", "Piece", "bounds", "bracket", "k_lowest",
+    "SLICE", "SMALL", "ComputedPiece", "NaNScores", "Piece", "bounds", "bracket", "k_lowest",
     "kth_threshold", "lowest_masks", "mark_ties", "radix_threshold", "sample_size",
     "small_threshold",
 ]
@@ -60,6 +60,16 @@ class ComputedPiece(Protocol):
 
 
 Piece = torch.Tensor | ComputedPiece
+Draw = Callable[[Sequence[Piece], int, bool], torch.Tensor]  # (pieces, size, live) -> sample
+Select = Callable[[torch.Tensor, int], float]  # (values, rank from 1) -> that value
+
+
+class NaNScores(ValueError):
+    """A live value of ``pieces[index]`` is NaN; the caller names it in its own error."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"piece {index} has a NaN value")
+        self.index = index
 
 
 def sample_size(n: int) -> int:
@@ -123,29 +133,37 @@ def _sample(pieces: Sequence[Piece], size: int, live: bool = False) -> torch.Ten
     return torch.cat(parts) if parts else torch.empty(0)
 
 
-def bracket(sample: torch.Tensor, q: float) -> tuple[float, float]:
-    """Sample quantiles around ``q``, wide enough to hold the true quantile (5 sigma)."""
+def _kthvalue(values: torch.Tensor, rank: int) -> float:
+    return float(values.kthvalue(rank).values.item())
+
+
+def bracket(sample: torch.Tensor, q: float, select: Select = _kthvalue) -> tuple[float, float]:
+    """Sample quantiles around ``q``, wide enough to hold the true quantile (5 sigma);
+    ``select(values, rank)`` gives the ``rank``-th smallest (1-based)."""
     m = sample.numel()
     delta = _Z_SCORE * math.sqrt(q * (1 - q) / m) + 2 / m
     lo_rank, hi_rank = math.floor((q - delta) * m), math.ceil((q + delta) * m)
-    lo = sample.kthvalue(lo_rank + 1).values.item() if lo_rank >= 0 else -math.inf
-    hi = sample.kthvalue(hi_rank + 1).values.item() if hi_rank < m else math.inf
+    lo = select(sample, lo_rank + 1) if lo_rank >= 0 else -math.inf
+    hi = select(sample, hi_rank + 1) if hi_rank < m else math.inf
     return lo, hi
 
 
 def bounds(
-    pieces: Sequence[Piece], k: int, n: int, live: bool = False
+    pieces: Sequence[Piece], k: int, n: int, live: bool = False, *,
+    draw: Draw | None = None, select: Select = _kthvalue,
 ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
     """``(lo, hi, budget)``: a sampled bracket of the ``k``-th of ``n`` values, and how many
     values inside it a pass may keep before it gives up (``None``: nothing to sample).
 
-    ``live``: ``k`` and ``n`` count the live places of computed pieces only.
+    ``live``: ``k`` and ``n`` count the live places of computed pieces only. ``draw``
+    (``_sample``'s signature) and ``select`` (:func:`bracket`'s) replace the torch ones.
     """
     total = sum(p.numel() for p in pieces)  # live: n of them are live; draw n-sized samples
-    sample = _sample(pieces, min(sample_size(n) * total // n, 4 * sample_size(n)), live)
+    size = min(sample_size(n) * total // n, 4 * sample_size(n))
+    sample = (draw or _sample)(pieces, size, live)
     if not sample.numel():
         return None
-    lo, hi = bracket(sample, k / n)
+    lo, hi = bracket(sample, k / n, select)
     crowd = float(((sample >= lo) & (sample <= hi)).float().mean())
     budget = min(int(4 * crowd * n) + 4096, max(n // 16, 1 << 16))
     dtype = pieces[0].dtype

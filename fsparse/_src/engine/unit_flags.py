@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from fsparse._src.engine import native
+
 __all__ = ["all_true", "count_true", "padded_length", "true_positions"]
 
 _LANES = 255  # words summed at most into one partial sum: byte lanes stay below 256
@@ -29,6 +31,9 @@ def count_true(flags: torch.Tensor) -> int:
     >>> count_true(torch.arange(1000) % 3 == 0)
     334
     """
+    counted = native.count_true(flags)
+    if counted is not None:
+        return counted
     flat = flags.reshape(-1)
     head = min((-flat.storage_offset()) % 8, flat.numel())
     words = (flat.numel() - head) // 8

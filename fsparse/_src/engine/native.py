@@ -1,0 +1,154 @@
+"""The engine's native kernels (``_kernels.c``), loaded with ctypes; ``KERNELS`` is ``None``
+where they were not built (no C compiler at install) or ``FSPARSE_NATIVE=0`` is set,
+and every caller then runs its torch path, which gives the same results bit for bit.
+
+``setup.py`` builds the shared object at install. It holds no Python code and reads
+and writes only the buffers it is handed. Work runs on torch's own OpenMP threads
+when torch's runtime is found (they are awake and sized by ``torch.set_num_threads``;
+a fresh thread on an idle or busy core starts late), else on plain pthreads that
+block rather than spin. Nothing here sets thread state.
+
+Here: the flag-byte helpers (:func:`count_true`, :func:`gains`) and the masked write
+:func:`zero_pruned_`; the fused selection pass is :mod:`~fsparse._src.engine.native_keep`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import os
+import re
+
+import torch
+
+from fsparse._src.engine.scoring import under_transform
+
+__all__ = ["KERNELS", "Segment", "count_true", "gains", "plain", "threads", "zero_pruned_"]
+
+_OPENMP = re.compile(r"lib(gomp|iomp5|omp)(-[0-9a-f]+)?(\.so(\.\d+)*|\.dylib)")
+_PER_THREAD = 1 << 20  # flag bytes or weights per thread, at least
+
+
+class Segment(ctypes.Structure):
+    """One piece of a concatenation, as ``_kernels.c``'s ``fsp_segment``."""
+
+    _fields_ = [("x", ctypes.c_void_p), ("y", ctypes.c_void_p), ("alive", ctypes.c_void_p),
+                ("keep", ctypes.c_void_p), ("n", ctypes.c_int64), ("base", ctypes.c_int64),
+                ("mode", ctypes.c_int64)]
+
+
+def _torch_openmp() -> ctypes.CDLL | None:
+    """torch's own OpenMP runtime (its wheels ship one in ``torch/lib``, which the process
+    has loaded already, so this opens the same copy), or ``None``."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    lib_dir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    names = os.listdir(lib_dir) if os.path.isdir(lib_dir) else []
+    for name in sorted(n for n in names if _OPENMP.fullmatch(n)):
+        try:
+            omp = ctypes.CDLL(os.path.join(lib_dir, name))
+        except OSError:
+            continue
+        if all(hasattr(omp, f) for f in ("GOMP_parallel", "omp_get_thread_num",
+                                            "omp_get_num_threads")):
+            return omp
+    return None
+
+
+def _load() -> ctypes.CDLL | None:
+    if os.environ.get("FSPARSE_NATIVE", "1") == "0":  # the torch path, as without a compiler
+        return None
+    spec = importlib.util.find_spec("fsparse._src.engine._kernels")
+    if spec is None or spec.origin is None:
+        return None
+    try:
+        lib = ctypes.CDLL(spec.origin)
+    except OSError:
+        return None
+    i64, ptr, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
+    seg = ctypes.POINTER(Segment)
+    for name, args, result in (
+        ("fsp_keep_pass", [seg, i64, i64, i64, f64, f64, i64, ptr, ptr, i64, ptr, ptr], i64),
+        ("fsp_kth", [ptr, i64, i64, i64, ptr, ptr], i64),
+        ("fsp_finish", [seg, i64, ptr, ptr, i64, i64, i64, ptr, ptr, i64], i64),
+        ("fsp_sample", [seg, i64, i64, i64, i64, i64, ptr], i64),
+        ("fsp_count_true", [ptr, i64, i64], i64),
+        ("fsp_gains", [ptr, ptr, i64, i64], i64),
+        ("fsp_zero_pruned", [ptr, ptr, i64, i64, i64], None),
+        ("fsp_use_openmp", [ptr, ptr, ptr], None),
+    ):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, result
+    omp = _torch_openmp()
+    if omp is not None:
+        lib.fsp_use_openmp(*(ctypes.cast(getattr(omp, f), ptr) for f in (
+            "GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")))
+    return lib
+
+
+KERNELS = _load()
+
+
+def plain(t: torch.Tensor | None, dtype: torch.dtype) -> bool:
+    """Whether the kernels may read or write ``t`` as ``dtype``: a contiguous plain CPU
+    tensor (no subclass such as DTensor, not traced); ``None`` passes."""
+    return t is None or (type(t) is torch.Tensor and t.device.type == "cpu"
+                         and t.dtype == dtype and t.is_contiguous() and not under_transform(t))
+
+
+def threads(work: int, least: int = _PER_THREAD) -> int:
+    """Threads for ``work`` items: torch's count, but at least ``least`` items each."""
+    return max(1, min(torch.get_num_threads(), work // least))
+
+
+def _flags(*masks: torch.Tensor) -> bool:
+    return KERNELS is not None and all(plain(m, torch.bool) for m in masks)
+
+
+def count_true(flags: torch.Tensor) -> int | None:
+    """Set flags of the bool ``flags`` natively, or ``None`` where the kernels do not apply.
+
+    >>> count_true(torch.arange(10) % 3 == 0) in (4, None)
+    True
+    """
+    if not _flags(flags):
+        return None
+    assert KERNELS is not None
+    return int(KERNELS.fsp_count_true(flags.data_ptr(), flags.numel(), threads(flags.numel())))
+
+
+def gains(old: torch.Tensor, new: torch.Tensor) -> bool | None:
+    """Whether ``new`` is set somewhere ``old`` is not (same shape bool tensors), natively,
+    or ``None`` where the kernels do not apply.
+
+    >>> gains(torch.tensor([True, False]), torch.tensor([False, True])) in (True, None)
+    True
+    """
+    if not _flags(old, new) or old.shape != new.shape:
+        return None
+    assert KERNELS is not None
+    return bool(KERNELS.fsp_gains(old.data_ptr(), new.data_ptr(), new.numel(),
+                                  threads(new.numel())))
+
+
+def zero_applies(weight: torch.Tensor, keep: torch.Tensor) -> bool:
+    """Whether :func:`zero_pruned_` can write ``weight`` (float32/64) under ``keep``."""
+    return (_flags(keep) and weight.dtype in (torch.float32, torch.float64)
+            and plain(weight, weight.dtype) and weight.shape == keep.shape)
+
+
+def zero_pruned_(weight: torch.Tensor, keep: torch.Tensor) -> None:
+    """``weight.mul_(keep)`` in place natively (requires :func:`zero_applies`): the same
+    values, written only where they change (pruned weights that are not yet zero).
+
+    >>> w = torch.tensor([1.0, -2.0, 3.0])
+    >>> if zero_applies(w, torch.tensor([True, False, True])):
+    ...     zero_pruned_(w, torch.tensor([True, False, True]))
+    ... else:
+    ...     _ = w.mul_(torch.tensor([1.0, 0.0, 1.0]))
+    >>> w
+    tensor([1., -0., 3.])
+    """
+    assert KERNELS is not None
+    KERNELS.fsp_zero_pruned(weight.data_ptr(), keep.data_ptr(), weight.numel(),
+                            int(weight.dtype == torch.float64), threads(weight.numel()))

@@ -1,0 +1,134 @@
+"""The one-pass keep masks of :mod:`~fsparse._src.engine.keep_masks`, fused natively.
+
+Each step of the torch path is one call into ``_kernels.c``, which reads the scores
+straight from their sources (``|w|``, ``|w * g|`` or a score tensor), with no
+full-size temporaries:
+
+1. the bracket's sample: stratified, jittered, seeded draws (not the torch path's
+   draws; any bracket gives the same masks, it only decides how fast);
+2. the pass: keep flags ``> hi``, their count, and the candidates ``lo <= v <= hi``
+   (or NaN) with their positions, in order;
+3. the finish: the exact threshold among the candidates by radix select, and their
+   keep flags, ties pruned first in order; a NaN candidate is reported.
+
+Places where a computed piece's ``keep`` is ``False`` (already pruned) are below
+every score: never kept, never candidates, drawn as ``-1``. The masks are the torch
+path's bit for bit (the tests compare both).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+
+import torch
+
+from fsparse._src.engine import native
+from fsparse._src.engine import threshold as kth
+from fsparse._src.engine.scoring import AbsScores
+from fsparse._src.engine.threshold import NaNScores, Piece
+
+__all__ = ["applies", "one_pass"]
+
+_PLAIN, _ABS, _ABS_PRODUCT = 0, 1, 2  # _kernels.c's segment modes
+_MIN_PER_THREAD = 1 << 18  # values per thread of the pass, at least
+_MIN_DRAWS_PER_THREAD = 1 << 14
+
+
+def applies(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]) -> bool:
+    """Whether :func:`one_pass` can read ``pieces`` and write ``keep``: the kernels are
+    built; float32 or float64 score tensors, or :class:`AbsScores` of sources in the
+    score dtype; all plain contiguous CPU tensors."""
+    if native.KERNELS is None or not pieces:
+        return False
+    dtype = pieces[0].dtype
+    if dtype not in (torch.float32, torch.float64):
+        return False
+    for piece, out in zip(pieces, keep):
+        if not native.plain(out, torch.bool):
+            return False
+        if isinstance(piece, torch.Tensor):
+            if not native.plain(piece, dtype):
+                return False
+        elif type(piece) is not AbsScores or not (
+            native.plain(piece.flat, dtype) and native.plain(piece.factor, dtype)
+            and native.plain(piece.keep, torch.bool)
+        ):
+            return False
+    return True
+
+
+def _segments(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]
+              ) -> ctypes.Array[native.Segment]:
+    segments = (native.Segment * len(pieces))()
+    total = 0
+    for seg, piece, out in zip(segments, pieces, keep):
+        if isinstance(piece, torch.Tensor):
+            seg.x, seg.mode = piece.data_ptr(), _PLAIN
+        else:
+            assert isinstance(piece, AbsScores)
+            seg.x = piece.flat.data_ptr()
+            seg.mode = _ABS if piece.factor is None else _ABS_PRODUCT
+            seg.y = None if piece.factor is None else piece.factor.data_ptr()
+            seg.alive = None if piece.keep is None else piece.keep.data_ptr()
+        seg.keep, seg.n, seg.base = out.data_ptr(), piece.numel(), total
+        total += piece.numel()
+    return segments
+
+
+def _kth(values: torch.Tensor, rank: int) -> float:
+    """The ``rank``-th smallest (1-based) of the contiguous 1-D ``values`` (no NaN)."""
+    assert native.KERNELS is not None
+    out = ctypes.c_double()
+    keys = torch.empty(values.numel(), dtype=torch.int64)  # the radix select's scratch
+    native.KERNELS.fsp_kth(values.data_ptr(), values.numel(),
+                           int(values.dtype == torch.float64), rank, keys.data_ptr(),
+                           ctypes.byref(out))
+    return out.value
+
+
+def one_pass(pieces: Sequence[Piece], k: int, keep: Sequence[torch.Tensor]) -> bool:
+    """Write ``keep`` (flat bool, one per piece): ``False`` at the ``k`` lowest values of
+    ``pieces``, already-pruned places lowest of all (requires :func:`applies`).
+
+    Returns ``False`` if the bracket missed, overflowed or reached the pruned places
+    (``keep`` is then partly written: the caller selects again); raises :class:`NaNScores`
+    for a NaN at a live place.
+    """
+    lib = native.KERNELS
+    assert lib is not None
+    dtype, wide = pieces[0].dtype, int(pieces[0].dtype == torch.float64)
+    segments, n = _segments(pieces, keep), sum(p.numel() for p in pieces)
+
+    def draw(_: Sequence[Piece], size: int, __: bool) -> torch.Tensor:
+        out = torch.empty(size, dtype=dtype)
+        got = lib.fsp_sample(segments, len(pieces), n, wide, size,
+                             native.threads(size, _MIN_DRAWS_PER_THREAD), out.data_ptr())
+        return out[:got]
+
+    found = kth.bounds(pieces, k, n, draw=draw, select=_kth)
+    if found is None:
+        return False
+    lo, hi, budget = found
+    if float(lo) <= -1 and any(seg.alive for seg in segments):
+        return False  # the k-th may be a pruned place: the caller counts them
+    team = native.threads(n, _MIN_PER_THREAD)
+    cap = min(budget + 1, n)  # one over the budget tells an overflow
+    where = torch.empty(team * cap, dtype=torch.int64)
+    values = torch.empty(team * cap, dtype=dtype)
+    counts = torch.zeros(2 * team, dtype=torch.int64)
+    lib.fsp_keep_pass(segments, len(pieces), n, wide, float(lo), float(hi), team,
+                      where.data_ptr(), values.data_ptr(), cap, counts.data_ptr(),
+                      counts[team:].data_ptr())
+    n_cand, above = int(counts[:team].sum()), int(counts[team:].sum())
+    if n_cand > budget:
+        return False
+    keys = torch.empty(n_cand, dtype=torch.int64)  # the radix select's scratch
+    ties = lib.fsp_finish(segments, len(pieces), values.data_ptr(), where.data_ptr(), n_cand,
+                          wide, k - (n - n_cand - above), keys.data_ptr(),
+                          ctypes.byref(ctypes.c_double()),
+                          native.threads(n_cand, _MIN_DRAWS_PER_THREAD))
+    if ties <= -2:
+        first = int(where[-2 - ties])
+        raise NaNScores(sum(1 for seg in segments[1:] if seg.base <= first))
+    return ties >= 0

@@ -1,0 +1,20 @@
+"""Builds the selection engine's optional native kernel (fsparse/_src/engine/_kernels.c).
+
+Everything else is in pyproject.toml. The kernel is plain C loaded with ctypes (no
+Python headers); where no C compiler is found the install goes on without it and the
+engine runs its torch path, which gives the same masks bit for bit.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "fsparse._src.engine._kernels",
+            sources=["fsparse/_src/engine/_kernels.c"],
+            extra_compile_args=["-O3", "-pthread"],
+            extra_link_args=["-pthread"],
+            optional=True,
+        )
+    ]
+)

@@ -1,0 +1,206 @@
+"""The native kernels (fsparse/_src/engine/_kernels.c) against the engine's torch path.
+
+Every result must be the torch path's bit for bit: keep masks (ties, -0.0, inf,
+pruned places, |w * g|, float64), NaN reports, flag counts, gains and masked writes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fsparse._src.engine import keep_masks as keep_mod
+from fsparse._src.engine import native, native_keep, unit_flags
+from fsparse._src.engine import threshold as threshold_mod
+from fsparse._src.engine.scoring import AbsScores
+from fsparse._src.engine.selection import select_scores
+from fsparse._src.engine.threshold import NaNScores
+from fsparse.pruners._ranked import revives
+
+pytestmark = pytest.mark.usefixtures("native_path")
+
+
+def _both(fn):
+    """``fn()`` natively, then on the torch path."""
+    first = fn()
+    kernels = native.KERNELS
+    native.KERNELS = None
+    try:
+        second = fn()
+    finally:
+        native.KERNELS = kernels
+    return first, second
+
+
+def _pieces(draw, dtype):
+    count = draw(st.integers(1, 4))
+    kind = draw(st.sampled_from(["tensor", "abs", "abs_keep", "product"]))
+    pieces = []
+    for _ in range(count):
+        size = draw(st.integers(1, 3000))
+        gen = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+        values = torch.randn(size, generator=gen, dtype=dtype)
+        if draw(st.booleans()):  # crowded ties
+            values = (values * draw(st.sampled_from([1.0, 3.0, 50.0]))).round()
+        values[:: draw(st.integers(2, 50))] = -0.0
+        if draw(st.booleans()):
+            values[:: draw(st.integers(7, 400))] = math.inf
+        if kind == "tensor":
+            pieces.append(values)
+        elif kind == "abs":
+            pieces.append(AbsScores(values))
+        elif kind == "abs_keep":
+            keep = torch.rand(size, generator=gen) > draw(st.sampled_from([0.0, 0.3, 0.9]))
+            pieces.append(AbsScores(values, keep))
+        else:
+            pieces.append(AbsScores(values, factor=torch.randn(size, generator=gen, dtype=dtype)))
+    return pieces
+
+
+@st.composite
+def keep_cases(draw):
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    pieces = _pieces(draw, dtype)
+    n = sum(p.numel() for p in pieces)
+    return pieces, draw(st.integers(1, n))
+
+
+@settings(max_examples=150, deadline=None)
+@given(keep_cases(), st.sampled_from([1, 64, 512]))
+def test_native_keep_masks_are_the_torch_paths(case, small):
+    """Any pieces, any k: the fused pass's masks equal the torch path's bit for bit."""
+    pieces, k = case
+    old = threshold_mod.SMALL
+    threshold_mod.SMALL = small  # the one-pass paths for small inputs too
+    try:
+        fused, plain = _both(lambda: keep_mod.keep_masks(pieces, k))
+    finally:
+        threshold_mod.SMALL = old
+    assert all(torch.equal(a, b) for a, b in zip(fused, plain))
+    kept = sum(int(m.sum()) for m in fused)
+    assert kept == sum(p.numel() for p in pieces) - k
+
+
+def test_large_inputs_run_natively_and_stay_exact(monkeypatch):
+    """No patched sizes: 1.2M values over three pieces (pruned places, ties) take the fused
+    pass, which succeeds, with the torch path's masks."""
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(700_000, generator=gen)
+    b = (torch.randn(500_000, generator=gen) * 400).round()  # ties, but no crowd
+    c = torch.randn(5000, generator=gen)
+    pieces = [AbsScores(a, torch.rand(a.shape, generator=gen) > 0.4), AbsScores(b),
+              AbsScores(c, torch.rand(c.shape, generator=gen) > 0.9)]
+    runs = []
+    real = native_keep.one_pass
+    monkeypatch.setattr(native_keep, "one_pass",
+                        lambda *args: runs.append(real(*args)) or runs[-1])
+    n = sum(p.numel() for p in pieces)
+    for k in (n // 2, (3 * n) // 4):
+        fused, plain = _both(lambda k=k: keep_mod.keep_masks(pieces, k))
+        assert all(torch.equal(x, y) for x, y in zip(fused, plain))
+    assert runs and all(runs)  # the fused pass ran and answered every time
+
+
+def test_threads_do_not_change_the_masks():
+    gen = torch.Generator().manual_seed(4)
+    pieces = [torch.randn(900_000, generator=gen), torch.randn(300_001, generator=gen)]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = keep_mod.keep_masks(pieces, 600_000)
+        torch.set_num_threads(max(2, threads))
+        many = keep_mod.keep_masks(pieces, 600_000)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(x, y) for x, y in zip(one, many))
+
+
+def test_nan_is_reported_with_its_piece_and_ignored_where_pruned():
+    gen = torch.Generator().manual_seed(5)
+    a, b = torch.randn(300_000, generator=gen), torch.randn(300_000, generator=gen)
+    b[123_456] = math.nan
+    with pytest.raises(NaNScores) as err:
+        keep_mod.keep_masks([AbsScores(a), AbsScores(b)], 200_000)
+    assert err.value.index == 1
+    with pytest.raises(ValueError, match=r"'b'.*NaN"):
+        select_scores({"a": AbsScores(a), "b": AbsScores(b)}, 0.5, shared=True)
+    pruned = torch.ones(b.shape, dtype=torch.bool)
+    pruned[123_456] = False  # the NaN is at a pruned place: ignored, as on the torch path
+    pieces = [AbsScores(a), AbsScores(b, pruned)]
+    fused, plain = _both(lambda: keep_mod.keep_masks(pieces, 250_000))
+    assert all(torch.equal(x, y) for x, y in zip(fused, plain))
+    assert not fused[1][123_456]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 70_000), st.integers(0, 9), st.floats(0.0, 1.0))
+def test_flag_kernels_equal_torch(length, offset, density):
+    """count_true and gains (revives) natively, on views at any offset and length."""
+    gen = torch.Generator().manual_seed(length)
+    base = torch.rand(length + offset, generator=gen) < density
+    flags = base[offset:]
+    assert native.count_true(flags) == int(flags.sum())
+    assert unit_flags.count_true(flags) == int(flags.sum())
+    old = flags.clone()
+    assert native.gains(old, flags) is False
+    assert not revives(old, flags)
+    if length:
+        spot = int(torch.randint(length, (1,), generator=gen))
+        old[spot] = False
+        grown = old.clone()
+        grown[spot] = True
+        assert native.gains(old, grown) is True and revives(old, grown)
+        assert native.gains(grown, old) is False
+    assert native.gains(flags, flags.view(1, -1)) is None  # shapes differ: not native
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5000), st.sampled_from([torch.float32, torch.float64]),
+       st.floats(0.0, 1.0))
+def test_zero_pruned_writes_what_the_multiply_writes(length, dtype, density):
+    gen = torch.Generator().manual_seed(length)
+    w = torch.randn(length, generator=gen, dtype=dtype)
+    w[::3] = -w[::3].abs()
+    w[1::17] = -math.inf
+    w[2::19] = math.nan
+    w[4::5] = -0.0
+    keep = torch.rand(length, generator=gen) < density
+    want = w * keep.to(dtype)
+    assert native.zero_applies(w, keep)
+    native.zero_pruned_(w, keep)
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    assert torch.equal(w.view(bits), want.view(bits))
+
+
+def test_the_kernels_apply_only_to_plain_contiguous_cpu_float_tensors():
+    x = torch.randn(10)
+    keep = [torch.empty(10, dtype=torch.bool)]
+    assert native_keep.applies([x], keep)
+    assert not native_keep.applies([x.half()], keep)
+    assert not native_keep.applies([torch.randn(20)[::2]], keep)
+    assert not native_keep.applies([x], [torch.empty(20, dtype=torch.bool)[::2]])
+    assert not native.zero_applies(torch.randn(10).half(), keep[0])
+    assert not native.zero_applies(torch.randn(5, 2), keep[0])  # shape differs
+    assert native.count_true(torch.ones(4, 3, dtype=torch.bool).t()) is None
+
+
+def test_fsparse_native_0_selects_the_torch_path():
+    code = ("import fsparse._src.engine.native as n; print(n.KERNELS is None)")
+    env = {**os.environ, "FSPARSE_NATIVE": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_openmp_runtime_names():
+    ok = ["libgomp.so.1", "libgomp-a34b3233.so.1", "libomp.so", "libiomp5.so", "libomp.dylib"]
+    bad = ["libbackend_with_compiler.so", "libtorch_cpu.so", "libgomp.so.1.bak"]
+    assert all(native._OPENMP.fullmatch(n) for n in ok)
+    assert not any(native._OPENMP.fullmatch(n) for n in bad)
