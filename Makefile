@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow lint bench bench-pruners bench-oneshot clean
 
-$(STAMP): pyproject.toml constraints.txt setup.py fsparse/_src/engine/_kernels.c
+$(STAMP): pyproject.toml constraints.txt setup.py $(wildcard fsparse/_src/engine/kernels/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt torch==2.13.0+cpu

@@ -1,4 +1,4 @@
-"""The native kernels (fsparse/_src/engine/_kernels.c) against the engine's torch path.
+"""The native kernels (fsparse/_src/engine/kernels/) against the engine's torch path.
 
 Every result must be the torch path's bit for bit: keep masks (ties, -0.0, inf,
 pruned places, |w * g|, float64), NaN reports, flag counts, gains and masked writes.

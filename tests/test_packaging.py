@@ -43,3 +43,18 @@ def test_nothing_uses_torchvision() -> None:
     sources += [*ROOT.glob("docs/**/*.md"), ROOT / "README.md"]
     users = [p for p in sources if re.search(r"\b(import|from)\s+torchvision\b", p.read_text())]
     assert users == [], users
+
+
+def test_the_sdist_carries_the_native_kernel_sources(tmp_path: Path) -> None:
+    """setup.py builds fsparse/_src/engine/kernels/*.c: an sdist must carry them."""
+    import subprocess
+    import tarfile
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path),
+                    "--formats=gztar"], cwd=root, check=True, capture_output=True, timeout=300)
+    (archive,) = tmp_path.glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        names = {Path(n).name for n in tar.getnames() if "/engine/kernels/" in n}
+    sources = {p.name for p in (root / "fsparse/_src/engine/kernels").iterdir()}
+    assert sources and sources <= names

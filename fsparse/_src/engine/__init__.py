@@ -5,7 +5,10 @@
 * :mod:`~fsparse._src.engine.threshold`: the exact ``k``-th smallest over one or
   many tensors (``kthvalue`` for few values; sampled bracket, then radix, for many).
 * :mod:`~fsparse._src.engine.keep_masks`: keep masks of the ``k`` lowest in one pass
-  over the values (the bracket's candidates, ties and NaN found among them).
+  over the values (the bracket's candidates, ties and NaN found among them);
+  :mod:`~fsparse._src.engine.native_keep` fuses it natively, and
+  :mod:`~fsparse._src.engine.native` loads the C kernels (``kernels/``) and holds their
+  flag-byte and masked-write helpers (``docs/native.md``).
 * :mod:`~fsparse._src.engine.radix`: the one radix select, whose digit counts
   slices, chunked block means and ranks (``fsparse.distributed``) gather alike.
 * :mod:`~fsparse._src.engine.chunked_mask` (with ``block_plan``, ``block_write``,

@@ -1,4 +1,4 @@
-"""The engine's native kernels (``_kernels.c``), loaded with ctypes; ``KERNELS`` is ``None``
+"""The engine's native kernels (``kernels/*.c``), loaded with ctypes; ``KERNELS`` is ``None``
 where they were not built (no C compiler at install) or ``FSPARSE_NATIVE=0`` is set,
 and every caller then runs its torch path, which gives the same results bit for bit.
 
@@ -30,7 +30,7 @@ _PER_THREAD = 1 << 20  # flag bytes or weights per thread, at least
 
 
 class Segment(ctypes.Structure):
-    """One piece of a concatenation, as ``_kernels.c``'s ``fsp_segment``."""
+    """One piece of a concatenation, as ``kernels/kernels.h``'s ``fsp_segment``."""
 
     _fields_ = [("x", ctypes.c_void_p), ("y", ctypes.c_void_p), ("alive", ctypes.c_void_p),
                 ("keep", ctypes.c_void_p), ("n", ctypes.c_int64), ("base", ctypes.c_int64),

@@ -1,6 +1,6 @@
 """The one-pass keep masks of :mod:`~fsparse._src.engine.keep_masks`, fused natively.
 
-Each step of the torch path is one call into ``_kernels.c``, which reads the scores
+Each step of the torch path is one call into ``kernels/*.c``, which reads the scores
 straight from their sources (``|w|``, ``|w * g|`` or a score tensor), with no
 full-size temporaries:
 
@@ -30,7 +30,7 @@ from fsparse._src.engine.threshold import NaNScores, Piece
 
 __all__ = ["applies", "one_pass"]
 
-_PLAIN, _ABS, _ABS_PRODUCT = 0, 1, 2  # _kernels.c's segment modes
+_PLAIN, _ABS, _ABS_PRODUCT = 0, 1, 2  # kernels.h's segment modes
 _MIN_PER_THREAD = 1 << 18  # values per thread of the pass, at least
 _MIN_DRAWS_PER_THREAD = 1 << 14
 

@@ -1,0 +1,263 @@
+/* The bracket pass of keep_masks.py, fused (native_keep.py).
+ *
+ * For every value v of a concatenation of segments (plain scores, |x| or |x * y|):
+ *   keep[i] = v > hi                     (and alive[i], where alive is given)
+ *   v is a candidate if !(v < lo) && !(v > hi)   (lo <= v <= hi, or NaN; and alive[i])
+ * Candidates are written in order (global position, value); threshold.c finds the exact
+ * threshold among them. AVX2 or SSE2 on x86-64, portable C elsewhere.
+ */
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+#ifdef FSP_X86
+#include <immintrin.h>
+#endif
+
+typedef struct {
+    const fsp_segment *segs;
+    int64_t nsegs, start, stop; /* this task's range of the concatenation */
+    int dbl;
+    double lo, hi;
+    int64_t *cidx;
+    void *cval;
+    int64_t cap, nc, above;
+} fsp_task;
+
+#define BLK 2048
+
+/* One segment range [s0, s1) in generic C (any ISA, float or double): the compares fill
+ * small flag blocks the compiler vectorizes; candidates are read off 8 flags at a time. */
+#define GENERIC_RANGE(T, ABSF)                                                              \
+    static void range_##T(const fsp_segment *g, int64_t s0, int64_t s1, T lo, T hi,         \
+                          fsp_task *t) {                                                    \
+        const T *x = (const T *)g->x, *y = (const T *)g->y;                                 \
+        T *cval = (T *)t->cval;                                                             \
+        T vals[BLK];                                                                        \
+        uint8_t flag[BLK];                                                                  \
+        for (int64_t s = s0; s < s1; s += BLK) {                                            \
+            int64_t m = s1 - s < BLK ? s1 - s : BLK, above = 0;                             \
+            if (g->mode == PLAIN)                                                           \
+                for (int64_t i = 0; i < m; i++) vals[i] = x[s + i];                         \
+            else if (g->mode == ABS)                                                        \
+                for (int64_t i = 0; i < m; i++) vals[i] = ABSF(x[s + i]);                   \
+            else                                                                            \
+                for (int64_t i = 0; i < m; i++) vals[i] = ABSF(x[s + i] * y[s + i]);        \
+            for (int64_t i = 0; i < m; i++) {                                               \
+                uint8_t k = vals[i] > hi;                                                   \
+                flag[i] = (uint8_t)(!(vals[i] < lo) & !k);                                  \
+                g->keep[s + i] = k;                                                         \
+            }                                                                               \
+            if (g->alive)                                                                   \
+                for (int64_t i = 0; i < m; i++) {                                           \
+                    g->keep[s + i] &= g->alive[s + i];                                      \
+                    flag[i] &= g->alive[s + i];                                             \
+                }                                                                           \
+            for (int64_t i = 0; i < m; i++) above += g->keep[s + i];                        \
+            t->above += above;                                                              \
+            for (int64_t i = 0; i < m; i += 8) {                                            \
+                uint64_t word = 0;                                                          \
+                memcpy(&word, flag + i, (size_t)(m - i < 8 ? m - i : 8));                   \
+                if (!word) continue;                                                        \
+                for (int64_t j = i; j < i + 8 && j < m; j++)                                \
+                    if (flag[j]) {                                                          \
+                        if (t->nc < t->cap) {                                               \
+                            t->cidx[t->nc] = g->base + s + j;                               \
+                            cval[t->nc] = vals[j];                                          \
+                        }                                                                   \
+                        t->nc++;                                                            \
+                    }                                                                       \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+GENERIC_RANGE(float, fabsf)
+GENERIC_RANGE(double, fabs)
+
+#ifdef FSP_X86
+/* Candidate positions of one 32-bit mask of a step starting at ``i`` (bit j: i + j). */
+static inline void take_bits(const fsp_segment *g, int64_t i, uint32_t bits, fsp_task *t) {
+    const float *x = (const float *)g->x, *y = (const float *)g->y;
+    float *cval = (float *)t->cval;
+    while (bits) {
+        int j = __builtin_ctz(bits);
+        bits &= bits - 1;
+        if (t->nc < t->cap) {
+            float v = x[i + j];
+            t->cidx[t->nc] = g->base + i + j;
+            cval[t->nc] = g->mode == PLAIN ? v : g->mode == ABS ? fabsf(v) : fabsf(v * y[i + j]);
+        }
+        t->nc++;
+    }
+}
+
+/* float32 on AVX2: 32 values a step; keep bytes packed from the compares, candidates from
+ * their bit masks. */
+__attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int64_t s0,
+                                                        int64_t s1, float lo, float hi,
+                                                        fsp_task *t) {
+    const float *x = (const float *)g->x, *y = (const float *)g->y;
+    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(g->mode == PLAIN ? -1 : 0x7fffffff));
+    const __m256i one = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    int64_t i = s0, above = 0;
+    for (; i + 32 <= s1; i += 32) {
+        __m256 v[4];
+        for (int q = 0; q < 4; q++) {
+            __m256 a = _mm256_loadu_ps(x + i + 8 * q);
+            if (g->mode == ABS_PRODUCT) a = _mm256_mul_ps(a, _mm256_loadu_ps(y + i + 8 * q));
+            v[q] = _mm256_and_ps(a, sign);
+        }
+        __m256i gt[4], out[4];
+        for (int q = 0; q < 4; q++) {
+            __m256 above_hi = _mm256_cmp_ps(v[q], vhi, _CMP_GT_OQ);
+            gt[q] = _mm256_castps_si256(above_hi);
+            out[q] = _mm256_castps_si256(_mm256_or_ps(above_hi, _mm256_cmp_ps(v[q], vlo, _CMP_LT_OQ)));
+        }
+        __m256i g8 = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(gt[0], gt[1]), _mm256_packs_epi32(gt[2], gt[3])),
+            order);
+        __m256i o8 = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(out[0], out[1]), _mm256_packs_epi32(out[2], out[3])),
+            order);
+        uint32_t cand = ~(uint32_t)_mm256_movemask_epi8(o8);
+        if (g->alive) {
+            __m256i live = _mm256_cmpgt_epi8(_mm256_loadu_si256((const __m256i *)(g->alive + i)), zero);
+            g8 = _mm256_and_si256(g8, live);
+            cand &= (uint32_t)_mm256_movemask_epi8(live);
+        }
+        _mm256_storeu_si256((__m256i *)(g->keep + i), _mm256_and_si256(g8, one));
+        above += __builtin_popcount((uint32_t)_mm256_movemask_epi8(g8));
+        if (cand) take_bits(g, i, cand, t);
+    }
+    t->above += above;
+    if (i < s1) range_float(g, i, s1, lo, hi, t);
+}
+
+/* The same on SSE2 (every x86-64): 16 values a step. */
+static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
+                       fsp_task *t) {
+    const float *x = (const float *)g->x, *y = (const float *)g->y;
+    const __m128 vlo = _mm_set1_ps(lo), vhi = _mm_set1_ps(hi);
+    const __m128 sign = _mm_castsi128_ps(_mm_set1_epi32(g->mode == PLAIN ? -1 : 0x7fffffff));
+    const __m128i one = _mm_set1_epi8(1), zero = _mm_setzero_si128();
+    int64_t i = s0, above = 0;
+    for (; i + 16 <= s1; i += 16) {
+        __m128 v[4];
+        for (int q = 0; q < 4; q++) {
+            __m128 a = _mm_loadu_ps(x + i + 4 * q);
+            if (g->mode == ABS_PRODUCT) a = _mm_mul_ps(a, _mm_loadu_ps(y + i + 4 * q));
+            v[q] = _mm_and_ps(a, sign);
+        }
+        __m128i gt[4], out[4];
+        for (int q = 0; q < 4; q++) {
+            __m128 above_hi = _mm_cmpgt_ps(v[q], vhi);
+            gt[q] = _mm_castps_si128(above_hi);
+            out[q] = _mm_castps_si128(_mm_or_ps(above_hi, _mm_cmplt_ps(v[q], vlo)));
+        }
+        __m128i g8 = _mm_packs_epi16(_mm_packs_epi32(gt[0], gt[1]), _mm_packs_epi32(gt[2], gt[3]));
+        __m128i o8 = _mm_packs_epi16(_mm_packs_epi32(out[0], out[1]), _mm_packs_epi32(out[2], out[3]));
+        uint32_t cand = (uint32_t)_mm_movemask_epi8(o8) ^ 0xffffu;
+        if (g->alive) {
+            __m128i live = _mm_cmpgt_epi8(_mm_loadu_si128((const __m128i *)(g->alive + i)), zero);
+            g8 = _mm_and_si128(g8, live);
+            cand &= (uint32_t)_mm_movemask_epi8(live);
+        }
+        _mm_storeu_si128((__m128i *)(g->keep + i), _mm_and_si128(g8, one));
+        above += __builtin_popcount((uint32_t)_mm_movemask_epi8(g8));
+        if (cand) take_bits(g, i, cand, t);
+    }
+    t->above += above;
+    if (i < s1) range_float(g, i, s1, lo, hi, t);
+}
+#endif
+
+/* Fresh outputs are first touched here: fault their pages in with one call per range
+ * (Linux 5.14+; elsewhere, or if refused, the writes fault them in as usual). */
+static void populate(void *start, int64_t bytes) {
+#if defined(__linux__)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+    const uintptr_t page = 4096;
+    uintptr_t first = ((uintptr_t)start + page - 1) & ~(page - 1);
+    uintptr_t last = ((uintptr_t)start + (uintptr_t)bytes) & ~(page - 1);
+    if (bytes >= (int64_t)(64 * page) && last > first)
+        madvise((void *)first, last - first, MADV_POPULATE_WRITE);
+#else
+    (void)start;
+    (void)bytes;
+#endif
+}
+
+static void *run_task(void *arg) {
+    fsp_task *t = (fsp_task *)arg;
+    for (int64_t k = 0; k < t->nsegs; k++) {
+        const fsp_segment *g = &t->segs[k];
+        int64_t s0 = t->start - g->base, s1 = t->stop - g->base;
+        if (s0 < 0) s0 = 0;
+        if (s1 > g->n) s1 = g->n;
+        if (s0 >= s1) continue;
+        populate(g->keep + s0, s1 - s0);
+        if (t->dbl) {
+            range_double(g, s0, s1, t->lo, t->hi, t);
+            continue;
+        }
+#ifdef FSP_X86
+        if (__builtin_cpu_supports("avx2"))
+            range_avx2(g, s0, s1, (float)t->lo, (float)t->hi, t);
+        else
+            range_sse2(g, s0, s1, (float)t->lo, (float)t->hi, t);
+        continue;
+#endif
+        range_float(g, s0, s1, (float)t->lo, (float)t->hi, t);
+    }
+    return NULL;
+}
+
+/* The pass over ``nsegs`` segments (``total`` elements) in ``threads`` contiguous ranges.
+ * Task ``t`` writes its candidates at ``cidx + t * cap`` and ``cval + t * cap`` (at most
+ * ``cap``; ``nc[t]`` counts them all, so ``nc[t] > cap`` means overflow) and its kept
+ * count in ``above[t]``. Returns the number of tasks run (a failed thread start runs its
+ * range on the caller's thread). */
+int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
+                      double lo, double hi, int64_t threads, int64_t *cidx, void *cval,
+                      int64_t cap, int64_t *nc, int64_t *above) {
+    fsp_task tasks[MAX_THREADS];
+    size_t width = dbl ? sizeof(double) : sizeof(float);
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    for (int64_t t = 0; t < threads; t++) {
+        fsp_task *task = &tasks[t];
+        task->segs = segs;
+        task->nsegs = nsegs;
+        task->start = total / threads * t + (t < total % threads ? t : total % threads);
+        task->stop = task->start + total / threads + (t < total % threads);
+        task->dbl = (int)dbl;
+        task->lo = lo;
+        task->hi = hi;
+        task->cidx = cidx + t * cap;
+        task->cval = (char *)cval + (size_t)(t * cap) * width;
+        task->cap = cap;
+        task->nc = task->above = 0;
+    }
+    run_all(run_task, tasks, sizeof(fsp_task), threads);
+    int64_t at = 0;
+    for (int64_t t = 0; t < threads; t++) {
+        nc[t] = tasks[t].nc;
+        above[t] = tasks[t].above;
+        int64_t kept = nc[t] < cap ? nc[t] : cap;
+        if (t > 0 && at + kept <= cap) { /* close up: the candidates of all tasks in order */
+            memmove(cidx + at, tasks[t].cidx, (size_t)kept * sizeof(int64_t));
+            memmove((char *)cval + (size_t)at * width, tasks[t].cval, (size_t)kept * width);
+        }
+        at += kept;
+    }
+    return threads;
+}
+

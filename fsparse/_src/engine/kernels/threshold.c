@@ -1,0 +1,139 @@
+/* The threshold among the bracket's candidates (radix select on order-preserving keys),
+ * and the candidates' keep flags from it (native_keep.py). */
+#include <math.h>
+#include <string.h>
+
+#include "kernels.h"
+
+
+/* Order-preserving unsigned keys of non-NaN values (-0.0 keyed as +0.0: they are equal). */
+static inline uint64_t key_f(float v) {
+    uint32_t b;
+    if (v == 0.0f) v = 0.0f;
+    memcpy(&b, &v, 4);
+    return (b & 0x80000000u) ? (uint64_t)(~b) : (uint64_t)(b | 0x80000000u);
+}
+static inline uint64_t key_d(double v) {
+    uint64_t b;
+    if (v == 0.0) v = 0.0;
+    memcpy(&b, &v, 8);
+    return (b & 0x8000000000000000ull) ? ~b : (b | 0x8000000000000000ull);
+}
+
+/* The rank-th smallest (1-based) of ``n`` non-NaN values, by a radix select on their
+ * keys, 11 bits a pass from the highest bit where the keys differ (``keys``: scratch for
+ * n keys). Writes the value to ``*out`` and returns how many values equal to it are
+ * among the ``rank`` lowest (the ties), or -1 for a bad rank. */
+int64_t fsp_kth(const void *vals, int64_t n, int64_t dbl, int64_t rank, uint64_t *keys,
+                double *out) {
+    if (rank < 1 || rank > n) return -1;
+    uint64_t low = UINT64_MAX, high = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t key = dbl ? key_d(((const double *)vals)[i]) : key_f(((const float *)vals)[i]);
+        keys[i] = key;
+        low = key < low ? key : low;
+        high = key > high ? key : high;
+    }
+    int top = 0; /* bits below the keys' common prefix */
+    while (top < 64 && (low >> top) != (high >> top)) top++;
+    uint64_t prefix = top < 64 ? low >> top : 0;
+    int64_t m = n;
+    for (int shift = top - 11; top > 0; shift -= 11) {
+        int width = shift >= 0 ? 11 : 11 + shift;
+        int lo_shift = shift >= 0 ? shift : 0;
+        uint64_t dmask = ((uint64_t)1 << width) - 1;
+        int64_t hist[2048] = {0};
+        for (int64_t i = 0; i < m; i++) hist[(keys[i] >> lo_shift) & dmask]++;
+        uint64_t d = 0;
+        while (rank > hist[d]) rank -= hist[d++];
+        prefix = (prefix << width) | d;
+        if (lo_shift == 0) break;
+        int64_t j = 0;
+        for (int64_t i = 0; i < m; i++)
+            if (((keys[i] >> lo_shift) & dmask) == d) keys[j++] = keys[i];
+        m = j;
+    }
+    if (dbl) {
+        uint64_t b = (prefix & 0x8000000000000000ull) ? (prefix & ~0x8000000000000000ull) : ~prefix;
+        double v;
+        memcpy(&v, &b, 8);
+        *out = v;
+    } else {
+        uint32_t k = (uint32_t)prefix;
+        uint32_t b = (k & 0x80000000u) ? (k & ~0x80000000u) : ~k;
+        float v;
+        memcpy(&v, &b, 4);
+        *out = v;
+    }
+    return rank;
+}
+
+typedef struct {
+    const fsp_segment *segs;
+    int64_t nsegs, first, last, ties_before, ties;
+    const void *vals;
+    const int64_t *where;
+    int dbl;
+    double t;
+} fsp_flags;
+
+/* Candidates first..last: kept unless below the threshold or among the first ties. */
+static void *run_flags(void *arg) {
+    fsp_flags *f = (fsp_flags *)arg;
+    int64_t s = 0, seen = f->ties_before;
+    for (int64_t i = f->first; i < f->last; i++) {
+        while (s < f->nsegs - 1 && f->where[i] >= f->segs[s].base + f->segs[s].n) s++;
+        double v = f->dbl ? ((const double *)f->vals)[i] : (double)((const float *)f->vals)[i];
+        uint8_t keep = !(v < f->t);
+        if (v == f->t && seen < f->ties) {
+            keep = 0;
+            seen++;
+        }
+        f->segs[s].keep[f->where[i] - f->segs[s].base] = keep;
+    }
+    return NULL;
+}
+
+/* The candidates' keep flags from their exact answer: the ``need`` lowest (those below
+ * the threshold, then the first ties equal to it, in order) are pruned, the others
+ * kept (``need`` 0: all kept). ``where`` ascends; segment ``s`` covers [base, base + n).
+ * Returns the ties, -1 if ``need`` is not in 0..n, or -2 - i when candidate ``i`` is
+ * the first NaN (checked first); nothing is written unless it returns the ties. */
+int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
+                   const int64_t *where, int64_t n, int64_t dbl, int64_t need,
+                   uint64_t *keys, double *threshold, int64_t threads) {
+    for (int64_t i = 0; i < n; i++) {
+        double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
+        if (v != v) return -2 - i;
+    }
+    if (need < 0 || need > n) return -1;
+    int64_t ties = 0;
+    double t = -INFINITY; /* need 0: nothing is below it, and no tie is pruned */
+    if (need > 0) ties = fsp_kth(vals, n, dbl, need, keys, &t);
+    *threshold = t;
+    fsp_flags parts[MAX_THREADS];
+    if (threads < 1) threads = 1;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    int64_t before = 0; /* ties among the earlier parts' candidates */
+    for (int64_t p = 0; p < threads; p++) {
+        fsp_flags *f = &parts[p];
+        f->segs = segs;
+        f->nsegs = nsegs;
+        f->first = n * p / threads;
+        f->last = n * (p + 1) / threads;
+        f->vals = vals;
+        f->where = where;
+        f->dbl = (int)dbl;
+        f->t = t;
+        f->ties = ties;
+        f->ties_before = before < ties ? before : ties;
+        if (ties > 0 && p + 1 < threads)
+            for (int64_t i = f->first; i < f->last && before < ties; i++) {
+                double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
+                before += v == t;
+            }
+    }
+    run_all(run_flags, parts, sizeof(fsp_flags), threads);
+    return ties;
+}
+
