@@ -9,12 +9,13 @@ and one linear weight, 11.68M prunable) is built by hand. Printed, all in one ru
   ``w.sum()``; and ``torch.abs(w, out=buf)`` (one read, one write into a warm
   buffer: ``pruners_speed.py``'s yardstick);
 * **floors**: one bool-output compare ``torch.lt(buf, c, out=bools)``, the
-  engine's compare (``gt`` into 0/1 floats, then one bool copy), and fresh
+  torch path's compare (``gt`` into 0/1 floats, then one bool copy), and fresh
   all-ones bool masks of every weight (their first touch): what any mask costs;
 * **global magnitude update**: the manager's mask update of the default
   ``pruning=True`` recipe at a mid-schedule step, from the previous update's
-  masks (pure pruner update, then the masks written into the weights, the
-  previous 0/1 factors reused as the manager does), and for comparison fresh
+  masks (pure pruner update, then the masks written into the weights as the
+  manager does: by the native masked write where the kernels are built, else
+  into the previous 0/1 factors reused in place), and for comparison fresh
   ``|w|`` tensors (which the update no longer builds) and the public
   ``global_select_masks`` on them;
 * **plain step**: forward, backward and ``SGD.step`` of resnet18 on 8 images 32x32;
@@ -24,6 +25,7 @@ and one linear weight, 11.68M prunable) is built by hand. Printed, all in one ru
 
     python benchmarks/create_speed.py                      # every mode
     python benchmarks/create_speed.py --modes True movement
+    FSPARSE_NATIVE=0 python benchmarks/create_speed.py --modes True   # the torch path
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from measure import median_time as _median_time
 from torch import nn
 
 from fsparse import create
-from fsparse._src.engine import global_select_masks
+from fsparse._src.engine import global_select_masks, native
 from fsparse.create.masks import apply_masks, keep_factors, prunable_parameters
 from fsparse.create.pruning import step_state
 from fsparse.create.schedules import mask_update_due
@@ -127,7 +129,7 @@ def main() -> None:
         for n, b in bufs.items():
             torch.lt(b, 0.01, out=bools[n])
 
-    def compare_float() -> None:  # the engine's compare: 0/1 floats, then one bool copy
+    def compare_float() -> None:  # the torch path's compare: 0/1 floats, then one bool copy
         for n, b in bufs.items():
             bools[n].copy_(torch.gt(b, 0.01, out=floats[n]))
 
@@ -151,6 +153,8 @@ def main() -> None:
     absw = {n: w.abs() for n, w in detached.items()}
     select = median_time(lambda: global_select_masks(absw, 0.68), args.repeats)
     total = update + write
+    path = ("native kernels: one fused pass over |w|" if native.KERNELS is not None else
+            "torch path: |w| read in ~1M batches, one selection pass")
     verdict = "MET" if total <= 3 * t_results else "MISSED"
     print(f"read pass, RESULTS.md's (w.abs().sum()) {t_results * 1e3:8.1f} ms   1.00x")
     print(f"bare read (w.sum())                     {t_read * 1e3:8.1f} ms  "
@@ -167,7 +171,7 @@ def main() -> None:
           f"{total / t_results:5.2f}x the read pass (target <= 3x: {verdict}); "
           f"{total / t_read:5.2f}x a bare read, {total / t_rw:5.2f}x read+write")
     print(f"  pure pruner update                    {update * 1e3:8.1f} ms  "
-          f"{update / t_results:5.2f}x (|w| read in ~1M batches, one selection pass)")
+          f"{update / t_results:5.2f}x ({path})")
     print(f"  writing the masks                     {write * 1e3:8.1f} ms  "
           f"{write / t_results:5.2f}x")
     print("  for comparison:")

@@ -204,3 +204,23 @@ def test_openmp_runtime_names():
     bad = ["libbackend_with_compiler.so", "libtorch_cpu.so", "libgomp.so.1.bak"]
     assert all(native._OPENMP.fullmatch(n) for n in ok)
     assert not any(native._OPENMP.fullmatch(n) for n in bad)
+
+
+def test_plain_pthreads_give_the_same_results():
+    """Without torch's OpenMP runtime the kernels start their own threads: same answers."""
+    gen = torch.Generator().manual_seed(6)
+    pieces = [AbsScores(torch.randn(1_500_000, generator=gen)), torch.rand(700_000, generator=gen)]
+    flags = torch.rand(3_000_000, generator=gen) > 0.5
+    w = torch.randn(3_000_000, generator=gen)
+    want = (keep_mod.keep_masks(pieces, 1_000_000), native.count_true(flags))
+    lib = native.KERNELS
+    native.use_openmp(lib, None)
+    try:
+        got = (keep_mod.keep_masks(pieces, 1_000_000), native.count_true(flags))
+        zeroed = w.clone()
+        native.zero_pruned_(zeroed, flags)
+    finally:
+        native.use_openmp(lib, native._torch_openmp())
+    assert all(torch.equal(a, b) for a, b in zip(want[0], got[0])) and want[1] == got[1]
+    assert torch.equal(zeroed.view(torch.int32), (w * flags).view(torch.int32))
+    assert native._torch_openmp() is not None  # torch's CPU wheels ship libgomp

@@ -23,7 +23,8 @@ import torch
 
 from fsparse._src.engine.scoring import under_transform
 
-__all__ = ["KERNELS", "Segment", "count_true", "gains", "plain", "threads", "zero_pruned_"]
+__all__ = ["KERNELS", "Segment", "count_true", "gains", "plain", "threads", "use_openmp",
+           "zero_pruned_"]
 
 _OPENMP = re.compile(r"lib(gomp|iomp5|omp)(-[0-9a-f]+)?(\.so(\.\d+)*|\.dylib)")
 _PER_THREAD = 1 << 20  # flag bytes or weights per thread, at least
@@ -79,11 +80,15 @@ def _load() -> ctypes.CDLL | None:
     ):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, result
-    omp = _torch_openmp()
-    if omp is not None:
-        lib.fsp_use_openmp(*(ctypes.cast(getattr(omp, f), ptr) for f in (
-            "GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")))
+    use_openmp(lib, _torch_openmp())
     return lib
+
+
+def use_openmp(lib: ctypes.CDLL, omp: ctypes.CDLL | None) -> None:
+    """Hand ``omp`` (torch's OpenMP runtime) to the kernels; ``None``: plain pthreads."""
+    names = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+    lib.fsp_use_openmp(*(None if omp is None else ctypes.cast(getattr(omp, f), ctypes.c_void_p)
+                         for f in names))
 
 
 KERNELS = _load()
