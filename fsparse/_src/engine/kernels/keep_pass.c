@@ -230,8 +230,7 @@ int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int
                       int64_t cap, int64_t *nc, int64_t *above) {
     fsp_task tasks[MAX_THREADS];
     size_t width = dbl ? sizeof(double) : sizeof(float);
-    if (threads < 1) threads = 1;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    threads = clamp_threads(threads);
     for (int64_t t = 0; t < threads; t++) {
         fsp_task *task = &tasks[t];
         task->segs = segs;

@@ -80,8 +80,7 @@ int64_t fsp_sample(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_
                    int64_t size, int64_t threads, void *out) {
     fsp_draws draws[MAX_THREADS];
     size_t width = dbl ? sizeof(double) : sizeof(float);
-    if (threads < 1) threads = 1;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    threads = clamp_threads(threads);
     for (int64_t t = 0; t < threads; t++) {
         fsp_draws *d = &draws[t];
         d->segs = segs;

@@ -112,8 +112,7 @@ int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
     if (need > 0) ties = fsp_kth(vals, n, dbl, need, keys, &t);
     *threshold = t;
     fsp_flags parts[MAX_THREADS];
-    if (threads < 1) threads = 1;
-    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    threads = clamp_threads(threads);
     int64_t before = 0; /* ties among the earlier parts' candidates */
     for (int64_t p = 0; p < threads; p++) {
         fsp_flags *f = &parts[p];
