@@ -79,3 +79,21 @@ def test_short_repr_is_bounded_even_for_hostile_values() -> None:
     assert len(short_repr([[[["x" * 1000] * 1000]]])) <= 80
     assert len(short_repr(10**4000)) <= 80
     assert short_repr(torch.ones(2, 3)) == "tensor(shape=(2, 3), dtype=torch.float32)"
+
+
+def test_check_tensor_calls_a_name_function_only_for_its_error():
+    import torch
+
+    from fsparse._src.checks import check_tensor
+
+    calls = []
+
+    def name() -> str:
+        calls.append(1)
+        return "params['w']"
+
+    ok = torch.ones(2)
+    assert check_tensor(ok, name) is ok and not calls
+    with pytest.raises(TypeError, match=r"params\['w'\] must be a floating-point tensor"):
+        check_tensor(torch.ones(2, dtype=torch.int64), name)
+    assert calls

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import numbers
 import reprlib
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -68,7 +69,7 @@ def short_repr(value: object, limit: int = 80) -> str:
 
 def check_tensor(
     value: object,
-    arg: str,
+    arg: str | Callable[[], str],
     *,
     floating: bool = True,
     dtypes: tuple[torch.dtype, ...] | None = None,
@@ -76,8 +77,11 @@ def check_tensor(
     """``value`` if it is a dense (strided), non-quantized tensor on a real device.
 
     With ``floating`` (the default) the dtype must be one of :data:`FLOAT_DTYPES`;
-    ``dtypes`` replaces that list. Raises ``TypeError`` otherwise.
+    ``dtypes`` replaces that list. Raises ``TypeError`` otherwise. ``arg`` may be a
+    function giving the name, called only for the error (hot loops skip formatting it).
     """
+    if not isinstance(arg, str):
+        arg = _Lazy(arg)  # type: ignore[assignment]
     allowed = dtypes if dtypes is not None else (FLOAT_DTYPES if floating else None)
     if not isinstance(value, torch.Tensor):
         raise TypeError(
@@ -95,6 +99,16 @@ def check_tensor(
     if allowed is not None and value.dtype not in allowed:
         raise TypeError(f"{arg} must be a {_accepted(allowed)}, got dtype {value.dtype}")
     return value
+
+
+class _Lazy:
+    """A name computed when an error message formats it."""
+
+    def __init__(self, make: Callable[[], str]) -> None:
+        self._make = make
+
+    def __str__(self) -> str:
+        return self._make()
 
 
 def _accepted(dtypes: tuple[torch.dtype, ...] | None) -> str:

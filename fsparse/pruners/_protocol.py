@@ -9,6 +9,7 @@ optimizer state to restart (see :func:`fsparse.pruners.reset_optimizer_state`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -83,13 +84,17 @@ def _names_differ(arg: str, got: Mapping[str, Any], want: Mapping[str, Any], wha
             f"{short_repr(list(itertools.islice(extra, 6)))}")
 
 
+def _item(arg: str, name: object) -> str:
+    return f"{arg}[{short_repr(name)}]"
+
+
 def check_params(params: object, arg: str = "params") -> dict[str, torch.Tensor]:
     """``params`` as a dict, every name a non-empty str and every value a float tensor."""
     check_instance(params, Mapping, arg)
     out: dict[str, torch.Tensor] = {}
     for name, value in params.items():  # type: ignore[attr-defined]
         check_name(name, arg)
-        out[name] = check_tensor(value, f"{arg}[{short_repr(name)}]")
+        out[name] = check_tensor(value, functools.partial(_item, arg, name))
     return out
 
 
