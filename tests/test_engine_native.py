@@ -224,3 +224,45 @@ def test_plain_pthreads_give_the_same_results():
     assert all(torch.equal(a, b) for a, b in zip(want[0], got[0])) and want[1] == got[1]
     assert torch.equal(zeroed.view(torch.int32), (w * flags).view(torch.int32))
     assert native._torch_openmp() is not None  # torch's CPU wheels ship libgomp
+
+
+@pytest.mark.parametrize("norm", ["L1", "L2"])
+@pytest.mark.parametrize("shape", [(300, 700), (20, 30, 400), (250_001,)])
+def test_one_element_blocks_are_the_unstructured_selection(norm, shape):
+    """Block (1, 1): the fused selection gives the reference path's mask (ties by index)."""
+    from fsparse import make_config
+    from fsparse._src.engine import norm_mask as norm_mod
+
+    gen = torch.Generator().manual_seed(len(shape))
+    data = (torch.randn(shape, generator=gen) * 20).round() / 4  # many ties, both signs
+    for level in (0.0, 0.3, 0.5, 0.97):
+        config = make_config(sparsity_level=level, sparse_block_shape=(1, 1), norm=norm)
+        calls = []
+        real = norm_mod._elementwise_norm_mask
+        norm_mod._elementwise_norm_mask = lambda *a: calls.append(1) or real(*a)
+        try:
+            got = norm_mod.config_norm_mask(data, config)
+        finally:
+            norm_mod._elementwise_norm_mask = real
+        assert calls
+        assert torch.equal(got, norm_mod.reference_norm_mask(data, config)), level
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 1e30])
+def test_one_element_blocks_refuse_what_the_reference_refuses(bad):
+    from fsparse import make_config
+    from fsparse._src.engine import norm_mask as norm_mod
+
+    data = torch.randn(200, 300)
+    data[7, 9] = bad
+    for norm in ("L1", "L2"):
+        config = make_config(sparsity_level=0.5, sparse_block_shape=(1, 1), norm=norm)
+        if bad == 1e30 and norm == "L1":  # finite scores: both paths select
+            assert torch.equal(norm_mod.config_norm_mask(data, config),
+                               norm_mod.reference_norm_mask(data, config))
+            continue
+        with pytest.raises(ValueError) as want:
+            norm_mod.reference_norm_mask(data, config)
+        with pytest.raises(ValueError) as got:
+            norm_mod.config_norm_mask(data, config)
+        assert str(got.value) == str(want.value)

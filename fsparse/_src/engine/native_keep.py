@@ -28,7 +28,7 @@ from fsparse._src.engine import threshold as kth
 from fsparse._src.engine.scoring import AbsScores
 from fsparse._src.engine.threshold import NaNScores, Piece
 
-__all__ = ["applies", "one_pass"]
+__all__ = ["applies", "one_pass", "reads"]
 
 _PLAIN, _ABS, _ABS_PRODUCT = 0, 1, 2  # kernels.h's segment modes
 _MIN_PER_THREAD = 1 << 18  # values per thread of the pass, at least
@@ -56,6 +56,13 @@ def applies(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]) -> bool:
         ):
             return False
     return True
+
+
+def reads(data: torch.Tensor) -> bool:
+    """Whether the kernels read ``data`` as scores or their source: float32 or float64, a
+    plain contiguous CPU tensor, and the kernels are built."""
+    return (native.KERNELS is not None and data.dtype in (torch.float32, torch.float64)
+            and native.plain(data, data.dtype))
 
 
 def _segments(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]

@@ -43,13 +43,17 @@ from fsparse._src.checks import (
     short_repr,
 )
 from fsparse._src.config import SparsityConfig, make_config
+from fsparse._src.engine import native_keep
 from fsparse._src.engine.chunked_mask import large_norm_mask
 from fsparse._src.engine.dispatch import implementation, sharded_kind
+from fsparse._src.engine.keep_masks import keep_masks
 from fsparse._src.engine.scoring import (
+    AbsScores,
     as_matrix,
     block_means,
     check_finite,
     fit_config,
+    non_finite_error,
     norm_scores,
     pool_means,
     scores_of,
@@ -142,8 +146,28 @@ def config_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor
         and data.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
         and not under_transform(data)
     ):
+        if config.sparse_block_shape == (1, 1) and native_keep.reads(data):
+            return _elementwise_norm_mask(data, config)
         return large_norm_mask(data, config)
     return reference_norm_mask(data, config)
+
+
+def _elementwise_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
+    """Blocks of one element: each block mean is the element's score, and a selected block
+    is zeroed whole, so the mask is the unstructured selection of ``|x|`` (L1) or ``x * x``
+    (L2), ties by index: :func:`keep_masks` on computed scores, fused natively. The
+    scores are finite iff the extremes of ``data`` (and, for L2, their square) are."""
+    low, high = torch.aminmax(data)
+    top = torch.maximum(-low, high)
+    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+            and (config.norm == "L1" or bool(torch.isfinite(top * top)))):
+        raise non_finite_error(data, config.norm, data.dtype)
+    k = pruned_count(config.sparsity_level, data.numel())
+    if k == 0 or config.zeros_per_block == 0:
+        return torch.ones_like(data, dtype=torch.bool)
+    flat = data.detach().reshape(-1)
+    scores = AbsScores(flat) if config.norm == "L1" else AbsScores(flat, factor=flat)
+    return keep_masks([scores], k)[0].view(data.shape)
 
 
 def reference_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
