@@ -264,3 +264,45 @@ def test_one_element_blocks_refuse_what_the_reference_refuses(bad):
         with pytest.raises(ValueError) as got:
             norm_mod.config_norm_mask(data, config)
         assert str(got.value) == str(want.value)
+
+
+def test_the_portable_c_gives_the_same_results(tmp_path, monkeypatch):
+    """The kernels as built for CPUs without the x86 paths (FSP_PORTABLE): same answers."""
+    import glob
+    import shutil
+
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.fail("no C compiler: make test builds the kernels, so one must be there")
+    root = os.path.join(os.path.dirname(native.__file__), "kernels")
+    target = str(tmp_path / "portable.so")
+    subprocess.run([compiler, "-O2", "-DFSP_PORTABLE", "-fPIC", "-shared", "-pthread",
+                    "-o", target, *sorted(glob.glob(os.path.join(root, "*.c")))],
+                   check=True, capture_output=True, timeout=300)
+    portable = native.bind(target)
+    native.use_openmp(portable, native._torch_openmp())
+    gen = torch.Generator().manual_seed(8)
+    pieces = [AbsScores((torch.randn(400_001, generator=gen) * 30).round(),
+                        torch.rand(400_001, generator=gen) > 0.5),
+              AbsScores(torch.randn(300_000, generator=gen), factor=torch.randn(300_000)),
+              torch.randn(5_000, generator=gen)]
+    flags = torch.rand(1_000_003, generator=gen) > 0.3
+    w = torch.randn(1_000_003, generator=gen)
+    w[::7] = -0.0
+    want = keep_mod.keep_masks(pieces, 350_000)
+    runs = []
+    real = native_keep.one_pass
+    monkeypatch.setattr(native_keep, "one_pass", lambda *a: runs.append(real(*a)) or runs[-1])
+    kernels = native.KERNELS
+    native.KERNELS = portable
+    try:
+        got = keep_mod.keep_masks(pieces, 350_000)
+        count = native.count_true(flags)
+        zeroed = w.clone()
+        native.zero_pruned_(zeroed, flags)
+    finally:
+        native.KERNELS = kernels
+    assert runs == [True]  # the portable pass answered (no fallback to the torch path)
+    assert all(torch.equal(a, b) for a, b in zip(want, got))
+    assert count == int(flags.sum())
+    assert torch.equal(zeroed.view(torch.int32), (w * flags).view(torch.int32))

@@ -23,7 +23,7 @@ import torch
 
 from fsparse._src.engine.scoring import under_transform
 
-__all__ = ["KERNELS", "Segment", "count_true", "gains", "plain", "threads", "use_openmp",
+__all__ = ["KERNELS", "Segment", "bind", "count_true", "gains", "plain", "threads", "use_openmp",
            "zero_pruned_"]
 
 _OPENMP = re.compile(r"lib(gomp|iomp5|omp)(-[0-9a-f]+)?(\.so(\.\d+)*|\.dylib)")
@@ -63,9 +63,15 @@ def _load() -> ctypes.CDLL | None:
     if spec is None or spec.origin is None:
         return None
     try:
-        lib = ctypes.CDLL(spec.origin)
+        return bind(spec.origin)
     except OSError:
         return None
+
+
+def bind(path: str) -> ctypes.CDLL:
+    """The kernels' shared object at ``path`` with its signatures declared (``OSError`` if
+    it cannot be loaded); ``_load`` gives it the package's own build."""
+    lib = ctypes.CDLL(path)
     i64, ptr, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
     seg = ctypes.POINTER(Segment)
     for name, args, result in (

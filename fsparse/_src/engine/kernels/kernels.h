@@ -29,7 +29,7 @@ static inline int64_t clamp_threads(int64_t threads) {
     return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
 }
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(FSP_PORTABLE) /* FSP_PORTABLE: tests */
 #define FSP_X86 1
 #endif
 
