@@ -15,7 +15,7 @@ setup(
             "fsparse._src.engine._kernels",
             sources=sorted(glob("fsparse/_src/engine/kernels/*.c")),
             depends=["fsparse/_src/engine/kernels/kernels.h"],
-            extra_compile_args=["-O3", "-pthread"],
+            extra_compile_args=["-O3", "-pthread", "-ffp-contract=off"],  # no FMA: exact sums
             extra_link_args=["-pthread"],
             optional=True,
         )

@@ -276,8 +276,8 @@ def test_the_portable_c_gives_the_same_results(tmp_path, monkeypatch):
         pytest.fail("no C compiler: make test builds the kernels, so one must be there")
     root = os.path.join(os.path.dirname(native.__file__), "kernels")
     target = str(tmp_path / "portable.so")
-    subprocess.run([compiler, "-O2", "-DFSP_PORTABLE", "-fPIC", "-shared", "-pthread",
-                    "-o", target, *sorted(glob.glob(os.path.join(root, "*.c")))],
+    subprocess.run([compiler, "-O2", "-DFSP_PORTABLE", "-ffp-contract=off", "-fPIC", "-shared",
+                    "-pthread", "-o", target, *sorted(glob.glob(os.path.join(root, "*.c")))],
                    check=True, capture_output=True, timeout=300)
     portable = native.bind(target)
     native.use_openmp(portable, native._torch_openmp())
@@ -306,3 +306,64 @@ def test_the_portable_c_gives_the_same_results(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(want, got))
     assert count == int(flags.sum())
     assert torch.equal(zeroed.view(torch.int32), (w * flags).view(torch.int32))
+
+
+@pytest.mark.parametrize("norm", ["L1", "L2"])
+@pytest.mark.parametrize("width", [2, 4, 8, 16])
+@pytest.mark.parametrize("shape", [(500, 256), (10, 40, 64), (64_000,)])
+def test_whole_row_blocks_are_the_selection_of_their_means(norm, width, shape, monkeypatch):
+    """Blocks (1, w) zeroed whole: the fused means' selection gives the reference mask
+    (block means summed from their first element, ties by block index)."""
+    from fsparse import make_config
+    from fsparse._src.engine import norm_mask as norm_mod
+
+    gen = torch.Generator().manual_seed(width + len(shape))
+    data = (torch.randn(shape, generator=gen) * 8).round() / 8  # tied means, both signs
+    data.view(-1)[:: 37] = 1e-38  # tiny sums: means near the subnormal range
+    answers = []
+    real = norm_mod._whole_row_blocks
+    monkeypatch.setattr(norm_mod, "_whole_row_blocks",
+                        lambda *a: answers.append(real(*a)) or answers[-1])
+    for level, zeros in ((0.0, width), (0.4, width), (0.75, None)):
+        config = make_config(sparsity_level=level, sparse_block_shape=(1, width),
+                             zeros_per_block=zeros, norm=norm)
+        got = norm_mod.config_norm_mask(data, config)
+        assert torch.equal(got, norm_mod.reference_norm_mask(data, config)), level
+    assert all(a is not None for a in answers)  # the fused path answered every time
+
+
+def test_whole_row_blocks_leave_other_cases_to_the_chunked_path():
+    from fsparse import make_config
+    from fsparse._src.engine import norm_mask as norm_mod
+
+    data = torch.randn(300, 100)
+    for block, zeros, x in (((1, 4), 2, data), ((2, 4), 8, data), ((1, 3), 3, data),
+                            ((1, 8), 8, torch.randn(300, 100)), ((1, 4), 4, data.double()[:, :98])):
+        config = make_config(sparsity_level=0.5, sparse_block_shape=block, zeros_per_block=zeros)
+        assert norm_mod._whole_row_blocks(x, config) is None, (block, zeros)
+    huge = torch.full((300, 100), 3e38)  # finite data whose L1 means overflow: chunked raises
+    config = make_config(sparsity_level=0.5, sparse_block_shape=(1, 4))
+    assert norm_mod._whole_row_blocks(huge, config) is None
+    with pytest.raises(ValueError, match="overflows"):
+        norm_mod.config_norm_mask(huge, config)
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_whole_row_block_means_are_summed_from_the_first_element(width):
+    """Block A = [2^24, 1, 1, 0...] sums to 2^24 from its first element (each +1 rounds
+    away) but to 2^24 + 2 from its last; block B = [2^24 + 2, 0...] comes first. Summed as
+    avg_pool2d does, A is lower and alone pruned; any other order ties them, and B goes."""
+    from fsparse import make_config
+    from fsparse._src.engine import norm_mask as norm_mod
+
+    data = torch.full((1, 16384), 1e9)
+    a, b = 8 * width, 3 * width
+    data[0, a : a + width] = 0.0
+    data[0, a], data[0, a + 1], data[0, a + 2] = 2.0**24, 1.0, 1.0
+    data[0, b : b + width] = 0.0
+    data[0, b] = 2.0**24 + 2
+    config = make_config(sparsity_level=1 / (16384 // width), sparse_block_shape=(1, width))
+    want = norm_mod.reference_norm_mask(data, config)
+    assert not want[0, a] and want[0, b]
+    assert norm_mod._whole_row_blocks(data, config) is not None
+    assert torch.equal(norm_mod.config_norm_mask(data, config), want)

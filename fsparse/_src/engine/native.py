@@ -35,7 +35,7 @@ class Segment(ctypes.Structure):
 
     _fields_ = [("x", ctypes.c_void_p), ("y", ctypes.c_void_p), ("alive", ctypes.c_void_p),
                 ("keep", ctypes.c_void_p), ("n", ctypes.c_int64), ("base", ctypes.c_int64),
-                ("mode", ctypes.c_int64)]
+                ("mode", ctypes.c_int64), ("width", ctypes.c_int64)]
 
 
 def _torch_openmp() -> ctypes.CDLL | None:

@@ -28,9 +28,9 @@ from fsparse._src.engine import threshold as kth
 from fsparse._src.engine.scoring import AbsScores
 from fsparse._src.engine.threshold import NaNScores, Piece
 
-__all__ = ["applies", "one_pass", "reads"]
+__all__ = ["BlockMeans", "applies", "one_pass", "reads"]
 
-_PLAIN, _ABS, _ABS_PRODUCT = 0, 1, 2  # kernels.h's segment modes
+_PLAIN, _ABS, _ABS_PRODUCT, _BLOCK_L1, _BLOCK_L2 = 0, 1, 2, 3, 4  # kernels.h's modes
 _MIN_PER_THREAD = 1 << 18  # values per thread of the pass, at least
 _MIN_DRAWS_PER_THREAD = 1 << 14
 
@@ -58,6 +58,18 @@ def applies(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]) -> bool:
     return True
 
 
+class BlockMeans:
+    """The mean ``|x|`` (L1) or ``x * x`` (L2) of each ``width`` consecutive elements of the
+    contiguous 1-D ``flat``: the block means of norm blocks of one row, computed by the
+    kernels as the chunked path does (only :func:`one_pass` reads it)."""
+
+    def __init__(self, flat: torch.Tensor, width: int, norm: str) -> None:
+        self.flat, self.width, self.norm, self.dtype = flat, width, norm, flat.dtype
+
+    def numel(self) -> int:
+        return self.flat.numel() // self.width
+
+
 def reads(data: torch.Tensor) -> bool:
     """Whether the kernels read ``data`` as scores or their source: float32 or float64, a
     plain contiguous CPU tensor, and the kernels are built."""
@@ -65,13 +77,16 @@ def reads(data: torch.Tensor) -> bool:
             and native.plain(data, data.dtype))
 
 
-def _segments(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]
+def _segments(pieces: Sequence[Piece | BlockMeans], keep: Sequence[torch.Tensor]
               ) -> ctypes.Array[native.Segment]:
     segments = (native.Segment * len(pieces))()
     total = 0
     for seg, piece, out in zip(segments, pieces, keep):
         if isinstance(piece, torch.Tensor):
             seg.x, seg.mode = piece.data_ptr(), _PLAIN
+        elif isinstance(piece, BlockMeans):
+            seg.x, seg.width = piece.flat.data_ptr(), piece.width
+            seg.mode = _BLOCK_L1 if piece.norm == "L1" else _BLOCK_L2
         else:
             assert isinstance(piece, AbsScores)
             seg.x = piece.flat.data_ptr()
@@ -94,9 +109,11 @@ def _kth(values: torch.Tensor, rank: int) -> float:
     return out.value
 
 
-def one_pass(pieces: Sequence[Piece], k: int, keep: Sequence[torch.Tensor]) -> bool:
+def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.Tensor]
+             ) -> bool:
     """Write ``keep`` (flat bool, one per piece): ``False`` at the ``k`` lowest values of
-    ``pieces``, already-pruned places lowest of all (requires :func:`applies`).
+    ``pieces``, already-pruned places lowest of all (requires :func:`applies`, or
+    :class:`BlockMeans` of data that :func:`reads`).
 
     Returns ``False`` if the bracket missed, overflowed or reached the pruned places
     (``keep`` is then partly written: the caller selects again); raises :class:`NaNScores`
@@ -113,7 +130,8 @@ def one_pass(pieces: Sequence[Piece], k: int, keep: Sequence[torch.Tensor]) -> b
                              native.threads(size, _MIN_DRAWS_PER_THREAD), out.data_ptr())
         return out[:got]
 
-    found = kth.bounds(pieces, k, n, draw=draw, select=_kth)
+    # bounds reads only numel() and dtype of the pieces; draw reads the values
+    found = kth.bounds(pieces, k, n, draw=draw, select=_kth)  # type: ignore[arg-type]
     if found is None:
         return False
     lo, hi, budget = found

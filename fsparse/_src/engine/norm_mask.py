@@ -148,6 +148,8 @@ def config_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor
     ):
         if config.sparse_block_shape == (1, 1) and native_keep.reads(data):
             return _elementwise_norm_mask(data, config)
+        if (whole := _whole_row_blocks(data, config)) is not None:
+            return whole
         return large_norm_mask(data, config)
     return reference_norm_mask(data, config)
 
@@ -168,6 +170,37 @@ def _elementwise_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.
     flat = data.detach().reshape(-1)
     scores = AbsScores(flat) if config.norm == "L1" else AbsScores(flat, factor=flat)
     return keep_masks([scores], k)[0].view(data.shape)
+
+
+def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor | None:
+    """Blocks ``(1, w)`` (``w`` 2, 4, 8 or 16) that tile the rows exactly and are zeroed
+    whole: the mask is the selection of the block means, spread over each block. The
+    fused native pass computes the means as the chunked path does (the same sums in the
+    same order, then the division), so the masks are the same; ``None`` where this does
+    not apply, where the means might not be finite (the chunked path then answers or
+    raises), or if the bracket misses."""
+    height, width = config.sparse_block_shape
+    if (height != 1 or width not in (2, 4, 8, 16) or config.zeros_per_block < width
+            or not native_keep.reads(data)):
+        return None
+    matrix = as_matrix(data)
+    if matrix.shape[1] % width or matrix.shape[1] < width:
+        return None
+    low, high = torch.aminmax(data)
+    top = torch.maximum(-low, high)
+    bound = top * width if config.norm == "L1" else top * top * width
+    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))
+            and bool(torch.isfinite(bound))):
+        return None
+    blocks = data.numel() // width
+    k = pruned_count(config.sparsity_level, blocks)
+    if k == 0:
+        return torch.ones_like(data, dtype=torch.bool)
+    keep = torch.empty(blocks, dtype=torch.bool)
+    means = native_keep.BlockMeans(data.detach().reshape(-1), width, config.norm)
+    if not native_keep.one_pass([means], k, [keep]):
+        return None
+    return keep[:, None].expand(blocks, width).reshape(data.shape)
 
 
 def reference_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:

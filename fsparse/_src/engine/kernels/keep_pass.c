@@ -41,7 +41,9 @@ typedef struct {
         uint8_t flag[BLK];                                                                  \
         for (int64_t s = s0; s < s1; s += BLK) {                                            \
             int64_t m = s1 - s < BLK ? s1 - s : BLK, above = 0;                             \
-            if (g->mode == PLAIN)                                                           \
+            if (g->mode >= BLOCK_L1)                                                        \
+                for (int64_t i = 0; i < m; i++) vals[i] = block_mean_##T(g, s + i);         \
+            else if (g->mode == PLAIN)                                                      \
                 for (int64_t i = 0; i < m; i++) vals[i] = x[s + i];                         \
             else if (g->mode == ABS)                                                        \
                 for (int64_t i = 0; i < m; i++) vals[i] = ABSF(x[s + i]);                   \
@@ -209,7 +211,9 @@ static void *run_task(void *arg) {
             continue;
         }
 #ifdef FSP_X86
-        if (__builtin_cpu_supports("avx2"))
+        if (g->mode >= BLOCK_L1)
+            range_float(g, s0, s1, (float)t->lo, (float)t->hi, t);
+        else if (__builtin_cpu_supports("avx2"))
             range_avx2(g, s0, s1, (float)t->lo, (float)t->hi, t);
         else
             range_sse2(g, s0, s1, (float)t->lo, (float)t->hi, t);

@@ -20,6 +20,13 @@ typedef struct {
 } fsp_draws;
 
 static inline void draw_value(const fsp_segment *g, int64_t i, int dbl, void *out, int64_t k) {
+    if (g->mode >= BLOCK_L1) {
+        if (dbl)
+            ((double *)out)[k] = block_mean_double(g, i);
+        else
+            ((float *)out)[k] = block_mean_float(g, i);
+        return;
+    }
     if (dbl) {
         const double *x = (const double *)g->x;
         ((double *)out)[k] = g->mode == PLAIN ? x[i]
@@ -54,7 +61,8 @@ static void *run_draws(void *arg) {
         for (int64_t j = 0; j < m; j++) {
             if (j + AHEAD < m) {
                 const fsp_segment *h = &d->segs[seg_of[j + AHEAD]];
-                __builtin_prefetch((const char *)h->x + at_of[j + AHEAD] * (d->dbl ? 8 : 4));
+                int64_t step = (h->mode >= BLOCK_L1 ? h->width : 1) * (d->dbl ? 8 : 4);
+                __builtin_prefetch((const char *)h->x + at_of[j + AHEAD] * step);
                 if (h->y) __builtin_prefetch((const char *)h->y + at_of[j + AHEAD] * (d->dbl ? 8 : 4));
                 if (h->alive) __builtin_prefetch(h->alive + at_of[j + AHEAD]);
             }
