@@ -367,3 +367,10 @@ def test_whole_row_block_means_are_summed_from_the_first_element(width):
     assert not want[0, a] and want[0, b]
     assert norm_mod._whole_row_blocks(data, config) is not None
     assert torch.equal(norm_mod.config_norm_mask(data, config), want)
+
+
+@pytest.mark.parametrize("width", [2, 3, 4, 8, 16])
+@pytest.mark.parametrize("blocks", [0, 1, 7, 300_001])
+def test_spread_repeats_each_flag(width, blocks):
+    keep = torch.rand(blocks, generator=torch.Generator().manual_seed(blocks)) > 0.5
+    assert torch.equal(native.spread(keep, width), keep.repeat_interleave(width))

@@ -23,7 +23,8 @@ import torch
 
 from fsparse._src.engine.scoring import under_transform
 
-__all__ = ["KERNELS", "Segment", "bind", "count_true", "gains", "plain", "threads", "use_openmp",
+__all__ = ["KERNELS", "Segment", "bind", "count_true", "gains", "plain", "spread", "threads",
+           "use_openmp",
            "zero_pruned_"]
 
 _OPENMP = re.compile(r"lib(gomp|iomp5|omp)(-[0-9a-f]+)?(\.so(\.\d+)*|\.dylib)")
@@ -82,6 +83,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_count_true", [ptr, i64, i64], i64),
         ("fsp_gains", [ptr, ptr, i64, i64], i64),
         ("fsp_zero_pruned", [ptr, ptr, i64, i64, i64], None),
+        ("fsp_spread", [ptr, i64, i64, ptr, i64], None),
         ("fsp_use_openmp", [ptr, ptr, ptr], None),
     ):
         fn = getattr(lib, name)
@@ -140,6 +142,21 @@ def gains(old: torch.Tensor, new: torch.Tensor) -> bool | None:
     assert KERNELS is not None
     return bool(KERNELS.fsp_gains(old.data_ptr(), new.data_ptr(), new.numel(),
                                   threads(new.numel())))
+
+
+def spread(keep: torch.Tensor, width: int) -> torch.Tensor:
+    """Each flag of the 1-D bool ``keep`` repeated ``width`` times, natively (requires the
+    kernels and a plain contiguous ``keep``): ``keep.repeat_interleave(width)``.
+
+    >>> flags = torch.tensor([True, False])
+    >>> (spread(flags, 2) if KERNELS is not None else flags.repeat_interleave(2)).tolist()
+    [True, True, False, False]
+    """
+    assert KERNELS is not None and plain(keep, torch.bool) and keep.dim() == 1
+    out = torch.empty(keep.numel() * width, dtype=torch.bool)
+    KERNELS.fsp_spread(keep.data_ptr(), keep.numel(), width, out.data_ptr(),
+                       threads(out.numel()))
+    return out
 
 
 def zero_applies(weight: torch.Tensor, keep: torch.Tensor) -> bool:

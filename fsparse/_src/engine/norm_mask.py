@@ -43,7 +43,7 @@ from fsparse._src.checks import (
     short_repr,
 )
 from fsparse._src.config import SparsityConfig, make_config
-from fsparse._src.engine import native_keep
+from fsparse._src.engine import native, native_keep
 from fsparse._src.engine.chunked_mask import large_norm_mask
 from fsparse._src.engine.dispatch import implementation, sharded_kind
 from fsparse._src.engine.keep_masks import keep_masks
@@ -200,7 +200,7 @@ def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tenso
     means = native_keep.BlockMeans(data.detach().reshape(-1), width, config.norm)
     if not native_keep.one_pass([means], k, [keep]):
         return None
-    return keep[:, None].expand(blocks, width).reshape(data.shape)
+    return native.spread(keep, width).view(data.shape)
 
 
 def reference_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:

@@ -158,3 +158,46 @@ void fsp_zero_pruned(void *w, const uint8_t *keep, int64_t n, int64_t dbl, int64
     split(parts, threads, &whole);
     run_all(run_zero, parts, sizeof(fsp_range), threads);
 }
+
+/* ---- spreading block flags over their elements ----------------------------------------- */
+
+typedef struct {
+    const uint8_t *keep;
+    uint8_t *out;
+    int64_t blocks, width;
+} fsp_spread_range;
+
+static void *run_spread(void *arg) {
+    fsp_spread_range *r = (fsp_spread_range *)arg;
+    const uint8_t *keep = r->keep;
+    uint8_t *out = r->out;
+    if (r->width == 4) { /* one 32-bit store per block: its flag in every byte */
+        for (int64_t b = 0; b < r->blocks; b++) {
+            uint32_t word = (uint32_t)keep[b] * 0x01010101u;
+            memcpy(out + 4 * b, &word, 4);
+        }
+    } else if (r->width == 8) {
+        for (int64_t b = 0; b < r->blocks; b++) {
+            uint64_t word = (uint64_t)keep[b] * 0x0101010101010101ull;
+            memcpy(out + 8 * b, &word, 8);
+        }
+    } else {
+        for (int64_t b = 0; b < r->blocks; b++) memset(out + b * r->width, keep[b], (size_t)r->width);
+    }
+    return NULL;
+}
+
+/* out[b * width + j] = keep[b] for every block b (bool bytes), in ``threads`` ranges. */
+void fsp_spread(const uint8_t *keep, int64_t blocks, int64_t width, uint8_t *out,
+                int64_t threads) {
+    fsp_spread_range parts[MAX_THREADS];
+    threads = clamp_threads(threads);
+    for (int64_t t = 0; t < threads; t++) {
+        int64_t first = blocks * t / threads, last = blocks * (t + 1) / threads;
+        parts[t].keep = keep + first;
+        parts[t].out = out + first * width;
+        parts[t].blocks = last - first;
+        parts[t].width = width;
+    }
+    run_all(run_spread, parts, sizeof(fsp_spread_range), threads);
+}
