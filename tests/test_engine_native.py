@@ -236,14 +236,14 @@ def test_one_element_blocks_are_the_unstructured_selection(norm, shape, monkeypa
     gen = torch.Generator().manual_seed(len(shape))
     data = (torch.randn(shape, generator=gen) * 20).round() / 4  # many ties, both signs
     calls = []
-    real = norm_mod._elementwise_norm_mask
-    monkeypatch.setattr(norm_mod, "_elementwise_norm_mask",
-                        lambda *a: calls.append(1) or real(*a))
+    real = norm_mod._whole_row_blocks
+    monkeypatch.setattr(norm_mod, "_whole_row_blocks",
+                        lambda *a: calls.append(real(*a)) or calls[-1])
     for level in (0.0, 0.3, 0.5, 0.97):
         config = make_config(sparsity_level=level, sparse_block_shape=(1, 1), norm=norm)
         got = norm_mod.config_norm_mask(data, config)
         assert torch.equal(got, norm_mod.reference_norm_mask(data, config)), level
-    assert len(calls) == 4
+    assert len(calls) == 4 and all(c is not None for c in calls)  # the fused path answered
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, 1e30])

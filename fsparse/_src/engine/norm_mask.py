@@ -46,14 +46,12 @@ from fsparse._src.config import SparsityConfig, make_config
 from fsparse._src.engine import native, native_keep
 from fsparse._src.engine.chunked_mask import large_norm_mask
 from fsparse._src.engine.dispatch import implementation, sharded_kind
-from fsparse._src.engine.keep_masks import keep_masks
 from fsparse._src.engine.scoring import (
     AbsScores,
     as_matrix,
     block_means,
     check_finite,
     fit_config,
-    non_finite_error,
     norm_scores,
     pool_means,
     scores_of,
@@ -146,41 +144,22 @@ def config_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor
         and data.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
         and not under_transform(data)
     ):
-        if config.sparse_block_shape == (1, 1) and native_keep.reads(data):
-            return _elementwise_norm_mask(data, config)
         if (whole := _whole_row_blocks(data, config)) is not None:
             return whole
         return large_norm_mask(data, config)
     return reference_norm_mask(data, config)
 
 
-def _elementwise_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
-    """Blocks of one element: each block mean is the element's score, and a selected block
-    is zeroed whole, so the mask is the unstructured selection of ``|x|`` (L1) or ``x * x``
-    (L2), ties by index: :func:`keep_masks` on computed scores, fused natively. The
-    scores are finite iff the extremes of ``data`` (and, for L2, their square) are."""
-    low, high = torch.aminmax(data)
-    top = torch.maximum(-low, high)
-    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))
-            and (config.norm == "L1" or bool(torch.isfinite(top * top)))):
-        raise non_finite_error(data, config.norm, data.dtype)
-    k = pruned_count(config.sparsity_level, data.numel())
-    if k == 0 or config.zeros_per_block == 0:
-        return torch.ones_like(data, dtype=torch.bool)
-    flat = data.detach().reshape(-1)
-    scores = AbsScores(flat) if config.norm == "L1" else AbsScores(flat, factor=flat)
-    return keep_masks([scores], k)[0].view(data.shape)
-
-
 def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor | None:
-    """Blocks ``(1, w)`` (``w`` 2, 4, 8 or 16) that tile the rows exactly and are zeroed
-    whole: the mask is the selection of the block means, spread over each block. The
-    fused native pass computes the means as the chunked path does (the same sums in the
-    same order, then the division), so the masks are the same; ``None`` where this does
-    not apply, where the means might not be finite (the chunked path then answers or
+    """Blocks ``(1, w)`` (``w`` 1, 2, 4, 8 or 16) that tile the rows exactly and are zeroed
+    whole: the mask is the selection of the block means, spread over each block. One
+    element per block: its score (``|x|`` or ``x * x``) is its mean. Otherwise the fused
+    native pass computes the means as the chunked path does (the same sums in the same
+    order, then the division), so the masks are the same. ``None`` where this does not
+    apply, where the means might not be finite (the chunked path then answers or
     raises), or if the bracket misses."""
     height, width = config.sparse_block_shape
-    if (height != 1 or width not in (2, 4, 8, 16) or config.zeros_per_block < width
+    if (height != 1 or width not in (1, 2, 4, 8, 16) or config.zeros_per_block < width
             or not native_keep.reads(data)):
         return None
     matrix = as_matrix(data)
@@ -197,10 +176,13 @@ def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tenso
     if k == 0:
         return torch.ones_like(data, dtype=torch.bool)
     keep = torch.empty(blocks, dtype=torch.bool)
-    means = native_keep.BlockMeans(data.detach().reshape(-1), width, config.norm)
+    flat = data.detach().reshape(-1)
+    means: AbsScores | native_keep.BlockMeans = (
+        native_keep.BlockMeans(flat, width, config.norm) if width > 1
+        else AbsScores(flat) if config.norm == "L1" else AbsScores(flat, factor=flat))
     if not native_keep.one_pass([means], k, [keep]):
         return None
-    return native.spread(keep, width).view(data.shape)
+    return (keep if width == 1 else native.spread(keep, width)).view(data.shape)
 
 
 def reference_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:
