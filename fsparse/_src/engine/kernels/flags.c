@@ -16,7 +16,8 @@ typedef struct {
 
 static void split(fsp_range *parts, int64_t threads, const fsp_range *whole) {
     for (int64_t t = 0; t < threads; t++) {
-        int64_t first = whole->n * t / threads, last = whole->n * (t + 1) / threads;
+        int64_t first = part_start(whole->n, t, threads);
+        int64_t last = part_start(whole->n, t + 1, threads);
         parts[t] = *whole;
         parts[t].a = whole->a ? whole->a + first : NULL;
         parts[t].b = whole->b ? whole->b + first : NULL;
@@ -193,7 +194,8 @@ void fsp_spread(const uint8_t *keep, int64_t blocks, int64_t width, uint8_t *out
     fsp_spread_range parts[MAX_THREADS];
     threads = clamp_threads(threads);
     for (int64_t t = 0; t < threads; t++) {
-        int64_t first = blocks * t / threads, last = blocks * (t + 1) / threads;
+        int64_t first = part_start(blocks, t, threads);
+        int64_t last = part_start(blocks, t + 1, threads);
         parts[t].keep = keep + first;
         parts[t].out = out + first * width;
         parts[t].blocks = last - first;

@@ -284,8 +284,8 @@ int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int
         fsp_task *task = &tasks[t];
         task->segs = segs;
         task->nsegs = nsegs;
-        task->start = total / threads * t + (t < total % threads ? t : total % threads);
-        task->stop = task->start + total / threads + (t < total % threads);
+        task->start = part_start(total, t, threads);
+        task->stop = part_start(total, t + 1, threads);
         task->dbl = (int)dbl;
         task->lo = lo;
         task->hi = hi;

@@ -42,6 +42,12 @@ BLOCK_MEAN(double, fabs)
 __attribute__((visibility("hidden"))) void run_all(void *(*fn)(void *), void *tasks,
                                                 size_t size, int64_t count);
 
+/* Where part ``t`` of ``n`` items split into ``parts`` contiguous parts starts (part t
+ * ends where part t + 1 starts); every kernel splits its work this way. */
+static inline int64_t part_start(int64_t n, int64_t t, int64_t parts) {
+    return n / parts * t + (t < n % parts ? t : n % parts);
+}
+
 static inline int64_t clamp_threads(int64_t threads) {
     return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
 }

@@ -95,8 +95,8 @@ int64_t fsp_sample(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_
         d->nsegs = nsegs;
         d->total = total;
         d->size = size;
-        d->first = size * t / threads;
-        d->last = size * (t + 1) / threads;
+        d->first = part_start(size, t, threads);
+        d->last = part_start(size, t + 1, threads);
         d->dbl = (int)dbl;
         d->out = out;
         d->found = 0;

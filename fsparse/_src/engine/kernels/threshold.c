@@ -118,8 +118,8 @@ int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
         fsp_flags *f = &parts[p];
         f->segs = segs;
         f->nsegs = nsegs;
-        f->first = n * p / threads;
-        f->last = n * (p + 1) / threads;
+        f->first = part_start(n, p, threads);
+        f->last = part_start(n, p + 1, threads);
         f->vals = vals;
         f->where = where;
         f->dbl = (int)dbl;
