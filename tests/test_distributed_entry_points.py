@@ -194,14 +194,8 @@ def _pruners(rank: int, world: int) -> None:
     momentum = _whole(opt.state[weight]["momentum_buffer"])
     assert torch.equal(momentum == 0, revive)
 
-    import fsparse.distributed.dtensor as dtensor_mod
-
-    slice_size, dtensor_mod._RAND_SLICE = dtensor_mod._RAND_SLICE, 5  # streams in many slices
-    try:
-        for make in makers if world == 2 else makers[:2] + makers[8:9]:  # 4 ranks: fewer
-            _pruner_run(make, full, grads, mesh, 2)
-    finally:
-        dtensor_mod._RAND_SLICE = slice_size
+    for make in makers if world == 2 else makers[:2] + makers[8:9]:  # 4 ranks: fewer
+        _pruner_run(make, full, grads, mesh, 2)
 
 
 def _dropin(rank: int, world: int) -> None:

@@ -301,10 +301,11 @@ def test_saliency_pruners_match_materialized_scores():
 
 
 def test_random_scores_drawn_in_pieces_are_the_whole_stream():
-    """The CPU generator's stream in slices (in order, or again out of order) = one draw."""
+    """The counter stream in slices (in order, or out of order), at positions, or whole."""
+    from fsparse._src.engine import counter_rng
     from fsparse._src.engine.scoring import RandomScores
 
-    whole = torch.rand(10_007, generator=torch.Generator().manual_seed(11))
+    whole = counter_rng.uniform(11, 0, 10_007)
     lazy = RandomScores((10_007,), 11)
     buf = torch.empty(4096)
     for step in (1, 13, 4096):
@@ -313,6 +314,7 @@ def test_random_scores_drawn_in_pieces_are_the_whole_stream():
         assert torch.equal(got, whole)
     assert torch.equal(lazy.part(5000, 5100, buf), whole[5000:5100])  # out of order
     assert torch.equal(lazy.head(77), whole[:77])
+    assert torch.equal(lazy.take(torch.tensor([9000, 3, 3])), whole[[9000, 3, 3]])
     keep = torch.rand(10_007) > 0.5
     assert torch.equal(RandomScores((10_007,), 11, keep).materialize(),
                        torch.where(keep, whole, -1.0))

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from fsparse._src.engine import keep_masks as keep_mod
 from fsparse._src.engine import native, native_keep, unit_flags
 from fsparse._src.engine import threshold as threshold_mod
-from fsparse._src.engine.scoring import AbsScores
+from fsparse._src.engine.scoring import AbsScores, RandomScores
 from fsparse._src.engine.selection import select_scores
 from fsparse._src.engine.threshold import NaNScores
 from fsparse.pruners._ranked import revives
@@ -41,7 +41,8 @@ def _both(fn):
 
 def _pieces(draw, dtype):
     count = draw(st.integers(1, 4))
-    kind = draw(st.sampled_from(["tensor", "abs", "abs_keep", "product"]))
+    kinds = ["tensor", "abs", "abs_keep", "product"]
+    kind = draw(st.sampled_from([*kinds, "random"] if dtype == torch.float32 else kinds))
     pieces = []
     for _ in range(count):
         size = draw(st.integers(1, 3000))
@@ -52,7 +53,11 @@ def _pieces(draw, dtype):
         values[:: draw(st.integers(2, 50))] = -0.0
         if draw(st.booleans()):
             values[:: draw(st.integers(7, 400))] = math.inf
-        if kind == "tensor":
+        if kind == "random":  # the counter stream, computed in the pass; pruned places too
+            keep = torch.rand(size, generator=gen) > draw(st.sampled_from([0.0, 0.5]))
+            pieces.append(RandomScores((size,), draw(st.integers(0, 2**64 - 1)),
+                                       keep if draw(st.booleans()) else None))
+        elif kind == "tensor":
             pieces.append(values)
         elif kind == "abs":
             pieces.append(AbsScores(values))

@@ -34,6 +34,7 @@ __all__ = [
     "check_shape",
     "check_tensor",
     "short_repr",
+    "under_transform",
 ]
 
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (
@@ -224,3 +225,8 @@ def check_callable(value: object, arg: str, *, optional: bool = False) -> Any:
         what = "callable or None" if optional else "callable"
         raise TypeError(f"{arg} must be {what}, got {type(value).__name__} {short_repr(value)}")
     return value
+
+
+def under_transform(data: torch.Tensor) -> bool:
+    """Whether ``data`` is traced by ``torch.func`` or ``torch.compile``."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(data) or torch.compiler.is_compiling()

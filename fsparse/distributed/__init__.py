@@ -22,7 +22,7 @@ from fsparse.distributed.api import (
     select_count_mask,
     select_mask,
 )
-from fsparse.distributed.dtensor import global_extreme, is_dtensor, seeded_rand
+from fsparse.distributed.dtensor import global_extreme, is_dtensor, seeded_uniform
 from fsparse.distributed.selection import BITS, distributed_lowest
 
 __all__ = ["BITS", "config_norm_mask", "distributed_lowest", "global_levels",
@@ -30,6 +30,6 @@ __all__ = ["BITS", "config_norm_mask", "distributed_lowest", "global_levels",
 
 for _name, _fn in (("select_mask", select_mask), ("select_count_mask", select_count_mask),
                    ("global_select_masks", global_select_masks),
-                   ("config_norm_mask", config_norm_mask), ("seeded_rand", seeded_rand),
+                   ("config_norm_mask", config_norm_mask), ("seeded_uniform", seeded_uniform),
                    ("global_extreme", global_extreme), ("global_levels", global_levels)):
     register(DTENSOR, _name, _fn)

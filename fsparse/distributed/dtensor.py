@@ -18,8 +18,9 @@ from torch.distributed.tensor import DTensor, Replicate, Shard
 from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
 from fsparse._src.checks import short_repr
+from fsparse._src.engine import counter_rng
 
-__all__ = ["Unpacked", "global_extreme", "is_dtensor", "seeded_rand", "unpack"]
+__all__ = ["Unpacked", "global_extreme", "is_dtensor", "seeded_uniform", "unpack"]
 
 
 def is_dtensor(value: object) -> bool:
@@ -74,30 +75,17 @@ def unpack(data: DTensor, group: dist.ProcessGroup | None, arg: str) -> Unpacked
     return Unpacked(data.to_local(), int(offset[0]), mesh_group, False, data)
 
 
-_RAND_SLICE = 1 << 20  # values drawn per slice: temporaries stay bounded
+def seeded_uniform(source: DTensor, key: int) -> DTensor:
+    """This rank's part of stream ``key``'s first ``source.numel()`` values
+    (:func:`~fsparse._src.engine.counter_rng.uniform`), shaped and placed like ``source``.
 
-
-def seeded_rand(source: DTensor, generator: torch.Generator) -> DTensor:
-    """This rank's part of ``torch.rand(source.shape, generator=...)``, placed like ``source``.
-
-    Every rank runs the same stream (a CPU generator gives the same values drawn in
-    slices as drawn at once) and keeps only its own rows, so the scores equal the
-    single-process ones without communication, in memory of the shard plus one
-    slice. Time: the stream up to the end of this rank's rows.
+    A counter-based stream: each rank computes only its own rows, in time and memory of
+    its shard, with no communication, and the scores equal the single-process ones.
     """
     parts = unpack(source, None, "source")
     row = math.prod(source.shape[1:]) if source.dim() else 1
-    total = math.prod(source.shape)
     start = 0 if parts.replicated else parts.row_offset * row
-    stop = total if parts.replicated else start + parts.local.numel()
-    local = torch.empty(stop - start, dtype=torch.float32, device=parts.local.device)
-    for lo in range(0, stop, _RAND_SLICE):
-        hi = min(lo + _RAND_SLICE, stop)
-        drawn = torch.rand(hi - lo, generator=generator, dtype=torch.float32,
-                           device=parts.local.device)
-        if hi > start:
-            keep = max(start, lo)
-            local[keep - start : hi - start] = drawn[keep - lo :]
+    local = counter_rng.uniform(key, start, parts.local.numel(), device=parts.local.device)
     return parts.wrap(local.view(parts.local.shape))
 
 

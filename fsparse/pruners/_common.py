@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from fsparse._src.checks import check_callable, check_instance, check_int, check_real, short_repr
-from fsparse._src.engine import Pattern, parse_pattern
+from fsparse._src.engine import Pattern, counter_rng, parse_pattern
 from fsparse._src.engine.dispatch import implementation, sharded_kind
 from fsparse._src.engine.scoring import RandomScores
 from fsparse.pruners._distributions import check_overrides, erk_sparsities, uniform_sparsities
@@ -107,30 +107,34 @@ def check_seed(seed: object) -> int:
     return check_int(seed, "seed", low=0)
 
 
+def _key(seed: int, step: int, name: str, purpose: int) -> int:
+    return _mix(seed, step, zlib.crc32(name.encode()), purpose)
+
+
 def random_scores(params: Mapping[str, torch.Tensor], seed: int, step: int,
                   purpose: int) -> dict[str, torch.Tensor]:
-    """Uniform [0, 1) float32 scores per tensor, a function of (seed, step, name, purpose) only."""
+    """Uniform [0, 1) float32 scores per tensor, a function of (seed, step, name, purpose)
+    only: the counter-based stream (:mod:`~fsparse._src.engine.counter_rng`), the same on
+    every device and for every sharding."""
     out = {}
     for name, p in params.items():
-        gen = torch.Generator(device=p.device)
-        gen.manual_seed(_mix(seed, step, zlib.crc32(name.encode()), purpose))
+        key = _key(seed, step, name, purpose)
         kind = sharded_kind(p)
-        if kind:  # every rank runs the whole stream alike and keeps its own rows
-            out[name] = implementation(kind, "seeded_rand")(p, gen)
+        if kind:  # every rank computes its own rows of the whole tensor's stream
+            out[name] = implementation(kind, "seeded_uniform")(p, key)
         else:
-            out[name] = torch.rand(p.shape, generator=gen, device=p.device, dtype=torch.float32)
+            out[name] = counter_rng.uniform(key, 0, p.numel(), device=p.device).view(p.shape)
     return out
 
 
 def lazy_random_scores(params: Mapping[str, torch.Tensor], seed: int, step: int,
                        purpose: int) -> dict[str, torch.Tensor | RandomScores]:
-    """:func:`random_scores` for the engine to draw slice by slice: the same values, as
+    """:func:`random_scores` for the engine to compute slice by slice: the same values, as
     :class:`RandomScores` for plain CPU tensors (no full-size score tensor), else tensors."""
     out: dict[str, torch.Tensor | RandomScores] = {}
     for name, p in params.items():
         if p.device.type == "cpu" and not sharded_kind(p):
-            out[name] = RandomScores(p.shape, _mix(seed, step, zlib.crc32(name.encode()),
-                                                   purpose))
+            out[name] = RandomScores(p.shape, _key(seed, step, name, purpose))
         else:
             out.update(random_scores({name: p}, seed, step, purpose))
     return out

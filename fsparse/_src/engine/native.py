@@ -21,7 +21,7 @@ import re
 
 import torch
 
-from fsparse._src.engine.scoring import under_transform
+from fsparse._src.checks import under_transform
 
 __all__ = ["KERNELS", "Segment", "bind", "count_true", "gains", "plain", "spread", "threads",
            "use_openmp",
@@ -36,7 +36,7 @@ class Segment(ctypes.Structure):
 
     _fields_ = [("x", ctypes.c_void_p), ("y", ctypes.c_void_p), ("alive", ctypes.c_void_p),
                 ("keep", ctypes.c_void_p), ("n", ctypes.c_int64), ("base", ctypes.c_int64),
-                ("mode", ctypes.c_int64), ("width", ctypes.c_int64)]
+                ("mode", ctypes.c_int64), ("width", ctypes.c_int64), ("key", ctypes.c_uint64)]
 
 
 def _torch_openmp() -> ctypes.CDLL | None:
@@ -84,6 +84,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_gains", [ptr, ptr, i64, i64], i64),
         ("fsp_zero_pruned", [ptr, ptr, i64, i64, i64], None),
         ("fsp_spread", [ptr, i64, i64, ptr, i64], None),
+        ("fsp_uniform", [ctypes.c_uint64, i64, i64, ptr, i64], None),
         ("fsp_use_openmp", [ptr, ptr, ptr], None),
     ):
         fn = getattr(lib, name)

@@ -1,8 +1,8 @@
 """The one-pass keep masks of :mod:`~fsparse._src.engine.keep_masks`, fused natively.
 
 Each step of the torch path is one call into ``kernels/*.c``, which reads the scores
-straight from their sources (``|w|``, ``|w * g|`` or a score tensor), with no
-full-size temporaries:
+straight from their sources (``|w|``, ``|w * g|``, a score tensor, or the counter-based
+random stream computed in place), with no full-size temporaries:
 
 1. the bracket's sample: stratified, jittered, seeded draws (not the torch path's
    draws; any bracket gives the same masks, it only decides how fast);
@@ -25,20 +25,21 @@ import torch
 
 from fsparse._src.engine import native
 from fsparse._src.engine import threshold as kth
-from fsparse._src.engine.scoring import AbsScores
+from fsparse._src.engine.scoring import AbsScores, RandomScores
 from fsparse._src.engine.threshold import NaNScores, Piece
 
 __all__ = ["BlockMeans", "applies", "one_pass", "reads"]
 
-_PLAIN, _ABS, _ABS_PRODUCT, _BLOCK_L1, _BLOCK_L2 = 0, 1, 2, 3, 4  # kernels.h's modes
+_PLAIN, _ABS, _ABS_PRODUCT, _BLOCK_L1, _BLOCK_L2, _RANDOM = range(6)  # kernels.h's modes
 _MIN_PER_THREAD = 1 << 18  # values per thread of the pass, at least
 _MIN_DRAWS_PER_THREAD = 1 << 14
 
 
 def applies(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]) -> bool:
     """Whether :func:`one_pass` can read ``pieces`` and write ``keep``: the kernels are
-    built; float32 or float64 score tensors, or :class:`AbsScores` of sources in the
-    score dtype; all plain contiguous CPU tensors."""
+    built; float32 or float64 score tensors, :class:`AbsScores` of sources in the score
+    dtype, or :class:`RandomScores` (float32, computed in the pass); all plain contiguous
+    CPU tensors."""
     if native.KERNELS is None or not pieces:
         return False
     dtype = pieces[0].dtype
@@ -49,6 +50,9 @@ def applies(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]) -> bool:
             return False
         if isinstance(piece, torch.Tensor):
             if not native.plain(piece, dtype):
+                return False
+        elif type(piece) is RandomScores:
+            if not native.plain(piece.keep, torch.bool):
                 return False
         elif type(piece) is not AbsScores or not (
             native.plain(piece.flat, dtype) and native.plain(piece.factor, dtype)
@@ -84,6 +88,9 @@ def _segments(pieces: Sequence[Piece | BlockMeans], keep: Sequence[torch.Tensor]
     for seg, piece, out in zip(segments, pieces, keep):
         if isinstance(piece, torch.Tensor):
             seg.x, seg.mode = piece.data_ptr(), _PLAIN
+        elif isinstance(piece, RandomScores):
+            seg.mode, seg.key = _RANDOM, piece.seed
+            seg.alive = None if piece.keep is None else piece.keep.data_ptr()
         elif isinstance(piece, BlockMeans):
             seg.x, seg.width = piece.flat.data_ptr(), piece.width
             seg.mode = _BLOCK_L1 if piece.norm == "L1" else _BLOCK_L2

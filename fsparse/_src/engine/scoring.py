@@ -17,8 +17,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fsparse._src.checks import check_tensor, short_repr
+from fsparse._src.checks import check_tensor, short_repr, under_transform
 from fsparse._src.config import NORMS, SparsityConfig, _validate_block_shape
+from fsparse._src.engine import counter_rng
 
 __all__ = [
     "COMPUTED",
@@ -207,18 +208,15 @@ class AbsScores:
 
 class RandomScores:
     """Seeded uniform ``[0, 1)`` float32 scores on the CPU (``-1`` where ``keep`` is
-    ``False``): ``torch.rand(shape, generator=torch.Generator().manual_seed(seed))``, drawn
-    slice by slice, in order, by the selection (the CPU generator gives the same stream
-    in pieces as whole), never materialized whole.
+    ``False``): value ``i`` of the counter-based stream ``seed``
+    (:mod:`~fsparse._src.engine.counter_rng`), computed slice by slice by the selection
+    (inside the native pass, never stored), never materialized whole.
 
-    Its first values are as random as any: the selection samples them (:meth:`head`).
-
-    >>> torch.equal(RandomScores((3, 4), 7).materialize().view(3, 4),
-    ...             torch.rand(3, 4, generator=torch.Generator().manual_seed(7)))
+    >>> torch.equal(RandomScores((3, 4), 7).materialize(), counter_rng.uniform(7, 0, 12))
     True
     """
 
-    __slots__ = ("_generator", "_next", "dtype", "keep", "seed", "shape")
+    __slots__ = ("dtype", "keep", "seed", "shape")
 
     plain = True
 
@@ -228,8 +226,6 @@ class RandomScores:
         self.seed = seed
         self.keep = None if keep is None else keep.reshape(-1)
         self.dtype = torch.float32
-        self._generator: torch.Generator | None = None
-        self._next = 0
 
     @property
     def device(self) -> torch.device:
@@ -245,31 +241,21 @@ class RandomScores:
         """The same scores with ``-1`` where ``keep`` is ``False``."""
         return RandomScores(self.shape, self.seed, keep)
 
-    def _fresh(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed)
-
     def part(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
-        """The scores ``start:stop`` (not keyed), drawn into ``out`` (returned); in order
-        from 0 they continue one stream (out of order they are drawn again from the seed)."""
-        if self._generator is None or start != self._next:
-            self._generator = self._fresh()
-            if start:
-                torch.rand(start, generator=self._generator)
-        self._next = stop
-        return torch.rand(stop - start, generator=self._generator, out=out[: stop - start])
+        """The scores ``start:stop`` (not keyed), computed into ``out`` (returned)."""
+        return counter_rng.uniform(self.seed, start, stop - start, out=out[: stop - start])
 
     def head(self, count: int) -> torch.Tensor:
         """The first ``count`` scores, not keyed (a fresh tensor)."""
-        return torch.rand(min(count, self.numel()), generator=self._fresh())
+        return counter_rng.uniform(self.seed, 0, min(count, self.numel()))
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
-        """Scores at ``index``, not keyed (draws the whole stream: the selection uses
-        :meth:`head`)."""
-        return torch.rand(self.numel(), generator=self._fresh()).index_select(0, index)
+        """Scores at the flat ``index``, not keyed (a fresh tensor)."""
+        return counter_rng.values_at(self.seed, index)
 
     def materialize(self) -> torch.Tensor:
         """The flat score tensor (fresh)."""
-        scores = torch.rand(self.numel(), generator=self._fresh())
+        scores = counter_rng.uniform(self.seed, 0, self.numel())
         if self.keep is None:
             return scores
         return scores.masked_fill_(~self.keep, -1.0)
@@ -286,11 +272,6 @@ def _finite(t: torch.Tensor) -> bool:
     """All of ``t`` finite, by one ``aminmax`` pass (NaN makes both comparisons false)."""
     low, high = torch.aminmax(t)
     return bool(low > -math.inf) and bool(high < math.inf)
-
-
-def under_transform(data: torch.Tensor) -> bool:
-    """Whether ``data`` is traced by ``torch.func`` or ``torch.compile``."""
-    return torch._C._functorch.is_functorch_wrapped_tensor(data) or torch.compiler.is_compiling()
 
 
 def fit_config(config: SparsityConfig, height: int, width: int) -> SparsityConfig:

@@ -1,6 +1,7 @@
 /* The bracket pass of keep_masks.py, fused (native_keep.py).
  *
- * For every value v of a concatenation of segments (plain scores, |x| or |x * y|):
+ * For every value v of a concatenation of segments (plain scores, |x|, |x * y|, block
+ * means or the counter-based random stream):
  *   keep[i] = v > hi                     (and alive[i], where alive is given)
  *   v is a candidate if !(v < lo) && !(v > hi)   (lo <= v <= hi, or NaN; and alive[i])
  * Candidates are written in order (global position, value); threshold.c finds the exact
@@ -74,6 +75,15 @@ static inline int64_t fill_means_double(const fsp_segment *g, int64_t s, int64_t
     return 0;
 }
 
+static inline void fill_random_float(const fsp_segment *g, int64_t s, int64_t m, float *vals) {
+    rng_fill(g->key, s, m, vals);
+}
+
+static inline void fill_random_double(const fsp_segment *g, int64_t s, int64_t m,
+                                      double *vals) { /* RANDOM is float32: unused */
+    for (int64_t i = 0; i < m; i++) vals[i] = rng_at(g->key, s + i);
+}
+
 /* One segment range [s0, s1) in generic C (any ISA, float or double): the compares fill
  * small flag blocks the compiler vectorizes; candidates are read off 8 flags at a time. */
 #define GENERIC_RANGE(T, ABSF)                                                              \
@@ -85,7 +95,9 @@ static inline int64_t fill_means_double(const fsp_segment *g, int64_t s, int64_t
         uint8_t flag[BLK];                                                                  \
         for (int64_t s = s0; s < s1; s += BLK) {                                            \
             int64_t m = s1 - s < BLK ? s1 - s : BLK, above = 0;                             \
-            if (g->mode >= BLOCK_L1)                                                        \
+            if (g->mode == RANDOM)                                                          \
+                fill_random_##T(g, s, m, vals);                                             \
+            else if (g->mode >= BLOCK_L1)                                                   \
                 for (int64_t i = fill_means_##T(g, s, m, vals); i < m; i++)                 \
                     vals[i] = block_mean_##T(g, s + i);                                     \
             else if (g->mode == PLAIN)                                                      \
@@ -242,6 +254,43 @@ static void populate(void *start, int64_t bytes) {
 #endif
 }
 
+/* float32 values of [s0, s1) as plain scores: AVX2 or SSE2 on x86-64, else generic C. */
+static void range_plain_float(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
+                              fsp_task *t) {
+#ifdef FSP_X86
+    if (__builtin_cpu_supports("avx2"))
+        range_avx2(g, s0, s1, lo, hi, t);
+    else
+        range_sse2(g, s0, s1, lo, hi, t);
+    return;
+#endif
+    range_float(g, s0, s1, lo, hi, t);
+}
+
+/* Computed float32 scores (block means, RANDOM): each block of BLK values is computed
+ * into a buffer, then compared as a plain segment viewing that block. */
+static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
+                           fsp_task *t) {
+    float vals[BLK];
+    for (int64_t s = s0; s < s1; s += BLK) {
+        int64_t m = s1 - s < BLK ? s1 - s : BLK;
+        if (g->mode == RANDOM)
+            fill_random_float(g, s, m, vals);
+        else
+            for (int64_t i = fill_means_float(g, s, m, vals); i < m; i++)
+                vals[i] = block_mean_float(g, s + i);
+        fsp_segment view = *g;
+        view.x = vals;
+        view.y = NULL;
+        view.alive = g->alive ? g->alive + s : NULL;
+        view.keep = g->keep + s;
+        view.base = g->base + s;
+        view.n = m;
+        view.mode = PLAIN;
+        range_plain_float(&view, 0, m, lo, hi, t);
+    }
+}
+
 static void *run_task(void *arg) {
     fsp_task *t = (fsp_task *)arg;
     for (int64_t k = 0; k < t->nsegs; k++) {
@@ -251,20 +300,12 @@ static void *run_task(void *arg) {
         if (s1 > g->n) s1 = g->n;
         if (s0 >= s1) continue;
         populate(g->keep + s0, s1 - s0);
-        if (t->dbl) {
+        if (t->dbl)
             range_double(g, s0, s1, t->lo, t->hi, t);
-            continue;
-        }
-#ifdef FSP_X86
-        if (g->mode >= BLOCK_L1)
-            range_float(g, s0, s1, (float)t->lo, (float)t->hi, t);
-        else if (__builtin_cpu_supports("avx2"))
-            range_avx2(g, s0, s1, (float)t->lo, (float)t->hi, t);
+        else if (g->mode >= BLOCK_L1) /* block means and RANDOM */
+            range_computed(g, s0, s1, (float)t->lo, (float)t->hi, t);
         else
-            range_sse2(g, s0, s1, (float)t->lo, (float)t->hi, t);
-        continue;
-#endif
-        range_float(g, s0, s1, (float)t->lo, (float)t->hi, t);
+            range_plain_float(g, s0, s1, (float)t->lo, (float)t->hi, t);
     }
     return NULL;
 }

@@ -6,9 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* How a segment's values are scored: x, |x|, |x * y|, or the mean of |x| (BLOCK_L1) or of
- * x * x (BLOCK_L2) over each ``width`` consecutive elements (a norm block of one row). */
-enum { PLAIN = 0, ABS = 1, ABS_PRODUCT = 2, BLOCK_L1 = 3, BLOCK_L2 = 4 };
+/* How a segment's values are scored: x, |x|, |x * y|, the mean of |x| (BLOCK_L1) or of
+ * x * x (BLOCK_L2) over each ``width`` consecutive elements (a norm block of one row), or
+ * RANDOM: value i of the counter-based stream ``key`` (float32; random.c). */
+enum { PLAIN = 0, ABS = 1, ABS_PRODUCT = 2, BLOCK_L1 = 3, BLOCK_L2 = 4, RANDOM = 5 };
 enum { MAX_THREADS = 64 };
 
 /* One piece of a concatenation of scores (native_keep.py's Segment). */
@@ -21,6 +22,7 @@ typedef struct {
     int64_t base;         /* position of value 0 in the concatenation */
     int64_t mode;         /* PLAIN, ABS, ABS_PRODUCT, BLOCK_L1 or BLOCK_L2 */
     int64_t width;        /* BLOCK_*: elements per block */
+    uint64_t key;         /* RANDOM: the stream */
 } fsp_segment;
 
 /* Block ``b``'s mean score, summed from its first element and divided by its size, as
@@ -36,6 +38,40 @@ typedef struct {
 #include <math.h>
 BLOCK_MEAN(float, fabsf)
 BLOCK_MEAN(double, fabs)
+
+/* The counter-based stream of counter_rng.py (its docstring defines it): the block keys of
+ * positions hi * 2**32 ..., Mueller's 32-bit hash, and value i of stream ``key``. */
+static inline void rng_block_keys(uint64_t key, uint64_t hi, uint32_t *k1, uint32_t *k2) {
+    uint64_t z = key + (hi + 1) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    *k1 = (uint32_t)z;
+    *k2 = (uint32_t)(z >> 32);
+}
+
+static inline uint32_t rng_mix(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x45D9F3Bu;
+    x ^= x >> 16;
+    x *= 0x45D9F3Bu;
+    return x ^ (x >> 16);
+}
+
+static inline float rng_value(uint32_t k1, uint32_t k2, uint32_t lo) {
+    return (float)(rng_mix(rng_mix(lo ^ k1) ^ k2) >> 8) * 0x1p-24f;
+}
+
+static inline float rng_at(uint64_t key, int64_t i) {
+    uint32_t k1, k2;
+    rng_block_keys(key, (uint64_t)i >> 32, &k1, &k2);
+    return rng_value(k1, k2, (uint32_t)i);
+}
+
+/* Values start .. start + n - 1 of stream ``key`` into out (random.c; AVX2 where the CPU
+ * has it, else vectorized by the compiler). */
+__attribute__((visibility("hidden"))) void rng_fill(uint64_t key, int64_t start, int64_t n,
+                                                 float *out);
 
 /* Runs fn on each of ``count`` tasks of ``size`` bytes at ``tasks``, in parallel
  * (parallel.c: torch's OpenMP threads when handed over, else pthreads). */

@@ -20,6 +20,13 @@ typedef struct {
 } fsp_draws;
 
 static inline void draw_value(const fsp_segment *g, int64_t i, int dbl, void *out, int64_t k) {
+    if (g->mode == RANDOM) {
+        if (dbl)
+            ((double *)out)[k] = rng_at(g->key, i);
+        else
+            ((float *)out)[k] = rng_at(g->key, i);
+        return;
+    }
     if (g->mode >= BLOCK_L1) {
         if (dbl)
             ((double *)out)[k] = block_mean_double(g, i);
@@ -62,7 +69,7 @@ static void *run_draws(void *arg) {
             if (j + AHEAD < m) {
                 const fsp_segment *h = &d->segs[seg_of[j + AHEAD]];
                 int64_t step = (h->mode >= BLOCK_L1 ? h->width : 1) * (d->dbl ? 8 : 4);
-                __builtin_prefetch((const char *)h->x + at_of[j + AHEAD] * step);
+                if (h->x) __builtin_prefetch((const char *)h->x + at_of[j + AHEAD] * step);
                 if (h->y) __builtin_prefetch((const char *)h->y + at_of[j + AHEAD] * (d->dbl ? 8 : 4));
                 if (h->alive) __builtin_prefetch(h->alive + at_of[j + AHEAD]);
             }
