@@ -166,13 +166,14 @@ def test_keep_factors_reuse_the_previous_factors_in_place(torch_path):
     """fsparse.create writes new masks into its previous 0/1 factors (no fresh tensors)."""
     from fsparse.create.masks import keep_factors
 
-    weights = {"a": torch.randn(4, 3), "b": torch.randn(5),
-               "c": torch.randn(2, dtype=torch.float64)}
-    first = {"a": torch.rand(4, 3) > 0.5, "b": torch.ones(5, dtype=torch.bool),
+    gen = torch.Generator().manual_seed(8)  # seeded: "a" and "b" must be partly pruned
+    weights = {"a": torch.randn(4, 3, generator=gen), "b": torch.randn(5, generator=gen),
+               "c": torch.randn(2, dtype=torch.float64, generator=gen)}
+    first = {"a": torch.rand(4, 3, generator=gen) > 0.5, "b": torch.ones(5, dtype=torch.bool),
              "c": torch.tensor([True, False])}
     old = keep_factors(weights, first)
     assert set(old) == {"a", "c"}
-    second = {"a": torch.rand(4, 3) > 0.5, "b": torch.rand(5) > 0.5,
+    second = {"a": torch.rand(4, 3, generator=gen) > 0.5, "b": torch.rand(5, generator=gen) > 0.5,
               "c": torch.tensor([False, True])}
     new = keep_factors(weights, second, reuse=old)
     assert new["a"] is old["a"] and new["c"] is old["c"]  # overwritten in place

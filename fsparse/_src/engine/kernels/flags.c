@@ -172,6 +172,7 @@ static void *run_spread(void *arg) {
     fsp_spread_range *r = (fsp_spread_range *)arg;
     const uint8_t *keep = r->keep;
     uint8_t *out = r->out;
+    populate_fresh(out, r->blocks * r->width);
     if (r->width == 4) { /* one 32-bit store per block: its flag in every byte */
         for (int64_t b = 0; b < r->blocks; b++) {
             uint32_t word = (uint32_t)keep[b] * 0x01010101u;

@@ -7,9 +7,6 @@
  * Candidates are written in order (global position, value); threshold.c finds the exact
  * threshold among them. AVX2 or SSE2 on x86-64, portable C elsewhere.
  */
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 #include <math.h>
 #include <string.h>
 
@@ -236,24 +233,6 @@ static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, f
 }
 #endif
 
-/* Fresh outputs are first touched here: fault their pages in with one call per range
- * (Linux 5.14+; elsewhere, or if refused, the writes fault them in as usual). */
-static void populate(void *start, int64_t bytes) {
-#if defined(__linux__)
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-    const uintptr_t page = 4096;
-    uintptr_t first = ((uintptr_t)start + page - 1) & ~(page - 1);
-    uintptr_t last = ((uintptr_t)start + (uintptr_t)bytes) & ~(page - 1);
-    if (bytes >= (int64_t)(64 * page) && last > first)
-        madvise((void *)first, last - first, MADV_POPULATE_WRITE);
-#else
-    (void)start;
-    (void)bytes;
-#endif
-}
-
 /* float32 values of [s0, s1) as plain scores: AVX2 or SSE2 on x86-64, else generic C. */
 static void range_plain_float(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
                               fsp_task *t) {
@@ -299,7 +278,7 @@ static void *run_task(void *arg) {
         if (s0 < 0) s0 = 0;
         if (s1 > g->n) s1 = g->n;
         if (s0 >= s1) continue;
-        populate(g->keep + s0, s1 - s0);
+        populate_fresh(g->keep + s0, s1 - s0);
         if (t->dbl)
             range_double(g, s0, s1, t->lo, t->hi, t);
         else if (g->mode >= BLOCK_L1) /* block means and RANDOM */

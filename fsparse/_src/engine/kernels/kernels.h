@@ -73,6 +73,9 @@ static inline float rng_at(uint64_t key, int64_t i) {
 __attribute__((visibility("hidden"))) void rng_fill(uint64_t key, int64_t start, int64_t n,
                                                  float *out);
 
+/* Faults in the pages of a fresh output range before it is written (fresh.c). */
+__attribute__((visibility("hidden"))) void populate_fresh(void *start, int64_t bytes);
+
 /* Runs fn on each of ``count`` tasks of ``size`` bytes at ``tasks``, in parallel
  * (parallel.c: torch's OpenMP threads when handed over, else pthreads). */
 __attribute__((visibility("hidden"))) void run_all(void *(*fn)(void *), void *tasks,

@@ -44,6 +44,7 @@ typedef struct {
 
 static void *run_fill(void *arg) {
     fsp_fill *f = (fsp_fill *)arg;
+    populate_fresh(f->out, f->n * (int64_t)sizeof(float));
     rng_fill(f->key, f->start, f->n, f->out);
     return NULL;
 }
