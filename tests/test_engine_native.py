@@ -224,10 +224,12 @@ def test_plain_pthreads_give_the_same_results():
         got = (keep_mod.keep_masks(pieces, 1_000_000), native.count_true(flags))
         zeroed = w.clone()
         native.zero_pruned_(zeroed, flags)
+        ranked = native.spread(flags[:250_000], 4, (w[:1_000_000], "L1", 1))
     finally:
         native.use_openmp(lib, native._torch_openmp())
     assert all(torch.equal(a, b) for a, b in zip(want[0], got[0])) and want[1] == got[1]
     assert torch.equal(zeroed.view(torch.int32), (w * flags).view(torch.int32))
+    assert torch.equal(ranked, native.spread(flags[:250_000], 4, (w[:1_000_000], "L1", 1)))
     assert native._torch_openmp() is not None  # torch's CPU wheels ship libgomp
 
 
@@ -305,12 +307,14 @@ def test_the_portable_c_gives_the_same_results(tmp_path, monkeypatch):
         count = native.count_true(flags)
         zeroed = w.clone()
         native.zero_pruned_(zeroed, flags)
+        ranked = native.spread(flags[:250_000], 4, (w[:1_000_000], "L1", 1))
     finally:
         native.KERNELS = kernels
     assert runs == [True]  # the portable pass answered (no fallback to the torch path)
     assert all(torch.equal(a, b) for a, b in zip(want, got))
     assert count == int(flags.sum())
     assert torch.equal(zeroed.view(torch.int32), (w * flags).view(torch.int32))
+    assert torch.equal(ranked, native.spread(flags[:250_000], 4, (w[:1_000_000], "L1", 1)))
 
 
 @pytest.mark.parametrize("norm", ["L1", "L2"])
@@ -342,7 +346,7 @@ def test_whole_row_blocks_leave_other_cases_to_the_chunked_path():
     from fsparse._src.engine import norm_mask as norm_mod
 
     data = torch.randn(300, 100)
-    for block, zeros, x in (((1, 4), 2, data), ((2, 4), 8, data), ((1, 3), 3, data),
+    for block, zeros, x in (((2, 4), 8, data), ((1, 3), 3, data), ((1, 3), 1, data),
                             ((1, 8), 8, torch.randn(300, 100)), ((1, 4), 4, data.double()[:, :98])):
         config = make_config(sparsity_level=0.5, sparse_block_shape=block, zeros_per_block=zeros)
         assert norm_mod._whole_row_blocks(x, config) is None, (block, zeros)
@@ -372,6 +376,44 @@ def test_whole_row_block_means_are_summed_from_the_first_element(width):
     assert not want[0, a] and want[0, b]
     assert norm_mod._whole_row_blocks(data, config) is not None
     assert torch.equal(norm_mod.config_norm_mask(data, config), want)
+
+
+@settings(max_examples=80, deadline=None)
+@given(width=st.sampled_from([2, 4, 8, 16]), zeros=st.integers(0, 15),
+       norm=st.sampled_from(["L1", "L2"]), dtype=st.sampled_from([torch.float32, torch.float64]),
+       rows=st.integers(1, 700), row_blocks=st.integers(1, 9), scale=st.sampled_from([1, 4, 1000]),
+       level=st.floats(0.0, 1.0), seed=st.integers(0, 2**16))
+def test_blocks_with_fewer_zeros_are_ranked_as_the_chunked_path_ranks(
+        width, zeros, norm, dtype, rows, row_blocks, scale, level, seed):
+    """Blocks (1, w) with zeros_per_block below w: the native ranked spread (AVX2 for
+    float32 blocks of 4, 8 blocks a step plus a scalar tail) gives the chunked path's and
+    the reference's mask: ties by position, -0.0, L2 squares that tie."""
+    from fsparse import make_config
+    from fsparse._src.engine import norm_mask as norm_mod
+    from fsparse._src.engine.chunked_mask import large_norm_mask
+
+    zeros = min(zeros, width - 1)
+    gen = torch.Generator().manual_seed(seed)
+    data = (torch.randn(rows, row_blocks * width, generator=gen, dtype=dtype) * scale).round()
+    data.view(-1)[:: 5] *= -0.0
+    data.view(-1)[:: 11] = 1e-30  # x * x underflows to 0: ties with 0 under L2
+    config = make_config(sparsity_level=level, sparse_block_shape=(1, width),
+                         zeros_per_block=zeros, norm=norm)
+    got = norm_mod._whole_row_blocks(data, config)
+    assert got is not None
+    assert torch.equal(got, large_norm_mask(data, config))
+    assert torch.equal(got, norm_mod.reference_norm_mask(data, config))
+
+
+def test_a_ranked_block_keeps_all_but_its_smallest():
+    """One pruned block of 4, [3, -1, 1, 0] with 2 zeros: 0 and the first 1 (-1) go."""
+    keep = torch.tensor([False, True])
+    data = torch.tensor([3.0, -1.0, 1.0, 0.0, 5.0, 0.0, 0.0, 0.0])
+    got = native.spread(keep, 4, (data, "L1", 2))
+    assert got.tolist() == [True, False, True, False, True, True, True, True]
+    wide = torch.cat([data[:4]] * 9)  # 9 blocks: 8 by AVX2, 1 by the scalar tail
+    got = native.spread(torch.zeros(9, dtype=torch.bool), 4, (wide, "L1", 2))
+    assert got.view(9, 4).tolist() == [[True, False, True, False]] * 9
 
 
 @pytest.mark.parametrize("width", [2, 3, 4, 8, 16])

@@ -83,7 +83,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_count_true", [ptr, i64, i64], i64),
         ("fsp_gains", [ptr, ptr, i64, i64], i64),
         ("fsp_zero_pruned", [ptr, ptr, i64, i64, i64], None),
-        ("fsp_spread", [ptr, i64, i64, ptr, i64], None),
+        ("fsp_spread", [ptr, i64, i64, ptr, i64, ptr, i64, i64, i64], None),
         ("fsp_uniform", [ctypes.c_uint64, i64, i64, ptr, i64], None),
         ("fsp_use_openmp", [ptr, ptr, ptr], None),
     ):
@@ -145,9 +145,14 @@ def gains(old: torch.Tensor, new: torch.Tensor) -> bool | None:
                                   threads(new.numel())))
 
 
-def spread(keep: torch.Tensor, width: int) -> torch.Tensor:
+def spread(keep: torch.Tensor, width: int, ranked: tuple[torch.Tensor, str, int] | None = None
+           ) -> torch.Tensor:
     """Each flag of the 1-D bool ``keep`` repeated ``width`` times, natively (requires the
     kernels and a plain contiguous ``keep``): ``keep.repeat_interleave(width)``.
+
+    With ``ranked = (data, norm, zeros)`` (``data`` float32/64, plain, ``width`` elements a
+    block; ``width`` 2, 4, 8 or 16; ``zeros < width``), a pruned block keeps all but its
+    ``zeros`` smallest ``|x|`` (``"L1"``) or ``x * x`` (``"L2"``), ties by position.
 
     >>> flags = torch.tensor([True, False])
     >>> (spread(flags, 2) if KERNELS is not None else flags.repeat_interleave(2)).tolist()
@@ -155,8 +160,13 @@ def spread(keep: torch.Tensor, width: int) -> torch.Tensor:
     """
     assert KERNELS is not None and plain(keep, torch.bool) and keep.dim() == 1
     out = torch.empty(keep.numel() * width, dtype=torch.bool)
+    x, dbl, l2, zeros = None, 0, 0, width
+    if ranked is not None:
+        data, norm, zeros = ranked
+        assert plain(data, data.dtype) and data.numel() == out.numel() and width in (2, 4, 8, 16)
+        x, dbl, l2 = data.data_ptr(), int(data.dtype == torch.float64), int(norm == "L2")
     KERNELS.fsp_spread(keep.data_ptr(), keep.numel(), width, out.data_ptr(),
-                       threads(out.numel()))
+                       threads(out.numel()), x, dbl, l2, zeros)
     return out
 
 

@@ -151,16 +151,17 @@ def config_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor
 
 
 def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor | None:
-    """Blocks ``(1, w)`` (``w`` 1, 2, 4, 8 or 16) that tile the rows exactly and are zeroed
-    whole: the mask is the selection of the block means, spread over each block. One
-    element per block: its score (``|x|`` or ``x * x``) is its mean. Otherwise the fused
-    native pass computes the means as the chunked path does (the same sums in the same
-    order, then the division), so the masks are the same. ``None`` where this does not
-    apply, where the means might not be finite (the chunked path then answers or
-    raises), or if the bracket misses."""
+    """Blocks ``(1, w)`` (``w`` 1, 2, 4, 8 or 16) that tile the rows exactly: the mask is
+    the selection of the block means, spread over each block. One element per block: its
+    score (``|x|`` or ``x * x``) is its mean. Otherwise the fused native pass computes the
+    means as the chunked path does (the same sums in the same order, then the division),
+    and a pruned block loses its ``zeros_per_block`` smallest scores, ranked as the
+    chunked path ranks them (ties by position), so the masks are the same. ``None`` where
+    this does not apply, where the means might not be finite (the chunked path then
+    answers or raises), or if the bracket misses."""
     height, width = config.sparse_block_shape
-    if (height != 1 or width not in (1, 2, 4, 8, 16) or config.zeros_per_block < width
-            or not native_keep.reads(data)):
+    zeros = config.zeros_per_block
+    if height != 1 or width not in (1, 2, 4, 8, 16) or not native_keep.reads(data):
         return None
     matrix = as_matrix(data)
     if matrix.shape[1] % width or matrix.shape[1] < width:
@@ -173,7 +174,7 @@ def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tenso
         return None
     blocks = data.numel() // width
     k = pruned_count(config.sparsity_level, blocks)
-    if k == 0:
+    if k == 0 or zeros == 0:
         return torch.ones_like(data, dtype=torch.bool)
     keep = torch.empty(blocks, dtype=torch.bool)
     flat = data.detach().reshape(-1)
@@ -182,7 +183,10 @@ def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tenso
         else AbsScores(flat) if config.norm == "L1" else AbsScores(flat, factor=flat))
     if not native_keep.one_pass([means], k, [keep]):
         return None
-    return (keep if width == 1 else native.spread(keep, width)).view(data.shape)
+    if width == 1:
+        return keep.view(data.shape)
+    ranked = (flat, config.norm, zeros) if zeros < width else None
+    return native.spread(keep, width, ranked).view(data.shape)
 
 
 def reference_norm_mask(data: torch.Tensor, config: SparsityConfig) -> torch.Tensor:

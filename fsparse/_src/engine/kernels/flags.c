@@ -1,4 +1,5 @@
-/* Flag bytes (counts, gains) and masked weight writes (native.py). */
+/* Flag bytes (counts, gains), masked weight writes and block flags spread over their
+ * elements, ranked inside pruned blocks (native.py). */
 #include <math.h>
 #include <string.h>
 
@@ -166,13 +167,117 @@ typedef struct {
     const uint8_t *keep;
     uint8_t *out;
     int64_t blocks, width;
+    const void *x; /* ranked: the data, whose |x| (or x * x, l2) ranks a pruned block */
+    int64_t dbl, l2, zeros;
 } fsp_spread_range;
+
+/* Pruned blocks of width W lose their ``zeros`` smallest scores, ties by position: element
+ * j stays iff #{i < j: s_i <= s_j} + #{i > j: s_i < s_j} >= zeros (block_write.py's rank). */
+#define RANKED(T, ABSF, W)                                                                  \
+    static void ranked_##T##_##W(const fsp_spread_range *r, int64_t first) {               \
+        const T *x = (const T *)r->x;                                                       \
+        for (int64_t b = first; b < r->blocks; b++) {                                       \
+            uint8_t *o = r->out + b * W;                                                    \
+            if (r->keep[b]) {                                                               \
+                memset(o, 1, W);                                                            \
+                continue;                                                                   \
+            }                                                                               \
+            T s[W];                                                                         \
+            for (int j = 0; j < W; j++) {                                                   \
+                T v = x[b * W + j];                                                         \
+                s[j] = r->l2 ? v * v : ABSF(v);                                             \
+            }                                                                               \
+            for (int j = 0; j < W; j++) {                                                   \
+                int64_t rank = 0;                                                           \
+                for (int i = 0; i < j; i++) rank += s[i] <= s[j];                           \
+                for (int i = j + 1; i < W; i++) rank += s[i] < s[j];                        \
+                o[j] = rank >= r->zeros;                                                    \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+#define RANKED_WIDTHS(T, ABSF) RANKED(T, ABSF, 2) RANKED(T, ABSF, 4) RANKED(T, ABSF, 8)     \
+    RANKED(T, ABSF, 16)
+RANKED_WIDTHS(float, fabsf)
+RANKED_WIDTHS(double, fabs)
+
+#ifdef FSP_X86
+/* float32 blocks of 4 on AVX2, 8 blocks a step, with no branch: the 4 x 8 transpose of
+ * means4_avx2 puts element j of 8 blocks in one vector, the 12 compares give each
+ * element's rank, and each lane's 4 flag bytes are one 32-bit word (kept blocks: all
+ * ones). Returns the blocks done (a multiple of 8). */
+__attribute__((target("avx2"))) static int64_t ranked4_avx2(const fsp_spread_range *r) {
+    const float *x = (const float *)r->x;
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i below = _mm256_set1_epi32((int)r->zeros - 1);
+    const __m256i ones = _mm256_set1_epi32(0x01010101);
+    int l2 = (int)r->l2;
+    int64_t b = 0;
+    for (; b + 8 <= r->blocks; b += 8) {
+        const float *p = x + 4 * b;
+        __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
+        __m256 v2 = _mm256_loadu_ps(p + 16), v3 = _mm256_loadu_ps(p + 24);
+        __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);
+        __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
+        __m256 e[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
+                       _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
+        for (int j = 0; j < 4; j++)
+            e[j] = l2 ? _mm256_mul_ps(e[j], e[j]) : _mm256_and_ps(e[j], sign);
+        __m256i word = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            __m256i rank = _mm256_setzero_si256(); /* minus the rank: compares give -1 */
+            for (int i = 0; i < 4; i++) {
+                if (i == j) continue;
+                __m256 c = i < j ? _mm256_cmp_ps(e[i], e[j], _CMP_LE_OQ)
+                                 : _mm256_cmp_ps(e[i], e[j], _CMP_LT_OQ);
+                rank = _mm256_add_epi32(rank, _mm256_castps_si256(c));
+            }
+            __m256i stays = _mm256_cmpgt_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), rank),
+                                               below);
+            word = _mm256_or_si256(word, _mm256_and_si256(stays, _mm256_set1_epi32(1 << (8 * j))));
+        }
+        word = _mm256_permutevar8x32_epi32(word, order); /* lanes back in block order */
+        uint64_t k8;
+        memcpy(&k8, r->keep + b, 8);
+        __m256i kept = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)k8)),
+                                          ones);
+        _mm256_storeu_si256((__m256i *)(r->out + 4 * b), _mm256_or_si256(word, kept));
+    }
+    return b;
+}
+#endif
+
+static int spread_ranked(const fsp_spread_range *r) {
+#ifdef FSP_X86
+    if (!r->dbl && r->width == 4 && __builtin_cpu_supports("avx2")) {
+        ranked_float_4(r, ranked4_avx2(r));
+        return 1;
+    }
+#endif
+#define CASE(W)                                                                             \
+    case W:                                                                                 \
+        if (r->dbl)                                                                         \
+            ranked_double_##W(r, 0);                                                        \
+        else                                                                                \
+            ranked_float_##W(r, 0);                                                         \
+        return 1;
+    switch (r->width) {
+        CASE(2)
+        CASE(4)
+        CASE(8)
+        CASE(16)
+    }
+#undef CASE
+    return 0;
+}
 
 static void *run_spread(void *arg) {
     fsp_spread_range *r = (fsp_spread_range *)arg;
     const uint8_t *keep = r->keep;
     uint8_t *out = r->out;
     populate_fresh(out, r->blocks * r->width);
+    if (r->x && r->zeros < r->width && spread_ranked(r)) return NULL;
     if (r->width == 4) { /* one 32-bit store per block: its flag in every byte */
         for (int64_t b = 0; b < r->blocks; b++) {
             uint32_t word = (uint32_t)keep[b] * 0x01010101u;
@@ -189,18 +294,20 @@ static void *run_spread(void *arg) {
     return NULL;
 }
 
-/* out[b * width + j] = keep[b] for every block b (bool bytes), in ``threads`` ranges. */
+/* out[b * width + j] = keep[b] for every block b (bool bytes), in ``threads`` ranges; with
+ * ``x`` (float or double, ``dbl``) and ``zeros`` below ``width`` (2, 4, 8 or 16), a pruned
+ * block keeps all but its ``zeros`` smallest |x| (``l2``: x * x), ties by position. */
 void fsp_spread(const uint8_t *keep, int64_t blocks, int64_t width, uint8_t *out,
-                int64_t threads) {
+                int64_t threads, const void *x, int64_t dbl, int64_t l2, int64_t zeros) {
     fsp_spread_range parts[MAX_THREADS];
+    size_t size = dbl ? sizeof(double) : sizeof(float);
     threads = clamp_threads(threads);
     for (int64_t t = 0; t < threads; t++) {
         int64_t first = part_start(blocks, t, threads);
         int64_t last = part_start(blocks, t + 1, threads);
-        parts[t].keep = keep + first;
-        parts[t].out = out + first * width;
-        parts[t].blocks = last - first;
-        parts[t].width = width;
+        parts[t] = (fsp_spread_range){keep + first, out + first * width, last - first, width,
+                                      x ? (const char *)x + (size_t)(first * width) * size : NULL,
+                                      dbl, l2, zeros};
     }
     run_all(run_spread, parts, sizeof(fsp_spread_range), threads);
 }
