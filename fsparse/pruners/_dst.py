@@ -28,7 +28,7 @@ from fsparse.pruners._protocol import (
     check_params_fit,
     check_state,
 )
-from fsparse.pruners._ranked import dense_state, select, zero_activated
+from fsparse.pruners._ranked import selected_state, zero_activated
 from fsparse.pruners._schedules import check_drop_fraction
 from fsparse.pruners._state import PrunerState
 
@@ -69,10 +69,8 @@ def _dst(name: str, grow: GrowFn, needs_grads: bool, sparsity: Sparsity, drop_fr
     steps = common.steps
 
     def init(params: Params) -> PrunerState:
-        checked, state = dense_state(common, params)
-        with torch.no_grad():
-            masks = select(common, lazy_random_scores(checked, base, 0, _INIT), state.targets)
-        return state.replace(masks=masks)
+        return selected_state(common, params,
+                              lambda checked: lazy_random_scores(checked, base, 0, _INIT))
 
     def update(state: PrunerState, params: Params, *, grads: Params | None = None
                ) -> tuple[PrunerState, dict[str, torch.Tensor]]:

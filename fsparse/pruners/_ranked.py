@@ -31,7 +31,7 @@ from fsparse.pruners._protocol import (
 )
 from fsparse.pruners._state import PrunerState
 
-__all__ = ["dense_state", "ranked", "revives", "select", "zero_activated"]
+__all__ = ["dense_state", "ranked", "revives", "select", "selected_state", "zero_activated"]
 
 _WORDS = 1 << 17  # int64 mask words per slice of revives (1 MiB)
 
@@ -39,6 +39,9 @@ _WORDS = 1 << 17  # int64 mask words per slice of revives (1 MiB)
 # AbsScores that the engine reads slice by slice.
 ScoreFn = Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor] | None, int],
                    Mapping[str, torch.Tensor | Computed]]
+
+
+ScoreKeys = Callable[[dict[str, torch.Tensor]], Mapping[str, torch.Tensor | Computed]]
 
 
 def no_resets(old: PrunerState, new: PrunerState) -> dict[str, torch.Tensor]:
@@ -52,6 +55,16 @@ def dense_state(common: Common, params: object) -> tuple[dict[str, torch.Tensor]
     targets = common.targets(checked)
     masks = {n: filled(p, True, torch.bool) for n, p in checked.items()}
     return checked, PrunerState(masks, 0, {}, targets)
+
+
+def selected_state(common: Common, params: object, keys: ScoreKeys) -> PrunerState:
+    """A state at step 0 whose masks are selected at the solved targets by the scores
+    ``keys(checked params)`` (no all-ones masks made first)."""
+    checked = check_params(params)
+    targets = common.targets(checked)
+    with torch.no_grad():
+        masks = select(common, keys(checked), targets)
+    return PrunerState(masks, 0, {}, targets)
 
 
 def select(common: Common, keys: Mapping[str, torch.Tensor | Computed],

@@ -20,7 +20,7 @@ from fsparse._src.engine.scoring import RandomScores
 from fsparse.pruners._common import Common, check_seed, lazy_random_scores
 from fsparse.pruners._magnitude import Sparsity, lazy_abs_scores
 from fsparse.pruners._protocol import Params, Pruner, check_params_fit, check_state
-from fsparse.pruners._ranked import dense_state, ranked, select
+from fsparse.pruners._ranked import ranked, selected_state
 from fsparse.pruners._state import PrunerState
 
 __all__ = ["static_random", "ste_magnitude", "ste_random"]
@@ -84,10 +84,8 @@ def static_random(sparsity: Sparsity, *, seed: int = 0, distribution: Any = "uni
     common = Common.make(sparsity, distribution, sparsity_type, 0, None, 1, overrides)
 
     def init(params: Params) -> PrunerState:
-        checked, state = dense_state(common, params)
-        with torch.no_grad():
-            masks = select(common, lazy_random_scores(checked, base, 0, _STATIC), state.targets)
-        return state.replace(masks=masks)
+        return selected_state(common, params,
+                              lambda checked: lazy_random_scores(checked, base, 0, _STATIC))
 
     def update(state: PrunerState, params: Params, *, grads: Params | None = None
                ) -> tuple[PrunerState, dict[str, torch.Tensor]]:
