@@ -208,22 +208,14 @@ RANKED_WIDTHS(double, fabs)
  * ones). Returns the blocks done (a multiple of 8). */
 __attribute__((target("avx2"))) static int64_t ranked4_avx2(const fsp_spread_range *r) {
     const float *x = (const float *)r->x;
-    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     const __m256i below = _mm256_set1_epi32((int)r->zeros - 1);
     const __m256i ones = _mm256_set1_epi32(0x01010101);
     int l2 = (int)r->l2;
     int64_t b = 0;
     for (; b + 8 <= r->blocks; b += 8) {
-        const float *p = x + 4 * b;
-        __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
-        __m256 v2 = _mm256_loadu_ps(p + 16), v3 = _mm256_loadu_ps(p + 24);
-        __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);
-        __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
-        __m256 e[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                       _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
-        for (int j = 0; j < 4; j++)
-            e[j] = l2 ? _mm256_mul_ps(e[j], e[j]) : _mm256_and_ps(e[j], sign);
+        __m256 e[4];
+        block4_scores(x + 4 * b, l2, e);
         __m256i word = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
             __m256i rank = _mm256_setzero_si256(); /* minus the rank: compares give -1 */

@@ -35,20 +35,13 @@ typedef struct {
 __attribute__((target("avx2"))) static int64_t means4_avx2(const fsp_segment *g, int64_t s,
                                                            int64_t m, float *vals) {
     const float *x = (const float *)g->x + s * 4;
-    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     const __m256 four = _mm256_set1_ps(4.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     int l2 = g->mode == BLOCK_L2;
     int64_t i = 0;
     for (; i + 8 <= m; i += 8) {
-        __m256 v0 = _mm256_loadu_ps(x + 4 * i), v1 = _mm256_loadu_ps(x + 4 * i + 8);
-        __m256 v2 = _mm256_loadu_ps(x + 4 * i + 16), v3 = _mm256_loadu_ps(x + 4 * i + 24);
-        __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);
-        __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
-        __m256 e[4] = {_mm256_shuffle_ps(t0, t2, 0x44), _mm256_shuffle_ps(t0, t2, 0xEE),
-                       _mm256_shuffle_ps(t1, t3, 0x44), _mm256_shuffle_ps(t1, t3, 0xEE)};
-        for (int j = 0; j < 4; j++)
-            e[j] = l2 ? _mm256_mul_ps(e[j], e[j]) : _mm256_and_ps(e[j], sign);
+        __m256 e[4];
+        block4_scores(x + 4 * i, l2, e);
         __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(e[0], e[1]), e[2]), e[3]);
         /* lanes hold blocks 0 2 4 6 | 1 3 5 7: put them back in order */
         _mm256_storeu_ps(vals + i, _mm256_permutevar8x32_ps(_mm256_div_ps(sum, four), order));

@@ -93,6 +93,25 @@ static inline int64_t clamp_threads(int64_t threads) {
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(FSP_PORTABLE) /* FSP_PORTABLE: tests */
 #define FSP_X86 1
+#include <immintrin.h>
+
+/* The scores (|x|, or x * x with l2) of 8 blocks of 4 floats at p, transposed on AVX2:
+ * e[j] holds element j of blocks 0 2 4 6 | 1 3 5 7 (permute by 0 4 1 5 2 6 3 7 to put
+ * lanes back in block order). Summing e[0] + e[1] + e[2] + e[3] adds each block from its
+ * first element. */
+__attribute__((target("avx2"))) static inline void block4_scores(const float *p, int l2,
+                                                                 __m256 e[4]) {
+    const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
+    __m256 v2 = _mm256_loadu_ps(p + 16), v3 = _mm256_loadu_ps(p + 24);
+    __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1);
+    __m256 t2 = _mm256_unpacklo_ps(v2, v3), t3 = _mm256_unpackhi_ps(v2, v3);
+    e[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    e[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+    e[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    e[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+    for (int j = 0; j < 4; j++) e[j] = l2 ? _mm256_mul_ps(e[j], e[j]) : _mm256_and_ps(e[j], sign);
+}
 #endif
 
 #endif
