@@ -421,3 +421,25 @@ def test_a_ranked_block_keeps_all_but_its_smallest():
 def test_spread_repeats_each_flag(width, blocks):
     keep = torch.rand(blocks, generator=torch.Generator().manual_seed(blocks)) > 0.5
     assert torch.equal(native.spread(keep, width), keep.repeat_interleave(width))
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 300_000), dtype=st.sampled_from([torch.float32, torch.float64]),
+       density=st.sampled_from([0.0, 0.5, 1.0]), seed=st.integers(0, 2**16))
+def test_movement_scores_are_the_torch_formula_bit_for_bit(n, dtype, density, seed):
+    """where(live, -(g * w), 0) + S natively: the same bits, -0.0 and signed zeros included."""
+    gen = torch.Generator().manual_seed(seed)
+    s, g, w = (torch.randn(n, generator=gen, dtype=dtype) for _ in range(3))
+    s[::3], g[::5], w[::7] = -0.0, 0.0, -0.0
+    live = torch.rand(n, generator=gen) < density
+    got = native.movement_scores(s, g, w, live)
+    want = torch.where(live, torch.mul(g, w).neg_(), torch.zeros((), dtype=dtype)) + s
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    assert got is not None and torch.equal(got.view(bits), want.view(bits))
+
+
+def test_movement_scores_leave_other_inputs_to_the_torch_path():
+    s, live = torch.zeros(4), torch.ones(4, dtype=torch.bool)
+    assert native.movement_scores(s, torch.ones(4, dtype=torch.float64), s, live) is None
+    assert native.movement_scores(s, s, torch.ones(8)[::2], live) is None
+    assert native.movement_scores(s.half(), s.half(), s.half(), live) is None

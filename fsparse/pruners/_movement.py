@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from fsparse._src.engine import native
 from fsparse._src.engine.scoring import score_dtype
 from fsparse._src.engine.unit_flags import all_true
 from fsparse.pruners._common import Common, filled
@@ -67,6 +68,10 @@ def movement(sparsity: Sparsity, *, distribution: Any = "uniform",
         with torch.no_grad():
             scores = {}
             for n, p in checked.items():  # one fresh tensor: -(g * w), then += S in place
+                fused = native.movement_scores(old[n], grads_in[n], p, state.masks[n])
+                if fused is not None:  # the same operations in one native pass
+                    scores[n] = fused
+                    continue
                 dt = old[n].dtype
                 delta = torch.mul(grads_in[n].to(dt), p.to(dt)).neg_()
                 live = state.masks[n]

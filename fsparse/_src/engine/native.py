@@ -23,9 +23,8 @@ import torch
 
 from fsparse._src.checks import under_transform
 
-__all__ = ["KERNELS", "Segment", "bind", "count_true", "gains", "plain", "spread", "threads",
-           "use_openmp",
-           "zero_pruned_"]
+__all__ = ["KERNELS", "Segment", "bind", "count_true", "gains", "movement_scores", "plain",
+           "spread", "threads", "use_openmp", "zero_pruned_"]
 
 _OPENMP = re.compile(r"lib(gomp|iomp5|omp)(-[0-9a-f]+)?(\.so(\.\d+)*|\.dylib)")
 _PER_THREAD = 1 << 20  # flag bytes or weights per thread, at least
@@ -85,6 +84,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_zero_pruned", [ptr, ptr, i64, i64, i64], None),
         ("fsp_spread", [ptr, i64, i64, ptr, i64, ptr, i64, i64, i64], None),
         ("fsp_uniform", [ctypes.c_uint64, i64, i64, ptr, i64], None),
+        ("fsp_movement", [ptr, ptr, ptr, ptr, ptr, i64, i64, i64], None),
         ("fsp_use_openmp", [ptr, ptr, ptr], None),
     ):
         fn = getattr(lib, name)
@@ -191,3 +191,28 @@ def zero_pruned_(weight: torch.Tensor, keep: torch.Tensor) -> None:
     assert KERNELS is not None
     KERNELS.fsp_zero_pruned(weight.data_ptr(), keep.data_ptr(), weight.numel(),
                             int(weight.dtype == torch.float64), threads(weight.numel()))
+
+
+def movement_scores(score: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor,
+                    live: torch.Tensor) -> torch.Tensor | None:
+    """Movement pruning's next score ``where(live, -(grad * weight), 0) + score``, a fresh
+    tensor computed natively (the torch path's operations, bit for bit), or ``None`` where
+    the kernels do not apply (all plain contiguous CPU tensors of one float32/64 dtype and
+    shape, ``live`` bool).
+
+    >>> s, g, w = torch.zeros(3), torch.tensor([1.0, 2.0, 3.0]), torch.ones(3)
+    >>> got = movement_scores(s, g, w, torch.tensor([True, False, True]))
+    >>> got is None or got.tolist() == [-1.0, 0.0, -3.0]
+    True
+    """
+    dtype = score.dtype
+    if (not _flags(live) or dtype not in (torch.float32, torch.float64)
+            or not all(plain(t, dtype) and t.shape == score.shape for t in (grad, weight))
+            or not plain(score, dtype) or live.shape != score.shape):
+        return None
+    assert KERNELS is not None
+    out = torch.empty_like(score)
+    KERNELS.fsp_movement(score.data_ptr(), grad.data_ptr(), weight.data_ptr(), live.data_ptr(),
+                         out.data_ptr(), score.numel(), int(dtype == torch.float64),
+                         threads(score.numel()))
+    return out
