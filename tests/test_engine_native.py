@@ -250,7 +250,8 @@ def test_one_element_blocks_are_the_unstructured_selection(norm, shape, monkeypa
         config = make_config(sparsity_level=level, sparse_block_shape=(1, 1), norm=norm)
         got = norm_mod.config_norm_mask(data, config)
         assert torch.equal(got, norm_mod.reference_norm_mask(data, config)), level
-    assert len(calls) == 4 and all(c is not None for c in calls)  # the fused path answered
+    # the fused path answered where something is pruned (level 0: the chunked path checks)
+    assert len(calls) == 4 and calls[0] is None and all(c is not None for c in calls[1:])
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, 1e30])
@@ -338,7 +339,8 @@ def test_whole_row_blocks_are_the_selection_of_their_means(norm, width, shape, m
                              zeros_per_block=zeros, norm=norm)
         got = norm_mod.config_norm_mask(data, config)
         assert torch.equal(got, norm_mod.reference_norm_mask(data, config)), level
-    assert all(a is not None for a in answers)  # the fused path answered every time
+    # the fused path answered where something is pruned (level 0: the chunked path checks)
+    assert answers[0] is None and all(a is not None for a in answers[1:])
 
 
 def test_whole_row_blocks_leave_other_cases_to_the_chunked_path():
@@ -391,6 +393,7 @@ def test_blocks_with_fewer_zeros_are_ranked_as_the_chunked_path_ranks(
     from fsparse import make_config
     from fsparse._src.engine import norm_mask as norm_mod
     from fsparse._src.engine.chunked_mask import large_norm_mask
+    from fsparse._src.engine.selection import pruned_count
 
     zeros = min(zeros, width - 1)
     gen = torch.Generator().manual_seed(seed)
@@ -400,6 +403,9 @@ def test_blocks_with_fewer_zeros_are_ranked_as_the_chunked_path_ranks(
     config = make_config(sparsity_level=level, sparse_block_shape=(1, width),
                          zeros_per_block=zeros, norm=norm)
     got = norm_mod._whole_row_blocks(data, config)
+    if zeros == 0 or pruned_count(level, data.numel() // width) == 0:
+        assert got is None  # nothing pruned: the chunked path checks the data and answers
+        got = norm_mod.config_norm_mask(data, config)
     assert got is not None
     assert torch.equal(got, large_norm_mask(data, config))
     assert torch.equal(got, norm_mod.reference_norm_mask(data, config))
@@ -443,3 +449,18 @@ def test_movement_scores_leave_other_inputs_to_the_torch_path():
     assert native.movement_scores(s, torch.ones(4, dtype=torch.float64), s, live) is None
     assert native.movement_scores(s, s, torch.ones(8)[::2], live) is None
     assert native.movement_scores(s.half(), s.half(), s.half(), live) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("where", [0, 31, 32, 1000, 299_999])
+def test_the_pass_reports_an_infinite_score(where, dtype):
+    """``finite=True`` (the norm masks): one +inf score anywhere (vector body or tail) makes
+    the pass decline; without it, inf is a score like any (kept: the highest)."""
+    x = torch.randn(300_000, generator=torch.Generator().manual_seed(where), dtype=dtype)
+    x[where] = -math.inf
+    keep = [torch.empty(300_000, dtype=torch.bool)]
+    assert native_keep.one_pass([AbsScores(x)], 150_000, keep, finite=True) is False
+    assert native_keep.one_pass([AbsScores(x)], 150_000, keep) is True and bool(keep[0][where])
+    big = x.clone()
+    big[where] = 1e300 if dtype == torch.float64 else 3e38  # finite: accepted
+    assert native_keep.one_pass([AbsScores(big)], 150_000, keep, finite=True) is True

@@ -19,6 +19,7 @@ path's bit for bit (the tests compare both).
 from __future__ import annotations
 
 import ctypes
+import math
 from collections.abc import Sequence
 
 import torch
@@ -116,15 +117,15 @@ def _kth(values: torch.Tensor, rank: int) -> float:
     return out.value
 
 
-def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.Tensor]
-             ) -> bool:
+def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.Tensor],
+             finite: bool = False) -> bool:
     """Write ``keep`` (flat bool, one per piece): ``False`` at the ``k`` lowest values of
     ``pieces``, already-pruned places lowest of all (requires :func:`applies`, or
     :class:`BlockMeans` of data that :func:`reads`).
 
-    Returns ``False`` if the bracket missed, overflowed or reached the pruned places
-    (``keep`` is then partly written: the caller selects again); raises :class:`NaNScores`
-    for a NaN at a live place.
+    Returns ``False`` if the bracket missed, overflowed or reached the pruned places, or
+    (``finite``) a score is ``+inf`` (``keep`` is then partly written: the caller selects
+    again); raises :class:`NaNScores` for a NaN at a live place.
     """
     lib = native.KERNELS
     assert lib is not None
@@ -149,11 +150,12 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
     where = torch.empty(team * cap, dtype=torch.int64)
     values = torch.empty(team * cap, dtype=dtype)
     counts = torch.zeros(2 * team, dtype=torch.int64)
+    top = torch.empty(team, dtype=torch.float64)  # each task's largest score
     lib.fsp_keep_pass(segments, len(pieces), n, wide, float(lo), float(hi), team,
                       where.data_ptr(), values.data_ptr(), cap, counts.data_ptr(),
-                      counts[team:].data_ptr())
+                      counts[team:].data_ptr(), top.data_ptr())
     n_cand, above = int(counts[:team].sum()), int(counts[team:].sum())
-    if n_cand > budget:
+    if n_cand > budget or (finite and float(top.max()) == math.inf):
         return False
     keys = torch.empty(n_cand, dtype=torch.int64)  # the radix select's scratch
     ties = lib.fsp_finish(segments, len(pieces), values.data_ptr(), where.data_ptr(), n_cand,

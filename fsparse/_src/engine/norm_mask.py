@@ -58,7 +58,7 @@ from fsparse._src.engine.scoring import (
     under_transform,
 )
 from fsparse._src.engine.selection import pruned_count
-from fsparse._src.engine.threshold import k_lowest
+from fsparse._src.engine.threshold import NaNScores, k_lowest
 
 __all__ = ["block_means", "config_norm_mask", "norm_mask", "norm_scores", "select_k_smallest",
            "smallest_in_blocks", "to_elements"]
@@ -157,8 +157,8 @@ def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tenso
     means as the chunked path does (the same sums in the same order, then the division),
     and a pruned block loses its ``zeros_per_block`` smallest scores, ranked as the
     chunked path ranks them (ties by position), so the masks are the same. ``None`` where
-    this does not apply, where the means might not be finite (the chunked path then
-    answers or raises), or if the bracket misses."""
+    this does not apply, where nothing is pruned, where the pass meets a NaN or infinite
+    mean (the chunked path then answers or raises), or if the bracket misses."""
     height, width = config.sparse_block_shape
     zeros = config.zeros_per_block
     if height != 1 or width not in (1, 2, 4, 8, 16) or not native_keep.reads(data):
@@ -166,22 +166,19 @@ def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tenso
     matrix = as_matrix(data)
     if matrix.shape[1] % width or matrix.shape[1] < width:
         return None
-    low, high = torch.aminmax(data)
-    top = torch.maximum(-low, high)
-    bound = top * width if config.norm == "L1" else top * top * width
-    if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))
-            and bool(torch.isfinite(bound))):
-        return None
     blocks = data.numel() // width
     k = pruned_count(config.sparsity_level, blocks)
-    if k == 0 or zeros == 0:
-        return torch.ones_like(data, dtype=torch.bool)
+    if k == 0 or zeros == 0:  # the chunked path still checks the data (NaN, overflow)
+        return None
     keep = torch.empty(blocks, dtype=torch.bool)
     flat = data.detach().reshape(-1)
     means: AbsScores | native_keep.BlockMeans = (
         native_keep.BlockMeans(flat, width, config.norm) if width > 1
         else AbsScores(flat) if config.norm == "L1" else AbsScores(flat, factor=flat))
-    if not native_keep.one_pass([means], k, [keep]):
+    try:  # the pass finds a NaN or infinite mean (overflowing sums too): the chunked
+        if not native_keep.one_pass([means], k, [keep], finite=True):  # path answers
+            return None
+    except NaNScores:
         return None
     if width == 1:
         return keep.view(data.shape)

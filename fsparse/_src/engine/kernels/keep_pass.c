@@ -24,6 +24,7 @@ typedef struct {
     int64_t *cidx;
     void *cval;
     int64_t cap, nc, above;
+    double vmax; /* the largest value seen (NaN ignored): +inf tells a non-finite score */
 } fsp_task;
 
 #define BLK 2048
@@ -96,6 +97,9 @@ static inline void fill_random_double(const fsp_segment *g, int64_t s, int64_t m
                 for (int64_t i = 0; i < m; i++) vals[i] = ABSF(x[s + i]);                   \
             else                                                                            \
                 for (int64_t i = 0; i < m; i++) vals[i] = ABSF(x[s + i] * y[s + i]);        \
+            T top = (T)t->vmax;                                                             \
+            for (int64_t i = 0; i < m; i++) top = vals[i] > top ? vals[i] : top;            \
+            t->vmax = (double)top;                                                          \
             for (int64_t i = 0; i < m; i++) {                                               \
                 uint8_t k = vals[i] > hi;                                                   \
                 flag[i] = (uint8_t)(!(vals[i] < lo) & !k);                                  \
@@ -154,6 +158,7 @@ __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int
     const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(g->mode == PLAIN ? -1 : 0x7fffffff));
     const __m256i one = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256 top = _mm256_set1_ps((float)t->vmax); /* a float's value, or -inf: exact */
     int64_t i = s0, above = 0;
     for (; i + 32 <= s1; i += 32) {
         __m256 v[4];
@@ -161,6 +166,7 @@ __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int
             __m256 a = _mm256_loadu_ps(x + i + 8 * q);
             if (g->mode == ABS_PRODUCT) a = _mm256_mul_ps(a, _mm256_loadu_ps(y + i + 8 * q));
             v[q] = _mm256_and_ps(a, sign);
+            top = _mm256_max_ps(v[q], top); /* NaN in v[q]: top is kept */
         }
         __m256i gt[4], out[4];
         for (int q = 0; q < 4; q++) {
@@ -185,6 +191,9 @@ __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int
         if (cand) take_bits(g, i, cand, t);
     }
     t->above += above;
+    float lanes[8];
+    _mm256_storeu_ps(lanes, top);
+    for (int q = 0; q < 8; q++) t->vmax = lanes[q] > t->vmax ? lanes[q] : t->vmax;
     if (i < s1) range_float(g, i, s1, lo, hi, t);
 }
 
@@ -195,6 +204,7 @@ static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, f
     const __m128 vlo = _mm_set1_ps(lo), vhi = _mm_set1_ps(hi);
     const __m128 sign = _mm_castsi128_ps(_mm_set1_epi32(g->mode == PLAIN ? -1 : 0x7fffffff));
     const __m128i one = _mm_set1_epi8(1), zero = _mm_setzero_si128();
+    __m128 top = _mm_set1_ps((float)t->vmax);
     int64_t i = s0, above = 0;
     for (; i + 16 <= s1; i += 16) {
         __m128 v[4];
@@ -202,6 +212,7 @@ static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, f
             __m128 a = _mm_loadu_ps(x + i + 4 * q);
             if (g->mode == ABS_PRODUCT) a = _mm_mul_ps(a, _mm_loadu_ps(y + i + 4 * q));
             v[q] = _mm_and_ps(a, sign);
+            top = _mm_max_ps(v[q], top);
         }
         __m128i gt[4], out[4];
         for (int q = 0; q < 4; q++) {
@@ -222,6 +233,9 @@ static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, f
         if (cand) take_bits(g, i, cand, t);
     }
     t->above += above;
+    float lanes[4];
+    _mm_storeu_ps(lanes, top);
+    for (int q = 0; q < 4; q++) t->vmax = lanes[q] > t->vmax ? lanes[q] : t->vmax;
     if (i < s1) range_float(g, i, s1, lo, hi, t);
 }
 #endif
@@ -285,11 +299,12 @@ static void *run_task(void *arg) {
 /* The pass over ``nsegs`` segments (``total`` elements) in ``threads`` contiguous ranges.
  * Task ``t`` writes its candidates at ``cidx + t * cap`` and ``cval + t * cap`` (at most
  * ``cap``; ``nc[t]`` counts them all, so ``nc[t] > cap`` means overflow) and its kept
- * count in ``above[t]``. Returns the number of tasks run (a failed thread start runs its
+ * count in ``above[t]``, and the largest value it saw (NaN ignored) in ``vmax[t]`` (as a
+ * double; +inf: a score is infinite). Returns the number of tasks run (a failed thread start runs its
  * range on the caller's thread). */
 int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
                       double lo, double hi, int64_t threads, int64_t *cidx, void *cval,
-                      int64_t cap, int64_t *nc, int64_t *above) {
+                      int64_t cap, int64_t *nc, int64_t *above, double *vmax) {
     fsp_task tasks[MAX_THREADS];
     size_t width = dbl ? sizeof(double) : sizeof(float);
     threads = clamp_threads(threads);
@@ -306,12 +321,14 @@ int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int
         task->cval = (char *)cval + (size_t)(t * cap) * width;
         task->cap = cap;
         task->nc = task->above = 0;
+        task->vmax = -INFINITY;
     }
     run_all(run_task, tasks, sizeof(fsp_task), threads);
     int64_t at = 0;
     for (int64_t t = 0; t < threads; t++) {
         nc[t] = tasks[t].nc;
         above[t] = tasks[t].above;
+        vmax[t] = tasks[t].vmax;
         int64_t kept = nc[t] < cap ? nc[t] : cap;
         if (t > 0 && at + kept <= cap) { /* close up: the candidates of all tasks in order */
             memmove(cidx + at, tasks[t].cidx, (size_t)kept * sizeof(int64_t));
