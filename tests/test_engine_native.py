@@ -464,3 +464,24 @@ def test_the_pass_reports_an_infinite_score(where, dtype):
     big = x.clone()
     big[where] = 1e300 if dtype == torch.float64 else 3e38  # finite: accepted
     assert native_keep.one_pass([AbsScores(big)], 150_000, keep, finite=True) is True
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(0, 300_000), dtype=st.sampled_from([torch.float32, torch.float64]),
+       seed=st.integers(0, 2**16))
+def test_zero_revived_is_the_torch_where_bit_for_bit(n, dtype, seed):
+    """The weights with revived places (new on, old off) zeroed: a fresh tensor equal to
+    torch.where(new > old, 0, w), -0.0 and NaN weights included; the inputs unchanged."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(n, generator=gen, dtype=dtype)
+    w[::3], w[::11] = -0.0, math.nan
+    old, new = torch.rand(n, generator=gen) < 0.5, torch.rand(n, generator=gen) < 0.5
+    before = w.clone()
+    got = native.zero_revived(w, old, new)
+    want = torch.where(new > old, torch.zeros((), dtype=dtype), w)
+    bits = torch.int32 if dtype == torch.float32 else torch.int64
+    assert got is not None and got is not w
+    assert torch.equal(got.view(bits), want.view(bits))
+    assert torch.equal(w.view(bits), before.view(bits))
+    if n:  # masks of another shape: left to the torch path
+        assert native.zero_revived(w, old, new[:-1]) is None

@@ -98,6 +98,10 @@ def zero_activated(params: dict[str, torch.Tensor], old: PrunerState, new: Prune
         for name, mask in new.masks.items():
             if name not in old.masks or not revives(old.masks[name], mask):
                 continue
+            fused = native.zero_revived(params[name], old.masks[name], mask)
+            if fused is not None:  # one native pass into the fresh tensor, the same bits
+                out[name] = fused
+                continue
             on = torch.gt(mask, old.masks[name])  # mask & ~old, in one op and one new tensor
             out[name] = torch.where(on, torch.zeros((), dtype=params[name].dtype,
                                                     device=on.device), params[name])

@@ -24,7 +24,7 @@ import torch
 from fsparse._src.checks import under_transform
 
 __all__ = ["KERNELS", "Segment", "bind", "count_true", "gains", "movement_scores", "plain",
-           "spread", "threads", "use_openmp", "zero_pruned_"]
+           "spread", "threads", "use_openmp", "zero_pruned_", "zero_revived"]
 
 _OPENMP = re.compile(r"lib(gomp|iomp5|omp)(-[0-9a-f]+)?(\.so(\.\d+)*|\.dylib)")
 _PER_THREAD = 1 << 20  # flag bytes or weights per thread, at least
@@ -86,6 +86,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_spread", [ptr, i64, i64, ptr, i64, ptr, i64, i64, i64], None),
         ("fsp_uniform", [ctypes.c_uint64, i64, i64, ptr, i64], None),
         ("fsp_movement", [ptr, ptr, ptr, ptr, ptr, i64, i64, i64], None),
+        ("fsp_zero_revived", [ptr, ptr, ptr, ptr, i64, i64, i64], None),
         ("fsp_use_openmp", [ptr, ptr, ptr], None),
     ):
         fn = getattr(lib, name)
@@ -216,4 +217,28 @@ def movement_scores(score: torch.Tensor, grad: torch.Tensor, weight: torch.Tenso
     KERNELS.fsp_movement(score.data_ptr(), grad.data_ptr(), weight.data_ptr(), live.data_ptr(),
                          out.data_ptr(), score.numel(), int(dtype == torch.float64),
                          threads(score.numel()))
+    return out
+
+
+def zero_revived(weight: torch.Tensor, old: torch.Tensor, new: torch.Tensor
+                 ) -> torch.Tensor | None:
+    """A fresh copy of ``weight`` with ``+0.0`` where ``new`` is on and ``old`` is off (the
+    weights an update revived): ``torch.where(new > old, 0, weight)`` natively, bit for
+    bit, or ``None`` where the kernels do not apply (plain contiguous CPU tensors of one
+    shape; float32/64 weight, bool masks).
+
+    >>> w = torch.tensor([1.0, -2.0, 3.0])
+    >>> got = zero_revived(w, torch.tensor([True, False, False]), torch.tensor([True, True, False]))
+    >>> got is None or got.tolist() == [1.0, 0.0, 3.0]
+    True
+    """
+    dtype = weight.dtype
+    if (not _flags(old, new) or dtype not in (torch.float32, torch.float64)
+            or not plain(weight, dtype) or not weight.shape == old.shape == new.shape):
+        return None
+    assert KERNELS is not None
+    out = torch.empty_like(weight)
+    KERNELS.fsp_zero_revived(weight.data_ptr(), old.data_ptr(), new.data_ptr(), out.data_ptr(),
+                             weight.numel(), int(dtype == torch.float64),
+                             threads(weight.numel()))
     return out
