@@ -70,7 +70,7 @@ def test_looks_uniform_and_independent():
     assert low_bits.unique().numel() == 256
 
 
-@pytest.mark.parametrize("bad", [dict(key=-1), dict(key=2**64), dict(start=-3),
+@pytest.mark.parametrize("bad", [dict(key=-1), dict(key=2**64), dict(start=-3), dict(count=-1),
                                  dict(out=torch.empty(4, dtype=torch.float64)),
                                  dict(out=torch.empty(2, 2))])
 def test_bad_slices_raise(bad):

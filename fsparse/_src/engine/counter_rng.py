@@ -121,11 +121,14 @@ def uniform(key: int, start: int, count: int, *, device: torch.device | str = "c
     >>> torch.equal(v[2:], uniform(1, 2, 3)), bool(((0 <= v) & (v < 1)).all())
     (True, True)
     """
+    if not 0 <= key <= _M64 or start < 0 or count < 0:
+        raise ValueError(f"uniform: bad stream slice (key={key}, start={start}, count={count}): "
+                         "key must be in [0, 2**64), start and count >= 0")
     if out is None:
         out = torch.empty(count, dtype=torch.float32, device=device)
-    if not 0 <= key <= _M64 or start < 0 or out.dtype != torch.float32 or out.dim() != 1:
-        raise ValueError(f"uniform: bad stream slice (key={key}, start={start}, "
-                         f"out {out.dtype} of {out.dim()} dims)")
+    if out.dtype != torch.float32 or out.dim() != 1:
+        raise ValueError(f"uniform: bad stream slice: out must be 1-D float32, got "
+                         f"{out.dtype} of {out.dim()} dims")
     if native.KERNELS is not None and native.plain(out, torch.float32):
         native.KERNELS.fsp_uniform(key, start, out.numel(), out.data_ptr(),
                                    native.threads(out.numel()))
