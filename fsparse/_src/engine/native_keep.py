@@ -53,7 +53,7 @@ def applies(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]) -> bool:
             if not native.plain(piece, dtype):
                 return False
         elif type(piece) is RandomScores:
-            if not native.plain(piece.keep, torch.bool):
+            if dtype != torch.float32 or not native.plain(piece.keep, torch.bool):
                 return False
         elif type(piece) is not AbsScores or not (
             native.plain(piece.flat, dtype) and native.plain(piece.factor, dtype)
