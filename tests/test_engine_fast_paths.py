@@ -314,7 +314,6 @@ def test_random_scores_drawn_in_pieces_are_the_whole_stream():
                          for s in range(0, 10_007, step)])
         assert torch.equal(got, whole)
     assert torch.equal(lazy.part(5000, 5100, buf), whole[5000:5100])  # out of order
-    assert torch.equal(lazy.head(77), whole[:77])
     assert torch.equal(lazy.take(torch.tensor([9000, 3, 3])), whole[[9000, 3, 3]])
     keep = torch.rand(10_007) > 0.5
     assert torch.equal(RandomScores((10_007,), 11, keep).materialize(),

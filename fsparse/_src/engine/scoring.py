@@ -245,10 +245,6 @@ class RandomScores:
         """The scores ``start:stop`` (not keyed), computed into ``out`` (returned)."""
         return counter_rng.uniform(self.seed, start, stop - start, out=out[: stop - start])
 
-    def head(self, count: int) -> torch.Tensor:
-        """The first ``count`` scores, not keyed (a fresh tensor)."""
-        return counter_rng.uniform(self.seed, 0, min(count, self.numel()))
-
     def take(self, index: torch.Tensor) -> torch.Tensor:
         """Scores at the flat ``index``, not keyed (a fresh tensor)."""
         return counter_rng.values_at(self.seed, index)

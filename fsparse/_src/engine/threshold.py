@@ -113,13 +113,9 @@ def _sample(pieces: Sequence[Piece], size: int, live: bool = False) -> torch.Ten
         if last <= first:
             continue
         local = where[first:last].to(piece.device)
-        head = getattr(piece, "head", None)
         live_at = None
         if isinstance(piece, torch.Tensor):
             taken = piece.index_select(0, local)
-        elif head is not None:  # scores drawn in order: its first ones are a random sample
-            taken = head(last - first)
-            live_at = None if piece.keep is None else piece.keep[: taken.numel()]
         else:
             taken = piece.take(local)
             live_at = None if piece.keep is None else piece.keep.index_select(0, local)

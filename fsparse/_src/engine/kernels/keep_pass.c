@@ -66,15 +66,6 @@ static inline int64_t fill_means_double(const fsp_segment *g, int64_t s, int64_t
     return 0;
 }
 
-static inline void fill_random_float(const fsp_segment *g, int64_t s, int64_t m, float *vals) {
-    rng_fill(g->key, s, m, vals);
-}
-
-static inline void fill_random_double(const fsp_segment *g, int64_t s, int64_t m,
-                                      double *vals) { /* RANDOM is float32: unused */
-    for (int64_t i = 0; i < m; i++) vals[i] = rng_at(g->key, s + i);
-}
-
 /* One segment range [s0, s1) in generic C (any ISA, float or double): the compares fill
  * small flag blocks the compiler vectorizes; candidates are read off 8 flags at a time. */
 #define GENERIC_RANGE(T, ABSF)                                                              \
@@ -86,9 +77,7 @@ static inline void fill_random_double(const fsp_segment *g, int64_t s, int64_t m
         uint8_t flag[BLK];                                                                  \
         for (int64_t s = s0; s < s1; s += BLK) {                                            \
             int64_t m = s1 - s < BLK ? s1 - s : BLK, above = 0;                             \
-            if (g->mode == RANDOM)                                                          \
-                fill_random_##T(g, s, m, vals);                                             \
-            else if (g->mode >= BLOCK_L1)                                                   \
+            if (g->mode >= BLOCK_L1) /* float64 block means (float32: range_computed) */   \
                 for (int64_t i = fill_means_##T(g, s, m, vals); i < m; i++)                 \
                     vals[i] = block_mean_##T(g, s + i);                                     \
             else if (g->mode == PLAIN)                                                      \
@@ -261,7 +250,7 @@ static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float l
     for (int64_t s = s0; s < s1; s += BLK) {
         int64_t m = s1 - s < BLK ? s1 - s : BLK;
         if (g->mode == RANDOM)
-            fill_random_float(g, s, m, vals);
+            rng_fill(g->key, s, m, vals);
         else
             for (int64_t i = fill_means_float(g, s, m, vals); i < m; i++)
                 vals[i] = block_mean_float(g, s + i);
@@ -299,9 +288,9 @@ static void *run_task(void *arg) {
 /* The pass over ``nsegs`` segments (``total`` elements) in ``threads`` contiguous ranges.
  * Task ``t`` writes its candidates at ``cidx + t * cap`` and ``cval + t * cap`` (at most
  * ``cap``; ``nc[t]`` counts them all, so ``nc[t] > cap`` means overflow) and its kept
- * count in ``above[t]``, and the largest value it saw (NaN ignored) in ``vmax[t]`` (as a
- * double; +inf: a score is infinite). Returns the number of tasks run (a failed thread start runs its
- * range on the caller's thread). */
+ * count in ``above[t]``, and the largest value it saw (NaN ignored) in ``vmax[t]``
+ * (+inf: a score is infinite). Returns the number of tasks run (a failed thread start
+ * runs its range on the caller's thread). RANDOM segments are float32 only. */
 int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
                       double lo, double hi, int64_t threads, int64_t *cidx, void *cval,
                       int64_t cap, int64_t *nc, int64_t *above, double *vmax) {

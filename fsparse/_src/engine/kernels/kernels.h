@@ -20,7 +20,7 @@ typedef struct {
     uint8_t *keep;        /* out: the keep flags (bool bytes) */
     int64_t n;            /* values (BLOCK_*: blocks) */
     int64_t base;         /* position of value 0 in the concatenation */
-    int64_t mode;         /* PLAIN, ABS, ABS_PRODUCT, BLOCK_L1 or BLOCK_L2 */
+    int64_t mode;         /* PLAIN, ABS, ABS_PRODUCT, BLOCK_L1, BLOCK_L2 or RANDOM */
     int64_t width;        /* BLOCK_*: elements per block */
     uint64_t key;         /* RANDOM: the stream */
 } fsp_segment;

@@ -20,11 +20,8 @@ typedef struct {
 } fsp_draws;
 
 static inline void draw_value(const fsp_segment *g, int64_t i, int dbl, void *out, int64_t k) {
-    if (g->mode == RANDOM) {
-        if (dbl)
-            ((double *)out)[k] = rng_at(g->key, i);
-        else
-            ((float *)out)[k] = rng_at(g->key, i);
+    if (g->mode == RANDOM) { /* float32 only (native_keep.applies) */
+        ((float *)out)[k] = rng_at(g->key, i);
         return;
     }
     if (g->mode >= BLOCK_L1) {

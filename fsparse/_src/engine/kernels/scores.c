@@ -4,94 +4,83 @@
  * ones zeroed, out = (new & !old) ? +0.0 : w (fsparse/pruners/_ranked.py). */
 #include "kernels.h"
 
-typedef struct {
-    const void *s, *g, *w;
-    const uint8_t *live; /* NULL: every weight is live */
-    void *out;
-    int64_t n, dbl;
-} fsp_movement_range;
+enum { MOVEMENT = 0, REVIVED = 1 };
 
-#define MOVEMENT(T)                                                                          \
-    static void movement_##T(const fsp_movement_range *r) {                                 \
-        const T *s = (const T *)r->s, *g = (const T *)r->g, *w = (const T *)r->w;           \
+/* One range of an elementwise update: values ``in`` (s, g, w for MOVEMENT; w for
+ * REVIVED), flag bytes ``flags`` (live; old, new), n outputs at ``out``. */
+typedef struct {
+    const void *in[3];
+    const uint8_t *flags[2];
+    void *out;
+    int64_t n, dbl, op;
+} fsp_elementwise;
+
+#define UPDATES(T)                                                                           \
+    static void movement_##T(const fsp_elementwise *r) {                                    \
+        const T *s = (const T *)r->in[0], *g = (const T *)r->in[1], *w = (const T *)r->in[2]; \
+        const uint8_t *live = r->flags[0];                                                  \
         T *out = (T *)r->out;                                                               \
-        if (r->live)                                                                        \
-            for (int64_t i = 0; i < r->n; i++) {                                            \
-                T delta = -(g[i] * w[i]);                                                   \
-                out[i] = (r->live[i] ? delta : (T)0) + s[i];                                \
-            }                                                                               \
-        else                                                                                \
-            for (int64_t i = 0; i < r->n; i++) out[i] = -(g[i] * w[i]) + s[i];              \
-    }
-MOVEMENT(float)
-MOVEMENT(double)
-
-static void *run_movement(void *arg) {
-    fsp_movement_range *r = (fsp_movement_range *)arg;
-    populate_fresh(r->out, r->n * (r->dbl ? 8 : 4));
-    if (r->dbl)
-        movement_double(r);
-    else
-        movement_float(r);
-    return NULL;
-}
-
-/* The movement score of n weights (float, or double with ``dbl``) into out, in
- * ``threads`` ranges. */
-void fsp_movement(const void *s, const void *g, const void *w, const uint8_t *live, void *out,
-                  int64_t n, int64_t dbl, int64_t threads) {
-    fsp_movement_range parts[MAX_THREADS];
-    size_t size = dbl ? sizeof(double) : sizeof(float);
-    threads = clamp_threads(threads);
-    for (int64_t t = 0; t < threads; t++) {
-        int64_t a = part_start(n, t, threads), b = part_start(n, t + 1, threads);
-        size_t at = (size_t)a * size;
-        parts[t] = (fsp_movement_range){(const char *)s + at, (const char *)g + at,
-                                        (const char *)w + at, live ? live + a : NULL,
-                                        (char *)out + at, b - a, dbl};
-    }
-    run_all(run_movement, parts, sizeof(fsp_movement_range), threads);
-}
-
-typedef struct {
-    const void *w;
-    const uint8_t *old, *new_;
-    void *out;
-    int64_t n, dbl;
-} fsp_revived_range;
-
-#define REVIVED(T)                                                                           \
-    static void revived_##T(const fsp_revived_range *r) {                                   \
-        const T *w = (const T *)r->w;                                                       \
+        for (int64_t i = 0; i < r->n; i++) {                                                \
+            T delta = -(g[i] * w[i]);                                                       \
+            out[i] = (live[i] ? delta : (T)0) + s[i];                                       \
+        }                                                                                   \
+    }                                                                                       \
+    static void revived_##T(const fsp_elementwise *r) {                                     \
+        const T *w = (const T *)r->in[0];                                                   \
+        const uint8_t *old = r->flags[0], *new_ = r->flags[1];                              \
         T *out = (T *)r->out;                                                               \
         for (int64_t i = 0; i < r->n; i++)                                                  \
-            out[i] = (r->new_[i] & (uint8_t)(r->old[i] ^ 1) & 1) ? (T)0 : w[i];             \
+            out[i] = (new_[i] & (uint8_t)(old[i] ^ 1) & 1) ? (T)0 : w[i];                   \
     }
-REVIVED(float)
-REVIVED(double)
+UPDATES(float)
+UPDATES(double)
 
-static void *run_revived(void *arg) {
-    fsp_revived_range *r = (fsp_revived_range *)arg;
+static void *run_elementwise(void *arg) {
+    fsp_elementwise *r = (fsp_elementwise *)arg;
     populate_fresh(r->out, r->n * (r->dbl ? 8 : 4));
-    if (r->dbl)
+    if (r->op == MOVEMENT) {
+        if (r->dbl)
+            movement_double(r);
+        else
+            movement_float(r);
+    } else if (r->dbl) {
         revived_double(r);
-    else
+    } else {
         revived_float(r);
+    }
     return NULL;
+}
+
+/* ``whole`` split into ``threads`` contiguous ranges, run in parallel. */
+static void run_split(const fsp_elementwise *whole, int64_t threads) {
+    fsp_elementwise parts[MAX_THREADS];
+    size_t size = whole->dbl ? sizeof(double) : sizeof(float);
+    threads = clamp_threads(threads);
+    for (int64_t t = 0; t < threads; t++) {
+        int64_t a = part_start(whole->n, t, threads), b = part_start(whole->n, t + 1, threads);
+        fsp_elementwise *p = &parts[t];
+        *p = *whole;
+        for (int k = 0; k < 3; k++)
+            if (p->in[k]) p->in[k] = (const char *)p->in[k] + (size_t)a * size;
+        for (int k = 0; k < 2; k++)
+            if (p->flags[k]) p->flags[k] += a;
+        p->out = (char *)p->out + (size_t)a * size;
+        p->n = b - a;
+    }
+    run_all(run_elementwise, parts, sizeof(fsp_elementwise), threads);
+}
+
+/* The movement score of n weights (float, or double with ``dbl``) into out. */
+void fsp_movement(const void *s, const void *g, const void *w, const uint8_t *live, void *out,
+                  int64_t n, int64_t dbl, int64_t threads) {
+    fsp_elementwise whole = {{s, g, w}, {live, NULL}, out, n, dbl, MOVEMENT};
+    run_split(&whole, threads);
 }
 
 /* w (n floats, or doubles with ``dbl``) into out, +0.0 where ``new_`` is set and ``old``
- * is not (the weights an update revived), in ``threads`` ranges. */
+ * is not (the weights an update revived). */
 void fsp_zero_revived(const void *w, const uint8_t *old, const uint8_t *new_, void *out,
                       int64_t n, int64_t dbl, int64_t threads) {
-    fsp_revived_range parts[MAX_THREADS];
-    size_t size = dbl ? sizeof(double) : sizeof(float);
-    threads = clamp_threads(threads);
-    for (int64_t t = 0; t < threads; t++) {
-        int64_t a = part_start(n, t, threads), b = part_start(n, t + 1, threads);
-        size_t at = (size_t)a * size;
-        parts[t] = (fsp_revived_range){(const char *)w + at, old + a, new_ + a,
-                                       (char *)out + at, b - a, dbl};
-    }
-    run_all(run_revived, parts, sizeof(fsp_revived_range), threads);
+    fsp_elementwise whole = {{w, NULL, NULL}, {old, new_}, out, n, dbl, REVIVED};
+    run_split(&whole, threads);
 }
