@@ -2,6 +2,8 @@
  * movement pruning's accumulated score, out = (live ? -(g * w) : +0.0) + s, in the same
  * IEEE operations and order as fsparse/pruners/_movement.py; and weights with the revived
  * ones zeroed, out = (new & !old) ? +0.0 : w (fsparse/pruners/_ranked.py). */
+#include <string.h>
+
 #include "kernels.h"
 
 enum { MOVEMENT = 0, REVIVED = 1 };
@@ -15,25 +17,32 @@ typedef struct {
     int64_t n, dbl, op;
 } fsp_elementwise;
 
-#define UPDATES(T)                                                                           \
+/* The selects are bit masks (all ones where the value is taken, else zero, which gives
+ * +0.0), so the loops are branch-free and vectorize whatever the flags' pattern; a mask
+ * select is exactly the ternary's value. */
+#define UPDATES(T, U)                                                                        \
+    static inline T masked_##T(T v, uint8_t take) {                                         \
+        U bits, mask = (U)0 - (U)(take & 1);                                                \
+        memcpy(&bits, &v, sizeof bits);                                                     \
+        bits &= mask;                                                                       \
+        memcpy(&v, &bits, sizeof v);                                                        \
+        return v;                                                                           \
+    }                                                                                       \
     static void movement_##T(const fsp_elementwise *r) {                                    \
         const T *s = (const T *)r->in[0], *g = (const T *)r->in[1], *w = (const T *)r->in[2]; \
         const uint8_t *live = r->flags[0];                                                  \
         T *out = (T *)r->out;                                                               \
-        for (int64_t i = 0; i < r->n; i++) {                                                \
-            T delta = -(g[i] * w[i]);                                                       \
-            out[i] = (live[i] ? delta : (T)0) + s[i];                                       \
-        }                                                                                   \
+        for (int64_t i = 0; i < r->n; i++) out[i] = masked_##T(-(g[i] * w[i]), live[i]) + s[i]; \
     }                                                                                       \
     static void revived_##T(const fsp_elementwise *r) {                                     \
         const T *w = (const T *)r->in[0];                                                   \
         const uint8_t *old = r->flags[0], *new_ = r->flags[1];                              \
         T *out = (T *)r->out;                                                               \
         for (int64_t i = 0; i < r->n; i++)                                                  \
-            out[i] = (new_[i] & (uint8_t)(old[i] ^ 1) & 1) ? (T)0 : w[i];                   \
+            out[i] = masked_##T(w[i], (uint8_t)(~new_[i] | old[i]));                        \
     }
-UPDATES(float)
-UPDATES(double)
+UPDATES(float, uint32_t)
+UPDATES(double, uint64_t)
 
 static void *run_elementwise(void *arg) {
     fsp_elementwise *r = (fsp_elementwise *)arg;
