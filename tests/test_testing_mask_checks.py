@@ -46,8 +46,11 @@ def test_rule_counts_are_computed_from_the_rule() -> None:
 
 
 def _fails(fn, prop: str, **kwargs) -> None:
+    """The check catches the planted bug. Up to 300 examples: the search stops at the first
+    failure, and 30 missed a bug showing only when some element is pruned in ~7 % of
+    fresh-clone runs (no example database there)."""
     with pytest.raises(MaskCheckError, match=f"property '{prop}'"):
-        check_mask_fn(fn, **{**FAST, **kwargs})()
+        check_mask_fn(fn, **{"max_examples": 300, **kwargs})()
 
 
 def _blocks(data: torch.Tensor, config: SparsityConfig) -> int:
