@@ -30,7 +30,7 @@ from fsparse.create.recipe import Recipe
 from fsparse.create.sharding import is_dtensor, local, same_placement
 
 __all__ = ["STATE_KEYS", "STATE_VERSION", "Checked", "check_pruner_state",
-           "checked_manager_state"]
+           "checked_manager_state", "manager_state"]
 
 STATE_KEYS = ("version", "recipe", "steps_per_epoch", "step", "finalized", "masks", "pruners",
               "teacher")
@@ -46,6 +46,22 @@ class Checked(NamedTuple):
     finalized: bool
     teacher_state: Any
     pruning: list[tuple[Plan, pruners.PrunerState]]
+
+
+def manager_state(recipe: Recipe, steps_per_epoch: int, step: int, finalized: bool,
+                  masks: Mapping[str, torch.Tensor], states: Sequence[pruners.PrunerState],
+                  self_teacher: nn.Module | None) -> dict[str, Any]:
+    """A ``RecipeManager.state_dict()`` (keys :data:`STATE_KEYS`): copies, never views."""
+    return {
+        "version": STATE_VERSION,
+        "recipe": recipe.to_yaml(),
+        "steps_per_epoch": steps_per_epoch,
+        "step": step,
+        "finalized": finalized,
+        "masks": {n: m.clone() for n, m in masks.items()},
+        "pruners": [copy.deepcopy(pruners.state_dict(s)) for s in states],
+        "teacher": self_teacher.state_dict() if self_teacher is not None else None,
+    }
 
 
 def _like(value: torch.Tensor, fresh: torch.Tensor, arg: str) -> torch.Tensor:

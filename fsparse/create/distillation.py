@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["distillation_loss", "frozen_copy", "kd_loss", "teacher_outputs"]
+from fsparse.create.modifiers import Distillation, Modifier
+from fsparse.create.schedules import distillation_active
+
+__all__ = ["distillation_loss", "frozen_copy", "kd_loss", "recipe_loss", "teacher_outputs"]
 
 
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -74,3 +78,27 @@ def teacher_outputs(teacher: nn.Module, inputs: Any) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"the teacher must return a tensor of logits, got {type(out).__name__}")
     return out
+
+
+def recipe_loss(modifier: Modifier, epoch: float, loss: torch.Tensor,
+                student_outputs: torch.Tensor | None, student_inputs: Any,
+                teacher: Callable[[], nn.Module | None]) -> torch.Tensor:
+    """The loss at ``epoch`` under the Distillation ``modifier``: :func:`distillation_loss`
+    against ``teacher()``'s outputs on ``student_inputs`` while it is active, else ``loss``.
+
+    >>> m = Distillation(start_epoch=0, end_epoch=1, hardness=0.5, temperature=1.0)
+    >>> x = torch.tensor([[1.0, 2.0]])
+    >>> float(recipe_loss(m, 0.5, torch.tensor(4.0), x, x, lambda: nn.Identity()))
+    2.0
+    """
+    assert isinstance(modifier, Distillation)
+    if not distillation_active(modifier, epoch):
+        return loss
+    if student_outputs is None or student_inputs is None:
+        raise ValueError(
+            "loss_update needs student_outputs and student_inputs during distillation"
+        )
+    model = teacher()
+    assert model is not None  # taken by the "teacher" event at the distillation start
+    return distillation_loss(loss, student_outputs, teacher_outputs(model, student_inputs),
+                             modifier.hardness, modifier.temperature)

@@ -1,16 +1,14 @@
 """The recipe manager: a thin stateful wrapper over the pure recipe functions.
 
-State is the step count, one :class:`fsparse.fp.PrunerState` per pruning
-modifier (masks, scores, gradient buffers: see :mod:`fsparse.create.pruning`),
-which one-off events have run (QAT, observer and BN freezes, the self-teacher
-copy) and the self-teacher. The wrappers in
-:mod:`fsparse.create.optimizer_wrapper` call :meth:`RecipeManager.before_step`
-and :meth:`RecipeManager.after_step` around every optimizer step.
+State is the step count, one :class:`fsparse.pruners.PrunerState` per pruning
+modifier (:mod:`fsparse.create.pruning`), which one-off events have run
+(:func:`fsparse.create.schedules.one_off_events`) and the self-teacher. The
+wrappers in :mod:`fsparse.create.optimizer_wrapper` call ``before_step`` and
+``after_step`` around every optimizer step.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -20,10 +18,11 @@ from torch.utils.hooks import RemovableHandle
 
 from fsparse import pruners as fp
 from fsparse._src.checks import check_int, check_real, short_repr
+from fsparse.create import checkpoint, masks, sharding
 from fsparse.create import distillation as kd
 from fsparse.create import quantization as qat
-from fsparse.create.checkpoint import STATE_KEYS, STATE_VERSION, checked_manager_state
-from fsparse.create.masks import apply_masks, keep_factors, prunable_parameters, pruned_fractions
+from fsparse.create.checkpoint import STATE_KEYS, STATE_VERSION
+from fsparse.create.masks import apply_masks, keep_factors, prunable_parameters
 from fsparse.create.modifiers import (
     MAX_EPOCH,
     PRUNING_TYPES,
@@ -31,32 +30,21 @@ from fsparse.create.modifiers import (
     Distillation,
     LearningRateFunction,
     Modifier,
-    OBSPruning,
     Quantization,
 )
 from fsparse.create.pruning import (
     Plan,
     due,
     init_state,
+    loop_grads,
     make_plan,
     model_masks,
     step_state,
     target_levels,
 )
 from fsparse.create.recipe import Recipe
-from fsparse.create.schedules import (
-    distillation_active,
-    first_step,
-    learning_rate,
-    phase,
-    qat_flags,
-)
-from fsparse.create.sharding import (
-    agree,
-    check_layouts,
-    check_row_views,
-    local,
-)
+from fsparse.create.schedules import first_step, learning_rate, one_off_events, phase, qat_flags
+from fsparse.create.sharding import agree, check_layouts, local
 
 __all__ = ["MAX_STEPS_PER_EPOCH", "STATE_KEYS", "STATE_VERSION", "RecipeManager"]
 
@@ -102,24 +90,13 @@ class RecipeManager:
         prunable = prunable_parameters(model)
         # FSDP2: DTensor weights (Shard(0)/Replicate on one 1-D mesh), checked before anything
         self._group = check_layouts(prunable)
-        if self._group is not None and recipe.of_type(Quantization):
-            raise ValueError("quantization: QAT is not supported on a model with DTensor "
-                             "(FSDP2) weights; pass quantization=False or a recipe without "
-                             "Quantization")
-        if self._group is not None and teacher is None and recipe.of_type(Distillation):
-            raise ValueError("distillation: self-distillation deep-copies the model, which "
-                             "FSDP2 does not support; pass distillation_teacher (a model of "
-                             "its own) or distillation=False")
+        sharding.check_fsdp_support(self._group, recipe, teacher)
         self._weights = prunable
         pruning: list[tuple[Plan, fp.PrunerState]] = []
         skipped: list[str] = []
         for modifier in self.pruning_modifiers:
-            if self._group is not None and isinstance(modifier, OBSPruning):
-                raise ValueError(f"pruning: mode {modifier.MODE!r} (second-order, block Fisher "
-                                 "inverses) is not supported on DTensor (FSDP2) weights; use "
-                                 "True, 'movement', 'acdc', 'rigl' or 'set'")
             plan, left_out = make_plan(modifier, prunable, steps_per_epoch)
-            check_row_views(plan.matrix, prunable,
+            sharding.check_row_views(plan.matrix, prunable,
                             f"mask_type {getattr(modifier, 'mask_type', '')!r}")
             pruning.append((plan, init_state(plan, self._detached(plan))))
             skipped.extend(left_out)
@@ -156,20 +133,6 @@ class RecipeManager:
 
     def _detached(self, plan: Plan) -> dict[str, torch.Tensor]:
         return {n: self._weights[n].detach() for n in plan.names}
-
-    def _grads(self, plan: Plan, scale: float | None) -> dict[str, torch.Tensor]:
-        """The weights' gradients, unscaled (``scale``: the AMP scaler's), non-finite as 0."""
-        out = {}
-        for n in plan.names:
-            g = self._weights[n].grad
-            if g is None:
-                out[n] = torch.zeros_like(self._weights[n].detach())
-            elif scale is None:
-                out[n] = g.detach()
-            else:
-                out[n] = torch.div(g.detach(), scale).nan_to_num_(nan=0.0, posinf=0.0,
-                                                                   neginf=0.0)
-        return out
 
     @property
     def quantization_modifiers(self) -> tuple[Modifier, ...]:
@@ -236,7 +199,7 @@ class RecipeManager:
     @property
     def masks(self) -> dict[str, torch.Tensor]:
         """``parameter name -> bool mask`` (``False`` = pruned), in the weights' layout."""
-        return {n: m for masks in self._masks for n, m in masks.items()}
+        return {n: m for group in self._masks for n, m in group.items()}
 
     def sparsity(self) -> dict[str, float]:
         """``parameter name -> fraction of masked-out elements`` of each whole weight.
@@ -244,7 +207,7 @@ class RecipeManager:
         With DTensor (FSDP2) weights each rank counts its shard and one
         ``all_reduce`` sums the counts: call it on every rank.
         """
-        return pruned_fractions(self.masks)
+        return masks.pruned_fractions(self.masks)
 
     @property
     def teacher(self) -> nn.Module | None:
@@ -253,18 +216,11 @@ class RecipeManager:
 
     # ----- one-off events -----
     def _events(self) -> list[tuple[int, str, Callable[[], None]]]:
-        spe, events = self.steps_per_epoch, []
-        for d in self.distillation_modifiers:
-            if self._given_teacher is None:
-                events.append((first_step(d.start_epoch, spe), "teacher", self._take_teacher))
-        for q in self.quantization_modifiers:
-            assert isinstance(q, Quantization)
-            events.append((first_step(q.start_epoch, spe), "qat", self._start_qat))
-            events.append(
-                (first_step(q.disable_observer_epoch, spe), "observers", self._stop_observers)
-            )
-            events.append((first_step(q.freeze_bn_stats_epoch, spe), "bn", self._freeze_bn))
-        return sorted(events, key=lambda e: e[0])  # stable: teacher before qat at a tie
+        actions = {"teacher": self._take_teacher, "qat": lambda: qat.prepare_qat(self.model),
+                   "observers": lambda: qat.disable_observers(self.model),
+                   "bn": lambda: self._bn_hooks.extend(qat.freeze_bn(self.model))}
+        return [(at, name, actions[name]) for at, name in one_off_events(
+            self.recipe, self.steps_per_epoch, self_teacher=self._given_teacher is None)]
 
     def _run_events(self, step: int) -> None:
         for at, name, action in self._events():
@@ -274,15 +230,6 @@ class RecipeManager:
 
     def _take_teacher(self) -> None:
         self._self_teacher = kd.frozen_copy(self.model)
-
-    def _start_qat(self) -> None:
-        qat.prepare_qat(self.model)
-
-    def _stop_observers(self) -> None:
-        qat.disable_observers(self.model)
-
-    def _freeze_bn(self) -> None:
-        self._bn_hooks.extend(qat.freeze_bn(self.model))
 
     # ----- driven by the wrapped optimizer -----
     def before_step(self, optimizer: Any, grad_scale: float | None = None) -> None:
@@ -297,14 +244,15 @@ class RecipeManager:
         if self.finalized:
             return
         if not self._weights_checked:
-            self._check_weights()
+            masks.check_still_parameters(self.model, self._weights)
+            self._weights_checked = True
         t, spe = self.step, self.steps_per_epoch
         results: list[tuple[Plan, fp.PrunerState, Any, Any]] = []
         for plan, state in self._pruning:  # compute everything first
             if not due(plan, state, t, spe):
                 results.append((plan, state, None, None))
                 continue
-            grads = self._grads(plan, grad_scale) if plan.needs_grads else None
+            grads = loop_grads(self._weights, plan.names, grad_scale) if plan.needs_grads else None
             results.append((plan, *step_state(plan, state, self._detached(plan), grads, t, spe)))
         for i, (plan, state, changed, resets) in enumerate(results):  # then commit
             self._pruning[i] = (plan, state)
@@ -323,19 +271,6 @@ class RecipeManager:
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-    def _check_weights(self) -> None:
-        """``ValueError`` (at the first step) if the model's weights were replaced since
-        ``__init__``, e.g. by ``fully_shard`` applied after ``initialize``: masks written
-        into the old objects would silently do nothing."""
-        now = prunable_parameters(self.model)
-        stale = [n for n, w in self._weights.items() if now.get(n) is not w]
-        if stale:
-            raise ValueError(
-                f"model: its weights {short_repr(stale, 200)} are no longer the parameters "
-                "fsparse.create.initialize saw (was fully_shard or another wrapper applied "
-                "after initialize?); wrap the model first, then call initialize")
-        self._weights_checked = True
-
     def after_step(self) -> None:
         """Re-apply the masks (momentum cannot revive pruned weights) and advance one step."""
         if self.finalized:
@@ -353,20 +288,8 @@ class RecipeManager:
         modifiers = self.distillation_modifiers
         if self.finalized or not modifiers:
             return loss
-        modifier = modifiers[0]
-        assert isinstance(modifier, Distillation)
-        if not distillation_active(modifier, self.epoch):
-            return loss
-        if student_outputs is None or student_inputs is None:
-            raise ValueError(
-                "loss_update needs student_outputs and student_inputs during distillation"
-            )
-        teacher = self.teacher
-        assert teacher is not None  # taken by the "teacher" event at the distillation start
-        teacher_out = kd.teacher_outputs(teacher, student_inputs)
-        return kd.distillation_loss(
-            loss, student_outputs, teacher_out, modifier.hardness, modifier.temperature
-        )
+        return kd.recipe_loss(modifiers[0], self.epoch, loss, student_outputs, student_inputs,
+                              lambda: self.teacher)
 
     def finalize(self) -> None:
         """Apply the masks for good, remove the BN hooks and stop driving the run."""
@@ -380,17 +303,9 @@ class RecipeManager:
     # ----- checkpoints -----
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: keys :data:`STATE_KEYS`, masks by parameter name."""
-        teacher = self._self_teacher.state_dict() if self._self_teacher is not None else None
-        return {
-            "version": STATE_VERSION,
-            "recipe": self.recipe.to_yaml(),
-            "steps_per_epoch": self.steps_per_epoch,
-            "step": self.step,
-            "finalized": self.finalized,
-            "masks": {n: m.clone() for n, m in self.masks.items()},
-            "pruners": [copy.deepcopy(fp.state_dict(s)) for s in self.pruning_states],
-            "teacher": teacher,
-        }
+        return checkpoint.manager_state(self.recipe, self.steps_per_epoch, self.step,
+                                        self.finalized, self.masks, self.pruning_states,
+                                        self._self_teacher)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resume from :meth:`state_dict`. Load it into a manager made like the saved one,
@@ -405,7 +320,7 @@ class RecipeManager:
         """
         error: Exception | None = None
         try:
-            checked = checked_manager_state(
+            checked = checkpoint.checked_manager_state(
                 state_dict, recipe=self.recipe, steps_per_epoch=self.steps_per_epoch,
                 events=self._events(), done=self._done, pruning=self._pruning,
                 self_teacher=self._self_teacher, model=self.model)

@@ -16,8 +16,8 @@ from fsparse._src.checks import short_repr
 from fsparse._src.engine import native
 from fsparse.create.sharding import is_dtensor, kept_counts, local, same_placement
 
-__all__ = ["PRUNABLE_TYPES", "apply_masks", "keep_factors", "pruned_fractions",
-           "prunable_parameters"]
+__all__ = ["PRUNABLE_TYPES", "apply_masks", "check_still_parameters", "keep_factors",
+           "pruned_fractions", "prunable_parameters"]
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -85,6 +85,19 @@ def keep_factors(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.
             mine = mine.view(torch.uint8) if mine.dtype == torch.bool else mine
             out[n] = old.copy_(mine) if fits else mine.to(weights[n].dtype)  # type: ignore[union-attr]
     return out
+
+
+def check_still_parameters(model: nn.Module, weights: Mapping[str, nn.Parameter]) -> None:
+    """``ValueError`` if ``model``'s prunable weights are no longer the objects ``weights``
+    holds (``fully_shard`` or another wrapper applied after ``initialize``): masks written
+    into the old objects would silently do nothing."""
+    now = prunable_parameters(model)
+    stale = [n for n, w in weights.items() if now.get(n) is not w]
+    if stale:
+        raise ValueError(
+            f"model: its weights {short_repr(stale, 200)} are no longer the parameters "
+            "fsparse.create.initialize saw (was fully_shard or another wrapper applied "
+            "after initialize?); wrap the model first, then call initialize")
 
 
 def apply_masks(weights: Mapping[str, torch.Tensor], keep: Mapping[str, torch.Tensor]) -> None:

@@ -47,7 +47,7 @@ from fsparse.pruners._protocol import activated
 from fsparse.pruners._ranked import revives
 from fsparse.pruners._schedules import Steps
 
-__all__ = ["Plan", "make_plan", "model_masks", "step_state", "target_levels"]
+__all__ = ["Plan", "loop_grads", "make_plan", "model_masks", "step_state", "target_levels"]
 
 Tensors = dict[str, torch.Tensor]
 OBS_MAX_GRADS = 16
@@ -225,6 +225,27 @@ def due(plan: Plan, state: pruners.PrunerState, t: int, spe: int) -> bool:
     if plan.kind == "inject":
         return mask_update_due(plan.modifier, t, spe)
     return state.step == t and t <= plan.last
+
+
+def loop_grads(weights: Mapping[str, torch.Tensor], names: tuple[str, ...],
+               scale: float | None) -> Tensors:
+    """The ``.grad`` of each named weight as the training loop left it: detached, divided
+    by ``scale`` (the AMP scaler's) with non-finite entries as 0, or zeros where missing.
+
+    >>> w = torch.nn.Parameter(torch.ones(2)); w.grad = torch.tensor([4.0, float("inf")])
+    >>> loop_grads({"w": w}, ("w",), 2.0)["w"].tolist()
+    [2.0, 0.0]
+    """
+    out = {}
+    for n in names:
+        g = weights[n].grad
+        if g is None:
+            out[n] = torch.zeros_like(weights[n].detach())
+        elif scale is None:
+            out[n] = g.detach()
+        else:
+            out[n] = torch.div(g.detach(), scale).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    return out
 
 
 def step_state(plan: Plan, state: pruners.PrunerState, weights: Mapping[str, torch.Tensor],

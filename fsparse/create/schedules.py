@@ -29,6 +29,7 @@ __all__ = [
     "first_step",
     "learning_rate",
     "mask_update_due",
+    "one_off_events",
     "phase",
     "pruning_level",
     "pruning_steps",
@@ -162,3 +163,26 @@ def phase(recipe: Recipe, epoch: float) -> str:
         if modifier.start_epoch <= epoch < modifier.end_epoch:
             return "pruning"
     return "fine-tuning"
+
+
+def one_off_events(recipe: Recipe, steps_per_epoch: int, *, self_teacher: bool
+                   ) -> list[tuple[int, str]]:
+    """``(step, name)`` of each one-off event, by step (a tie keeps this order): the
+    self-teacher copy (``"teacher"``, only with ``self_teacher``) at each distillation
+    start, then QAT's start (``"qat"``), observer freeze (``"observers"``) and BN
+    freeze (``"bn"``).
+
+    >>> from fsparse.create.template import create_recipe
+    >>> one_off_events(create_recipe(), 4, self_teacher=False)
+    [(60, 'qat'), (70, 'observers'), (70, 'bn')]
+    """
+    events = []
+    if self_teacher:
+        events += [(first_step(d.start_epoch, steps_per_epoch), "teacher")
+                   for d in recipe.of_type(Distillation)]
+    for q in recipe.of_type(Quantization):
+        assert isinstance(q, Quantization)
+        events += [(first_step(q.start_epoch, steps_per_epoch), "qat"),
+                   (first_step(q.disable_observer_epoch, steps_per_epoch), "observers"),
+                   (first_step(q.freeze_bn_stats_epoch, steps_per_epoch), "bn")]
+    return sorted(events, key=lambda e: e[0])

@@ -26,9 +26,11 @@ import torch
 from fsparse._src.checks import short_repr
 from fsparse._src.engine.dispatch import sharded_kind
 from fsparse._src.engine.unit_flags import count_true
+from fsparse.create.modifiers import Distillation, OBSPruning, Quantization
+from fsparse.create.recipe import Recipe
 
-__all__ = ["agree", "check_layouts", "check_row_views", "is_dtensor", "kept_counts", "local",
-           "same_placement"]
+__all__ = ["agree", "check_fsdp_support", "check_layouts", "check_row_views", "is_dtensor",
+           "kept_counts", "local", "same_placement"]
 
 
 def is_dtensor(value: object) -> bool:
@@ -76,6 +78,26 @@ def check_layouts(weights: Mapping[str, torch.Tensor], arg: str = "model") -> An
                              f"{short_repr(first)} on {short_repr(mesh)}; fsparse.create needs "
                              "one mesh for all its weights")
     return None if mesh is None else mesh.get_group()
+
+
+def check_fsdp_support(group: Any, recipe: Recipe, teacher: Any) -> None:
+    """``ValueError`` for what a recipe cannot do on DTensor (FSDP2) weights (``group``
+    not ``None``): QAT, self-distillation (``teacher`` ``None``) and OBS/M-FAC."""
+    if group is None:
+        return
+    if recipe.of_type(Quantization):
+        raise ValueError("quantization: QAT is not supported on a model with DTensor "
+                         "(FSDP2) weights; pass quantization=False or a recipe without "
+                         "Quantization")
+    if teacher is None and recipe.of_type(Distillation):
+        raise ValueError("distillation: self-distillation deep-copies the model, which "
+                         "FSDP2 does not support; pass distillation_teacher (a model of "
+                         "its own) or distillation=False")
+    for modifier in recipe.of_type(OBSPruning):
+        assert isinstance(modifier, OBSPruning)
+        raise ValueError(f"pruning: mode {modifier.MODE!r} (second-order, block Fisher "
+                         "inverses) is not supported on DTensor (FSDP2) weights; use "
+                         "True, 'movement', 'acdc', 'rigl' or 'set'")
 
 
 def check_row_views(names: Iterable[str], weights: Mapping[str, torch.Tensor], why: str,
