@@ -15,7 +15,8 @@ import click
 import torch
 
 from fsparse.cli.console import human_bytes, stdout_console
-from fsparse.cli.demo_model import QUICK, DemoConfig, DemoResult, run_demo
+from fsparse.cli.demo_model import QUICK, DemoConfig
+from fsparse.cli.demo_run import DemoResult, run_demo
 
 __all__ = ["PLOTS", "command", "fsparse_command", "write_plots"]
 

@@ -90,7 +90,15 @@ def keep_factors(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.
 def check_still_parameters(model: nn.Module, weights: Mapping[str, nn.Parameter]) -> None:
     """``ValueError`` if ``model``'s prunable weights are no longer the objects ``weights``
     holds (``fully_shard`` or another wrapper applied after ``initialize``): masks written
-    into the old objects would silently do nothing."""
+    into the old objects would silently do nothing.
+
+    >>> model = nn.Linear(2, 2); weights = prunable_parameters(model)
+    >>> model.weight = nn.Parameter(model.weight.detach().clone())
+    >>> check_still_parameters(model, weights)
+    Traceback (most recent call last):
+    ...
+    ValueError: model: its weights ['weight'] are no longer the parameters ...
+    """
     now = prunable_parameters(model)
     stale = [n for n, w in weights.items() if now.get(n) is not w]
     if stale:

@@ -82,7 +82,15 @@ def check_layouts(weights: Mapping[str, torch.Tensor], arg: str = "model") -> An
 
 def check_fsdp_support(group: Any, recipe: Recipe, teacher: Any) -> None:
     """``ValueError`` for what a recipe cannot do on DTensor (FSDP2) weights (``group``
-    not ``None``): QAT, self-distillation (``teacher`` ``None``) and OBS/M-FAC."""
+    not ``None``): QAT, self-distillation (``teacher`` ``None``) and OBS/M-FAC.
+
+    >>> from fsparse.create.template import create_recipe
+    >>> check_fsdp_support(None, create_recipe(), None)  # no DTensor weights: anything goes
+    >>> check_fsdp_support(object(), create_recipe(), None)
+    Traceback (most recent call last):
+    ...
+    ValueError: quantization: QAT is not supported on a model with DTensor (FSDP2) weights; ...
+    """
     if group is None:
         return
     if recipe.of_type(Quantization):

@@ -7,7 +7,7 @@ config and a step stays cheap per entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from fsparse._src.checks import short_repr
@@ -36,11 +36,21 @@ def parse_groups(
     groups: Mapping[str, Any],
     cache: Cache,
     config_from_group: Callable[[Mapping[str, Any]], SparsityConfig],
+    *,
+    names: Collection[str],
 ) -> dict[str, SparsityConfig]:
     """``{name: config}`` of every group; ``cache`` keeps each group's copy and config.
 
-    Raises ``TypeError``/``ValueError`` naming the group for a bad one.
+    Raises ``ValueError`` unless the groups are exactly ``names``, and
+    ``TypeError``/``ValueError`` naming the group for a bad one.
     """
+    if len(groups) != len(names) or any(n not in names for n in groups):
+        unknown = [n for n in groups if n not in names]
+        lost = [n for n in names if n not in groups]
+        raise ValueError(
+            f"data_groups must hold exactly the data names: unknown {short_repr(unknown)}, "
+            f"missing {short_repr(lost)}"
+        )
     configs = {}
     for name, group in groups.items():
         if not isinstance(group, Mapping):

@@ -17,8 +17,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
-__all__ = ["MaskState", "PendingOnes"]
+from fsparse.data_sparsifier._container import FakeSparsity
+
+__all__ = ["MaskState", "PendingOnes", "register"]
 
 
 class PendingOnes:
@@ -149,3 +152,20 @@ class MaskState(defaultdict):  # type: ignore[type-arg]
     def __reduce_ex__(self, protocol: Any) -> Any:
         # Copies and pickles are plain defaultdicts holding the made masks.
         return (defaultdict, (dict,), None, None, iter(self.items()))
+
+
+def register(owner: Any, container: nn.Module, state: MaskState, name: str,
+             weight: torch.Tensor, mask: torch.Tensor | None, param_class: Any) -> None:
+    """Register ``weight`` in ``container`` with its parametrization and its ``state``
+    entry; ``mask=None``: a pending float-ones mask, made for ``owner`` when first read."""
+    container.register_buffer(name, weight)
+    holder = FakeSparsity(mask) if param_class is FakeSparsity else param_class(mask)
+    if mask is not None:
+        parametrize.register_parametrization(container, name, holder)
+        state[name]["mask"] = mask
+        return
+    make = PendingOnes(owner, name, weight, holder)
+    holder._first_read = make
+    parametrize.register_parametrization(container, name, holder)
+    state[name]  # the entry dict, without its mask yet
+    state.pending[name] = make

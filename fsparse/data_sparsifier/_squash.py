@@ -7,15 +7,16 @@ elements share memory cannot take such a write and is refused before anything ch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch.nn.utils import parametrize
 
+from fsparse._src.checks import short_repr
 from fsparse.data_sparsifier._container import FakeSparsity
 
-__all__ = ["overlaps", "squash"]
+__all__ = ["overlaps", "squash", "squash_names"]
 
 
 def overlaps(tensor: torch.Tensor) -> bool:
@@ -31,6 +32,22 @@ def overlaps(tensor: torch.Tensor) -> bool:
             return True
         reach += (size - 1) * stride
     return False
+
+
+def squash_names(sp: Any, names: Iterable[str] | None) -> list[str]:
+    """``squash_mask``'s ``names`` checked: each known and not squashed (``None``: every
+    masked entry of ``sp``), duplicates dropped."""
+    if names is None:
+        return [n for n in sp.data_groups if not sp._is_squashed(n)]
+    if isinstance(names, str):
+        raise TypeError(f"names must be a list of names, not the str {short_repr(names)}")
+    todo = list(dict.fromkeys(names))
+    for name in todo:
+        sp._known(name)
+    squashed = [n for n in todo if sp._is_squashed(n)]
+    if squashed:
+        raise ValueError(f"mask already squashed for {short_repr(squashed)}")
+    return todo
 
 
 def squash(sp: Any, names: Sequence[str], leave_parametrized: bool) -> None:

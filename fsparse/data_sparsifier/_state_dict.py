@@ -28,9 +28,26 @@ from fsparse.data_sparsifier._container import (
     check_free_name,
     check_mask,
 )
-from fsparse.data_sparsifier._mask_state import MaskState
+from fsparse.data_sparsifier._mask_state import MaskState, register
 
-__all__ = ["Loaded", "load_into", "parse_state_dict", "state_dict_of", "try_parametrization"]
+__all__ = ["STATE_DICT_KEYS", "Loaded", "load_into", "parse_state_dict", "state_dict_of",
+           "state_dict_parts", "try_parametrization"]
+
+STATE_DICT_KEYS = ("state", "data_groups", "_container")
+
+
+def state_dict_parts(state_dict: object) -> tuple[Any, Any, Any]:
+    """``(state, data_groups, _container)`` of a sparsifier state dict, unchecked inside.
+
+    >>> state_dict_parts({"state": {}, "data_groups": {}, "_container": {}})
+    ({}, {}, {})
+    """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+    missing = [key for key in STATE_DICT_KEYS if key not in state_dict]
+    if missing:
+        raise ValueError(f"state_dict is missing the keys {missing}")
+    return state_dict["state"], state_dict["data_groups"], state_dict["_container"]
 
 
 class Loaded(NamedTuple):
@@ -190,7 +207,7 @@ def load_into(sp: Any, states: Any, groups: Any, tensors: Any, strict: bool) -> 
                 continue
             item = loaded[name]
             if item.parametrized:
-                sp._register(container, new_state, name, item.data, item.mask, item.param_class)
+                register(sp, container, new_state, name, item.data, item.mask, item.param_class)
             else:
                 container.register_buffer(name, item.data)
                 new_state[name]["mask"] = item.mask

@@ -30,6 +30,7 @@ from fsparse._src.state import (
     SparsifierState,
     extract_weight,
 )
+from fsparse.data_sparsifier import _state_dict as saved
 from fsparse.data_sparsifier._configs import parse_groups
 from fsparse.data_sparsifier._container import (
     FakeSparsity,
@@ -39,13 +40,12 @@ from fsparse.data_sparsifier._container import (
     check_mask,
     check_shape,
 )
-from fsparse.data_sparsifier._mask_state import MaskState, PendingOnes
-from fsparse.data_sparsifier._squash import squash
-from fsparse.data_sparsifier._state_dict import load_into, state_dict_of, try_parametrization
+from fsparse.data_sparsifier._mask_state import MaskState, register
+from fsparse.data_sparsifier._squash import squash, squash_names
+from fsparse.data_sparsifier._state_dict import STATE_DICT_KEYS, load_into, state_dict_of
 
 __all__ = ["EMBEDDING_TYPES", "SUPPORTED_TYPES", "BaseDataSparsifier", "FakeSparsity"]
 
-_STATE_DICT_KEYS = ("state", "data_groups", "_container")
 _VIEWS = frozenset({"state", "data_groups", "_container", "_data", "_configs", "step"})
 
 
@@ -178,41 +178,18 @@ class BaseDataSparsifier(abc.ABC):
             mask = None if given is None else check_mask(given, weight, f"mask for {name!r}", fake)
         if not fake:
             mask = torch.ones_like(weight) if mask is None else mask
-            try_parametrization(param_class, mask, weight, name)
+            saved.try_parametrization(param_class, mask, weight, name)
         if replacing:
             warnings.warn(
                 "Replacing existing data of the same name. - Did you mean a different name?",
                 stacklevel=2,
             )
             self._delete_data(name)
-        self._register(self._container, self.state, name, weight, mask, param_class)
+        register(self, self._container, self.state, name, weight, mask, param_class)
         self.data_groups[name] = group
         self._data[name] = weight
         self._configs[name] = (dict(group), core_config)
         return getattr(self._container, name)  # type: ignore[no-any-return]
-
-    def _register(
-        self,
-        container: nn.Module,
-        state: MaskState,
-        name: str,
-        weight: torch.Tensor,
-        mask: torch.Tensor | None,
-        param_class: Any,
-    ) -> None:
-        """Register ``weight`` and its parametrization; ``mask=None``: a pending ones mask."""
-        container.register_buffer(name, weight)
-        holder = FakeSparsity(mask) if param_class is FakeSparsity else param_class(mask)
-        if mask is not None:
-            parametrize.register_parametrization(container, name, holder)
-            state[name]["mask"] = mask
-            return
-
-        make = PendingOnes(self, name, weight, holder)
-        holder._first_read = make
-        parametrize.register_parametrization(container, name, holder)
-        state[name]  # the entry dict, without its mask yet
-        state.pending[name] = make
 
     def _delete_data(self, name: str) -> None:
         if not self._is_squashed(name):
@@ -241,15 +218,8 @@ class BaseDataSparsifier(abc.ABC):
     def _sync_configs(self) -> dict[str, SparsityConfig]:
         """Each entry's config, parsed from ``data_groups`` (only groups that changed)."""
         self._adopt_state()
-        groups = self.data_groups
-        if len(groups) != len(self._data) or any(n not in self._data for n in groups):
-            unknown = [n for n in groups if n not in self._data]
-            lost = [n for n in self._data if n not in groups]
-            raise ValueError(
-                f"data_groups must hold exactly the data names: unknown {short_repr(unknown)}, "
-                f"missing {short_repr(lost)}"
-            )
-        return parse_groups(groups, self._configs, self._config_from_group)
+        return parse_groups(self.data_groups, self._configs, self._config_from_group,
+                            names=self._data)
 
     def _sync_mask(self, name: str) -> torch.Tensor | None:
         """The visible mask of ``name`` (``None`` while pending), adopted by the parametrization."""
@@ -332,18 +302,7 @@ class BaseDataSparsifier(abc.ABC):
         Data whose elements share memory (expanded or ``as_strided`` views) is refused.
         """
         self._adopt_state()
-        if names is None:
-            todo = [n for n in self.data_groups if not self._is_squashed(n)]
-        elif isinstance(names, str):
-            raise TypeError(f"names must be a list of names, not the str {short_repr(names)}")
-        else:
-            todo = list(dict.fromkeys(names))
-            for name in todo:
-                self._known(name)
-            squashed = [n for n in todo if self._is_squashed(n)]
-            if squashed:
-                raise ValueError(f"mask already squashed for {short_repr(squashed)}")
-        squash(self, todo, leave_parametrized)
+        squash(self, squash_names(self, names), leave_parametrized)
 
     # -- serialisation -----------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -361,12 +320,7 @@ class BaseDataSparsifier(abc.ABC):
         ``state_dict``. Every tensor is checked (sparse mask indices included) before
         use; a malformed dict raises ``TypeError``/``ValueError`` and changes nothing.
         """
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        missing = [key for key in _STATE_DICT_KEYS if key not in state_dict]
-        if missing:
-            raise ValueError(f"state_dict is missing the keys {missing}")
-        self._load(state_dict["state"], state_dict["data_groups"], state_dict["_container"], strict)
+        self._load(*saved.state_dict_parts(state_dict), strict)
 
     def _load(self, states: Any, groups: Any, tensors: Any, strict: bool) -> None:
         self._adopt_state()
@@ -378,7 +332,7 @@ class BaseDataSparsifier(abc.ABC):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        states, groups, tensors = (state.pop(key, None) for key in _STATE_DICT_KEYS)
+        states, groups, tensors = (state.pop(key, None) for key in STATE_DICT_KEYS)
         self.__dict__.update(state)
         self.__dict__.setdefault("enable_mask_update", True)
         self._container = _Container()
@@ -387,11 +341,8 @@ class BaseDataSparsifier(abc.ABC):
         self._load(states, groups, tensors, strict=True)
 
     def __repr__(self) -> str:
-        text = self.__class__.__name__ + " ("
-        for name, sparse_args in self.data_groups.items():
-            text += f"\n\tData Group\n\t    name: {name}\n"
-            for key in sorted(sparse_args.keys()):
-                if key != "data":
-                    text += f"\t    {key}: {sparse_args[key]}\n"
-        return text + ")"
+        groups = "".join(f"\n\tData Group\n\t    name: {name}\n" + "".join(
+            f"\t    {key}: {args[key]}\n" for key in sorted(args) if key != "data")
+            for name, args in self.data_groups.items())
+        return f"{self.__class__.__name__} ({groups})"
 
