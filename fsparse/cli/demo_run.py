@@ -129,7 +129,7 @@ def zipped_size(obj: Any) -> int:
 def _size_sweep(model: nn.Module, test: Batch, cfg: DemoConfig) -> list[dict[str, float]]:
     """One-shot sparsify the trained dense tables per level: zipped sizes and accuracy."""
     weights = {k: v.detach() for k, v in model.state_dict().items()}
-    tables = {k.replace(".", "_"): k for k in weights if is_table(k)}
+    tables = {n: k for n, k in state_names(model).items() if is_table(k)}
     rows = []
     for level in cfg.size_levels:
         state = step(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -82,13 +81,13 @@ def teacher_outputs(teacher: nn.Module, inputs: Any) -> torch.Tensor:
 
 def recipe_loss(modifier: Modifier, epoch: float, loss: torch.Tensor,
                 student_outputs: torch.Tensor | None, student_inputs: Any,
-                teacher: Callable[[], nn.Module | None]) -> torch.Tensor:
+                teacher: nn.Module | None) -> torch.Tensor:
     """The loss at ``epoch`` under the Distillation ``modifier``: :func:`distillation_loss`
-    against ``teacher()``'s outputs on ``student_inputs`` while it is active, else ``loss``.
+    against ``teacher``'s outputs on ``student_inputs`` while it is active, else ``loss``.
 
     >>> m = Distillation(start_epoch=0, end_epoch=1, hardness=0.5, temperature=1.0)
     >>> x = torch.tensor([[1.0, 2.0]])
-    >>> float(recipe_loss(m, 0.5, torch.tensor(4.0), x, x, lambda: nn.Identity()))
+    >>> float(recipe_loss(m, 0.5, torch.tensor(4.0), x, x, nn.Identity()))
     2.0
     """
     assert isinstance(modifier, Distillation)
@@ -98,7 +97,6 @@ def recipe_loss(modifier: Modifier, epoch: float, loss: torch.Tensor,
         raise ValueError(
             "loss_update needs student_outputs and student_inputs during distillation"
         )
-    model = teacher()
-    assert model is not None  # taken by the "teacher" event at the distillation start
-    return distillation_loss(loss, student_outputs, teacher_outputs(model, student_inputs),
+    assert teacher is not None  # taken by the "teacher" event at the distillation start
+    return distillation_loss(loss, student_outputs, teacher_outputs(teacher, student_inputs),
                              modifier.hardness, modifier.temperature)

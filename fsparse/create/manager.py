@@ -97,13 +97,14 @@ class RecipeManager:
         for modifier in self.pruning_modifiers:
             plan, left_out = make_plan(modifier, prunable, steps_per_epoch)
             sharding.check_row_views(plan.matrix, prunable,
-                            f"mask_type {getattr(modifier, 'mask_type', '')!r}")
+                                     f"mask_type {getattr(modifier, 'mask_type', '')!r}")
             pruning.append((plan, init_state(plan, self._detached(plan))))
             skipped.extend(left_out)
         self._pruning = pruning
         self._masks = [model_masks(plan, state) for plan, state in pruning]
         self._keep = [keep_factors(prunable, m) for m in self._masks]
         self.skipped: tuple[str, ...] = tuple(skipped)
+        self._event_steps = one_off_events(recipe, steps_per_epoch, self_teacher=teacher is None)
         self._run_events(0)
 
     # ----- the recipe, read-only -----
@@ -219,8 +220,7 @@ class RecipeManager:
         actions = {"teacher": self._take_teacher, "qat": lambda: qat.prepare_qat(self.model),
                    "observers": lambda: qat.disable_observers(self.model),
                    "bn": lambda: self._bn_hooks.extend(qat.freeze_bn(self.model))}
-        return [(at, name, actions[name]) for at, name in one_off_events(
-            self.recipe, self.steps_per_epoch, self_teacher=self._given_teacher is None)]
+        return [(at, name, actions[name]) for at, name in self._event_steps]
 
     def _run_events(self, step: int) -> None:
         for at, name, action in self._events():
@@ -289,7 +289,7 @@ class RecipeManager:
         if self.finalized or not modifiers:
             return loss
         return kd.recipe_loss(modifiers[0], self.epoch, loss, student_outputs, student_inputs,
-                              lambda: self.teacher)
+                              self.teacher)
 
     def finalize(self) -> None:
         """Apply the masks for good, remove the BN hooks and stop driving the run."""

@@ -101,11 +101,13 @@ def check_fsdp_support(group: Any, recipe: Recipe, teacher: Any) -> None:
         raise ValueError("distillation: self-distillation deep-copies the model, which "
                          "FSDP2 does not support; pass distillation_teacher (a model of "
                          "its own) or distillation=False")
-    for modifier in recipe.of_type(OBSPruning):
-        assert isinstance(modifier, OBSPruning)
-        raise ValueError(f"pruning: mode {modifier.MODE!r} (second-order, block Fisher "
-                         "inverses) is not supported on DTensor (FSDP2) weights; use "
-                         "True, 'movement', 'acdc', 'rigl' or 'set'")
+    second_order = recipe.of_type(OBSPruning)
+    if second_order:
+        assert isinstance(second_order[0], OBSPruning)
+        mode = second_order[0].MODE
+        raise ValueError(f"pruning: mode {mode!r} (second-order, block Fisher inverses) is "
+                         "not supported on DTensor (FSDP2) weights; use True, 'movement', "
+                         "'acdc', 'rigl' or 'set'")
 
 
 def check_row_views(names: Iterable[str], weights: Mapping[str, torch.Tensor], why: str,

@@ -129,9 +129,8 @@ class BaseDataSparsifier(abc.ABC):
 
     def _known(self, name: object) -> str:
         if not isinstance(name, str) or name not in self._data:
-            raise ValueError(
-                f"no data named {short_repr(name)}; known names: {short_repr(list(self._data))}"
-            )
+            raise ValueError(f"no data named {short_repr(name)}; "
+                             f"known names: {short_repr(list(self._data))}")
         return name
 
     def _holder(self, name: str) -> nn.Module:
@@ -341,8 +340,11 @@ class BaseDataSparsifier(abc.ABC):
         self._load(states, groups, tensors, strict=True)
 
     def __repr__(self) -> str:
-        groups = "".join(f"\n\tData Group\n\t    name: {name}\n" + "".join(
-            f"\t    {key}: {args[key]}\n" for key in sorted(args) if key != "data")
-            for name, args in self.data_groups.items())
-        return f"{self.__class__.__name__} ({groups})"
+        text = self.__class__.__name__ + " ("
+        for name, sparse_args in self.data_groups.items():
+            text += f"\n\tData Group\n\t    name: {name}\n"
+            for key in sorted(sparse_args.keys()):
+                if key != "data":
+                    text += f"\t    {key}: {sparse_args[key]}\n"
+        return text + ")"
 
