@@ -15,10 +15,12 @@ typedef struct {
     int64_t n, dbl, result;
 } fsp_range;
 
-static void split(fsp_range *parts, int64_t threads, const fsp_range *whole) {
-    for (int64_t t = 0; t < threads; t++) {
-        int64_t first = part_start(whole->n, t, threads);
-        int64_t last = part_start(whole->n, t + 1, threads);
+/* ``whole`` split into parts for ``threads`` threads (task_count); returns how many. */
+static int64_t split(fsp_range *parts, int64_t threads, const fsp_range *whole) {
+    int64_t count = task_count(whole->n, clamp_threads(threads));
+    for (int64_t t = 0; t < count; t++) {
+        int64_t first = part_start(whole->n, t, count);
+        int64_t last = part_start(whole->n, t + 1, count);
         parts[t] = *whole;
         parts[t].a = whole->a ? whole->a + first : NULL;
         parts[t].b = whole->b ? whole->b + first : NULL;
@@ -26,9 +28,11 @@ static void split(fsp_range *parts, int64_t threads, const fsp_range *whole) {
         parts[t].n = last - first;
         parts[t].result = 0;
     }
+    return count;
 }
 
-static void *run_count(void *arg) {
+static void run_count(void *arg, int64_t worker) {
+    (void)worker;
     fsp_range *r = (fsp_range *)arg;
     int64_t total = 0, i = 0;
     for (; i + 8 * 255 <= r->n; i += 8 * 255) { /* byte lanes of 255 words stay below 256 */
@@ -42,21 +46,21 @@ static void *run_count(void *arg) {
     }
     for (; i < r->n; i++) total += r->a[i] != 0;
     r->result = total;
-    return NULL;
+    return;
 }
 
 /* Number of nonzero bytes of ``flags`` (a bool tensor's). */
 int64_t fsp_count_true(const uint8_t *flags, int64_t n, int64_t threads) {
-    fsp_range whole = {flags, NULL, NULL, n, 0, 0}, parts[MAX_THREADS];
-    threads = clamp_threads(threads);
-    split(parts, threads, &whole);
-    run_all(run_count, parts, sizeof(fsp_range), threads);
+    fsp_range whole = {flags, NULL, NULL, n, 0, 0}, parts[MAX_TASKS];
+    int64_t count = split(parts, threads, &whole);
+    run_all(run_count, parts, sizeof(fsp_range), count, threads);
     int64_t total = 0;
-    for (int64_t t = 0; t < threads; t++) total += parts[t].result;
+    for (int64_t t = 0; t < count; t++) total += parts[t].result;
     return total;
 }
 
-static void *run_gains(void *arg) {
+static void run_gains(void *arg, int64_t worker) {
+    (void)worker;
     fsp_range *r = (fsp_range *)arg;
     int64_t i = 0;
     for (; i + 64 <= r->n; i += 64) {
@@ -69,24 +73,23 @@ static void *run_gains(void *arg) {
         }
         if (acc) {
             r->result = 1;
-            return NULL;
+            return;
         }
     }
     for (; i < r->n; i++)
         if (r->b[i] && !r->a[i]) {
             r->result = 1;
-            return NULL;
+            return;
         }
-    return NULL;
+    return;
 }
 
 /* 1 if ``new`` is set somewhere ``old`` is not (bool bytes), else 0. */
 int64_t fsp_gains(const uint8_t *old, const uint8_t *new_, int64_t n, int64_t threads) {
-    fsp_range whole = {old, new_, NULL, n, 0, 0}, parts[MAX_THREADS];
-    threads = clamp_threads(threads);
-    split(parts, threads, &whole);
-    run_all(run_gains, parts, sizeof(fsp_range), threads);
-    for (int64_t t = 0; t < threads; t++)
+    fsp_range whole = {old, new_, NULL, n, 0, 0}, parts[MAX_TASKS];
+    int64_t count = split(parts, threads, &whole);
+    run_all(run_gains, parts, sizeof(fsp_range), count, threads);
+    for (int64_t t = 0; t < count; t++)
         if (parts[t].result) return 1;
     return 0;
 }
@@ -138,27 +141,27 @@ __attribute__((target("avx2"))) static void zero_avx2(float *w, const uint8_t *k
 }
 #endif
 
-static void *run_zero(void *arg) {
+static void run_zero(void *arg, int64_t worker) {
+    (void)worker;
     fsp_range *r = (fsp_range *)arg;
     if (r->dbl) {
         zero_double((double *)r->w, r->a, r->n);
-        return NULL;
+        return;
     }
 #ifdef FSP_X86
     if (__builtin_cpu_supports("avx2")) {
         zero_avx2((float *)r->w, r->a, r->n);
-        return NULL;
+        return;
     }
 #endif
     zero_float((float *)r->w, r->a, r->n);
-    return NULL;
+    return;
 }
 
 void fsp_zero_pruned(void *w, const uint8_t *keep, int64_t n, int64_t dbl, int64_t threads) {
-    fsp_range whole = {keep, NULL, w, n, dbl, 0}, parts[MAX_THREADS];
-    threads = clamp_threads(threads);
-    split(parts, threads, &whole);
-    run_all(run_zero, parts, sizeof(fsp_range), threads);
+    fsp_range whole = {keep, NULL, w, n, dbl, 0}, parts[MAX_TASKS];
+    int64_t count = split(parts, threads, &whole);
+    run_all(run_zero, parts, sizeof(fsp_range), count, threads);
 }
 
 /* ---- spreading block flags over their elements ----------------------------------------- */
@@ -264,12 +267,13 @@ static int spread_ranked(const fsp_spread_range *r) {
     return 0;
 }
 
-static void *run_spread(void *arg) {
+static void run_spread(void *arg, int64_t worker) {
+    (void)worker;
     fsp_spread_range *r = (fsp_spread_range *)arg;
     const uint8_t *keep = r->keep;
     uint8_t *out = r->out;
     populate_fresh(out, r->blocks * r->width);
-    if (r->x && r->zeros < r->width && spread_ranked(r)) return NULL;
+    if (r->x && r->zeros < r->width && spread_ranked(r)) return;
     if (r->width == 4) { /* one 32-bit store per block: its flag in every byte */
         for (int64_t b = 0; b < r->blocks; b++) {
             uint32_t word = (uint32_t)keep[b] * 0x01010101u;
@@ -283,7 +287,7 @@ static void *run_spread(void *arg) {
     } else {
         for (int64_t b = 0; b < r->blocks; b++) memset(out + b * r->width, keep[b], (size_t)r->width);
     }
-    return NULL;
+    return;
 }
 
 /* out[b * width + j] = keep[b] for every block b (bool bytes), in ``threads`` ranges; with
@@ -291,15 +295,18 @@ static void *run_spread(void *arg) {
  * block keeps all but its ``zeros`` smallest |x| (``l2``: x * x), ties by position. */
 void fsp_spread(const uint8_t *keep, int64_t blocks, int64_t width, uint8_t *out,
                 int64_t threads, const void *x, int64_t dbl, int64_t l2, int64_t zeros) {
-    fsp_spread_range parts[MAX_THREADS];
+    fsp_spread_range parts[MAX_TASKS];
     size_t size = dbl ? sizeof(double) : sizeof(float);
     threads = clamp_threads(threads);
-    for (int64_t t = 0; t < threads; t++) {
-        int64_t first = part_start(blocks, t, threads);
-        int64_t last = part_start(blocks, t + 1, threads);
+    int64_t count = task_count(blocks * width, threads);
+    count = count < blocks ? count : (blocks > 0 ? blocks : 1);
+    advise_fresh(out, blocks * width);
+    for (int64_t t = 0; t < count; t++) {
+        int64_t first = part_start(blocks, t, count);
+        int64_t last = part_start(blocks, t + 1, count);
         parts[t] = (fsp_spread_range){keep + first, out + first * width, last - first, width,
                                       x ? (const char *)x + (size_t)(first * width) * size : NULL,
                                       dbl, l2, zeros};
     }
-    run_all(run_spread, parts, sizeof(fsp_spread_range), threads);
+    run_all(run_spread, parts, sizeof(fsp_spread_range), count, threads);
 }

@@ -16,15 +16,14 @@
 #include <immintrin.h>
 #endif
 
+/* Where one run of the range functions writes its candidates (at most ``cap`` more at
+ * cidx, cval), counts them all (``nc``), counts its kept flags and its largest value (NaN
+ * ignored: +inf tells a non-finite score). */
 typedef struct {
-    const fsp_segment *segs;
-    int64_t nsegs, start, stop; /* this task's range of the concatenation */
-    int dbl;
-    double lo, hi;
     int64_t *cidx;
     void *cval;
     int64_t cap, nc, above;
-    double vmax; /* the largest value seen (NaN ignored): +inf tells a non-finite score */
+    double vmax;
 } fsp_task;
 
 #define BLK 2048
@@ -266,65 +265,100 @@ static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float l
     }
 }
 
-static void *run_task(void *arg) {
-    fsp_task *t = (fsp_task *)arg;
-    for (int64_t k = 0; k < t->nsegs; k++) {
-        const fsp_segment *g = &t->segs[k];
-        int64_t s0 = t->start - g->base, s1 = t->stop - g->base;
+/* The pass: its bounds, and each thread's candidate buffer (thread w's at cidx + w * cap,
+ * cval + w * cap) and totals. */
+typedef struct {
+    const fsp_segment *segs;
+    int64_t nsegs, cap;
+    int dbl;
+    double lo, hi;
+    int64_t *cidx;
+    void *cval;
+    fsp_task *workers;
+} fsp_pass;
+
+/* One task: the range [start, stop) of the concatenation; after it ran, where its
+ * candidates went (its thread's buffer, from ``offset``) and how many there were. */
+typedef struct {
+    const fsp_pass *pass;
+    int64_t start, stop, worker, offset, count;
+} fsp_part;
+
+/* A thread appends each task's candidates to its own buffer: the tasks it takes ascend,
+ * so each buffer is in order, and fsp_keep_pass merges them in task order after. */
+static void run_part(void *arg, int64_t worker) {
+    fsp_part *part = (fsp_part *)arg;
+    const fsp_pass *p = part->pass;
+    fsp_task *w = &p->workers[worker];
+    size_t width = p->dbl ? sizeof(double) : sizeof(float);
+    int64_t used = w->nc < p->cap ? w->nc : p->cap;
+    fsp_task t = {p->cidx + worker * p->cap + used,
+                  (char *)p->cval + (size_t)(worker * p->cap + used) * width,
+                  p->cap - used, 0, 0, w->vmax};
+    for (int64_t k = 0; k < p->nsegs; k++) {
+        const fsp_segment *g = &p->segs[k];
+        int64_t s0 = part->start - g->base, s1 = part->stop - g->base;
         if (s0 < 0) s0 = 0;
         if (s1 > g->n) s1 = g->n;
         if (s0 >= s1) continue;
         populate_fresh(g->keep + s0, s1 - s0);
-        if (t->dbl)
-            range_double(g, s0, s1, t->lo, t->hi, t);
+        if (p->dbl)
+            range_double(g, s0, s1, p->lo, p->hi, &t);
         else if (g->mode >= BLOCK_L1) /* block means and RANDOM */
-            range_computed(g, s0, s1, (float)t->lo, (float)t->hi, t);
+            range_computed(g, s0, s1, (float)p->lo, (float)p->hi, &t);
         else
-            range_plain_float(g, s0, s1, (float)t->lo, (float)t->hi, t);
+            range_plain_float(g, s0, s1, (float)p->lo, (float)p->hi, &t);
     }
-    return NULL;
+    part->worker = worker;
+    part->offset = w->nc;
+    part->count = t.nc;
+    w->nc += t.nc;
+    w->above += t.above;
+    w->vmax = t.vmax;
 }
 
-/* The pass over ``nsegs`` segments (``total`` elements) in ``threads`` contiguous ranges.
- * Task ``t`` writes its candidates at ``cidx + t * cap`` and ``cval + t * cap`` (at most
- * ``cap``; ``nc[t]`` counts them all, so ``nc[t] > cap`` means overflow) and its kept
- * count in ``above[t]``, and the largest value it saw (NaN ignored) in ``vmax[t]``
- * (+inf: a score is infinite). Returns the number of tasks run (a failed thread start
- * runs its range on the caller's thread). RANDOM segments are float32 only. */
+/* The pass over ``nsegs`` segments (``total`` elements) on ``threads`` threads. Thread
+ * ``w`` writes its candidates at ``cidx + w * cap`` and ``cval + w * cap`` (at most
+ * ``cap``; ``nc[w]`` counts them all), its kept count in ``above[w]``, and the largest
+ * value it saw (NaN ignored) in ``vmax[w]`` (+inf: a score is infinite). When all the
+ * candidates fit in ``cap`` (the sum of ``nc`` is at most ``cap``), they are then at
+ * ``cidx`` and ``cval``, in order. Returns ``threads`` (clamped). RANDOM segments are
+ * float32 only. */
 int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
                       double lo, double hi, int64_t threads, int64_t *cidx, void *cval,
                       int64_t cap, int64_t *nc, int64_t *above, double *vmax) {
-    fsp_task tasks[MAX_THREADS];
+    fsp_task workers[MAX_THREADS];
+    fsp_part parts[MAX_TASKS];
     size_t width = dbl ? sizeof(double) : sizeof(float);
     threads = clamp_threads(threads);
-    for (int64_t t = 0; t < threads; t++) {
-        fsp_task *task = &tasks[t];
-        task->segs = segs;
-        task->nsegs = nsegs;
-        task->start = part_start(total, t, threads);
-        task->stop = part_start(total, t + 1, threads);
-        task->dbl = (int)dbl;
-        task->lo = lo;
-        task->hi = hi;
-        task->cidx = cidx + t * cap;
-        task->cval = (char *)cval + (size_t)(t * cap) * width;
-        task->cap = cap;
-        task->nc = task->above = 0;
-        task->vmax = -INFINITY;
+    for (int64_t w = 0; w < threads; w++)
+        workers[w] = (fsp_task){NULL, NULL, 0, 0, 0, -INFINITY};
+    fsp_pass pass = {segs, nsegs, cap, (int)dbl, lo, hi, cidx, cval, workers};
+    int64_t count = task_count(total, threads);
+    for (int64_t k = 0; k < nsegs; k++) advise_fresh(segs[k].keep, segs[k].n);
+    for (int64_t t = 0; t < count; t++)
+        parts[t] = (fsp_part){&pass, part_start(total, t, count), part_start(total, t + 1, count),
+                              0, 0, 0};
+    run_all(run_part, parts, sizeof(fsp_part), count, threads);
+    int64_t all = 0;
+    for (int64_t w = 0; w < threads; w++) {
+        nc[w] = workers[w].nc;
+        above[w] = workers[w].above;
+        vmax[w] = workers[w].vmax;
+        all += nc[w];
     }
-    run_all(run_task, tasks, sizeof(fsp_task), threads);
-    int64_t at = 0;
-    for (int64_t t = 0; t < threads; t++) {
-        nc[t] = tasks[t].nc;
-        above[t] = tasks[t].above;
-        vmax[t] = tasks[t].vmax;
-        int64_t kept = nc[t] < cap ? nc[t] : cap;
-        if (t > 0 && at + kept <= cap) { /* close up: the candidates of all tasks in order */
-            memmove(cidx + at, tasks[t].cidx, (size_t)kept * sizeof(int64_t));
-            memmove((char *)cval + (size_t)at * width, tasks[t].cval, (size_t)kept * width);
-        }
-        at += kept;
+    if (all > cap) return threads; /* overflow: the caller widens nothing, it selects again */
+    /* Merge into thread 0's buffer in task order, the last task first: task t goes to D_t
+     * (the candidates of the tasks before it). Thread 0's candidates not yet moved are
+     * those of its tasks before t, all below D_t, so no move overwrites one. */
+    int64_t at = all;
+    for (int64_t t = count - 1; t >= 0; t--) {
+        const fsp_part *q = &parts[t];
+        at -= q->count;
+        memmove(cidx + at, cidx + q->worker * cap + q->offset, (size_t)q->count * sizeof(int64_t));
+        memmove((char *)cval + (size_t)at * width,
+                (char *)cval + (size_t)(q->worker * cap + q->offset) * width,
+                (size_t)q->count * width);
     }
     return threads;
 }
-

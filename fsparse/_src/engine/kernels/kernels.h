@@ -10,7 +10,9 @@
  * x * x (BLOCK_L2) over each ``width`` consecutive elements (a norm block of one row), or
  * RANDOM: value i of the counter-based stream ``key`` (float32; random.c). */
 enum { PLAIN = 0, ABS = 1, ABS_PRODUCT = 2, BLOCK_L1 = 3, BLOCK_L2 = 4, RANDOM = 5 };
-enum { MAX_THREADS = 64 };
+/* Threads a kernel runs on, at most; tasks its work is split into, at most; tasks per
+ * thread (parallel.c hands them out as threads come free); items per task, at least. */
+enum { MAX_THREADS = 64, MAX_TASKS = 256, TASKS_PER_THREAD = 16, MIN_TASK = 1 << 16 };
 
 /* One piece of a concatenation of scores (native_keep.py's Segment). */
 typedef struct {
@@ -73,13 +75,22 @@ static inline float rng_at(uint64_t key, int64_t i) {
 __attribute__((visibility("hidden"))) void rng_fill(uint64_t key, int64_t start, int64_t n,
                                                  float *out);
 
-/* Faults in the pages of a fresh output range before it is written (fresh.c). */
+/* A fresh output range (fresh.c): advise_fresh, once for the whole output before its
+ * tasks run, asks for huge pages where it is fresh; populate_fresh, by each task on its
+ * part, faults that part in with one call before it is written. */
+__attribute__((visibility("hidden"))) void advise_fresh(void *start, int64_t bytes);
 __attribute__((visibility("hidden"))) void populate_fresh(void *start, int64_t bytes);
 
-/* Runs fn on each of ``count`` tasks of ``size`` bytes at ``tasks``, in parallel
- * (parallel.c: torch's OpenMP threads when handed over, else pthreads). */
-__attribute__((visibility("hidden"))) void run_all(void *(*fn)(void *), void *tasks,
-                                                size_t size, int64_t count);
+/* A kernel's work on one task, run by thread ``worker`` (0 .. workers - 1; a thread runs
+ * its tasks one after another). */
+typedef void (*fsp_work)(void *task, int64_t worker);
+
+/* Runs fn on each of ``count`` tasks of ``size`` bytes at ``tasks`` on ``workers``
+ * threads (parallel.c: torch's OpenMP threads when handed over, else pthreads). Each
+ * thread takes the next task not yet taken, so a thread the OS pauses (a busy machine)
+ * holds up only the task it is on: the others take the rest. */
+__attribute__((visibility("hidden"))) void run_all(fsp_work fn, void *tasks, size_t size,
+                                                int64_t count, int64_t workers);
 
 /* Where part ``t`` of ``n`` items split into ``parts`` contiguous parts starts (part t
  * ends where part t + 1 starts); every kernel splits its work this way. */
@@ -89,6 +100,17 @@ static inline int64_t part_start(int64_t n, int64_t t, int64_t parts) {
 
 static inline int64_t clamp_threads(int64_t threads) {
     return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+}
+
+/* Tasks for ``n`` items on ``workers`` threads: one alone; else TASKS_PER_THREAD per
+ * thread, as far as MIN_TASK items each (and MAX_TASKS in all) allow, and at least one
+ * per thread. */
+static inline int64_t task_count(int64_t n, int64_t workers) {
+    if (workers <= 1) return 1;
+    int64_t count = workers * TASKS_PER_THREAD, most = n / MIN_TASK;
+    count = count < most ? count : most;
+    count = count > workers ? count : workers;
+    return count < MAX_TASKS ? count : MAX_TASKS;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(FSP_PORTABLE) /* FSP_PORTABLE: tests */

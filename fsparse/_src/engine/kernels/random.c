@@ -42,20 +42,22 @@ typedef struct {
     float *out;
 } fsp_fill;
 
-static void *run_fill(void *arg) {
+static void run_fill(void *arg, int64_t worker) {
     fsp_fill *f = (fsp_fill *)arg;
+    (void)worker;
     populate_fresh(f->out, f->n * (int64_t)sizeof(float));
     rng_fill(f->key, f->start, f->n, f->out);
-    return NULL;
 }
 
 /* Values start .. start + n - 1 of stream ``key`` into out, in ``threads`` parts. */
 void fsp_uniform(uint64_t key, int64_t start, int64_t n, float *out, int64_t threads) {
-    fsp_fill parts[MAX_THREADS];
+    fsp_fill parts[MAX_TASKS];
     threads = clamp_threads(threads);
-    for (int64_t t = 0; t < threads; t++) {
-        int64_t a = part_start(n, t, threads), b = part_start(n, t + 1, threads);
+    int64_t count = task_count(n, threads);
+    advise_fresh(out, n * (int64_t)sizeof(float));
+    for (int64_t t = 0; t < count; t++) {
+        int64_t a = part_start(n, t, count), b = part_start(n, t + 1, count);
         parts[t] = (fsp_fill){key, start + a, b - a, out + a};
     }
-    run_all(run_fill, parts, sizeof(fsp_fill), threads);
+    run_all(run_fill, parts, sizeof(fsp_fill), count, threads);
 }

@@ -45,9 +45,10 @@ static inline void draw_value(const fsp_segment *g, int64_t i, int dbl, void *ou
 /* Draws first..last of ``size`` (draw j falls uniformly in the j-th of ``size`` equal
  * strata of the concatenation); a place that is not alive gives -1. Positions are found
  * first, then read with prefetches some draws ahead (the reads are cache misses). */
-static void *run_draws(void *arg) {
+static void run_draws(void *arg, int64_t worker) {
     enum { AHEAD = 16, CHUNK = 4096 };
     fsp_draws *d = (fsp_draws *)arg;
+    (void)worker;
     uint64_t state = 0x5EED0000ull + (uint64_t)d->first;
     int64_t s = 0, found = 0;
     double stride = (double)d->total / (double)d->size;
@@ -82,32 +83,33 @@ static void *run_draws(void *arg) {
         }
     }
     d->found = found;
-    return NULL;
 }
 
-/* ``size`` stratified, jittered draws over the segments (seeded: the same every call),
- * in ``threads`` ranges, written to ``out`` in order (-1 where not alive). Returns how
+/* ``size`` stratified, jittered draws over the segments (seeded: the same every call for
+ * the same ``threads``), in ranges on ``threads`` threads, written to ``out`` in order (-1 where not alive). Returns how
  * many were written (``size``). */
 int64_t fsp_sample(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
                    int64_t size, int64_t threads, void *out) {
-    fsp_draws draws[MAX_THREADS];
+    fsp_draws draws[MAX_TASKS];
     size_t width = dbl ? sizeof(double) : sizeof(float);
     threads = clamp_threads(threads);
-    for (int64_t t = 0; t < threads; t++) {
+    int64_t count = task_count(size * 16, threads); /* a draw costs about 16 values' pass */
+    count = count < size ? count : (size > 0 ? size : 1);
+    for (int64_t t = 0; t < count; t++) {
         fsp_draws *d = &draws[t];
         d->segs = segs;
         d->nsegs = nsegs;
         d->total = total;
         d->size = size;
-        d->first = part_start(size, t, threads);
-        d->last = part_start(size, t + 1, threads);
+        d->first = part_start(size, t, count);
+        d->last = part_start(size, t + 1, count);
         d->dbl = (int)dbl;
         d->out = out;
         d->found = 0;
     }
-    run_all(run_draws, draws, sizeof(fsp_draws), threads);
+    run_all(run_draws, draws, sizeof(fsp_draws), count, threads);
     int64_t at = 0;
-    for (int64_t t = 0; t < threads; t++) {
+    for (int64_t t = 0; t < count; t++) {
         memmove((char *)out + (size_t)at * width, (char *)out + (size_t)draws[t].first * width,
                 (size_t)draws[t].found * width);
         at += draws[t].found;

@@ -44,8 +44,9 @@ typedef struct {
 UPDATES(float, uint32_t)
 UPDATES(double, uint64_t)
 
-static void *run_elementwise(void *arg) {
+static void run_elementwise(void *arg, int64_t worker) {
     fsp_elementwise *r = (fsp_elementwise *)arg;
+    (void)worker;
     populate_fresh(r->out, r->n * (r->dbl ? 8 : 4));
     if (r->op == MOVEMENT) {
         if (r->dbl)
@@ -57,16 +58,17 @@ static void *run_elementwise(void *arg) {
     } else {
         revived_float(r);
     }
-    return NULL;
 }
 
-/* ``whole`` split into ``threads`` contiguous ranges, run in parallel. */
+/* ``whole`` split into contiguous ranges, run in parallel on ``threads`` threads. */
 static void run_split(const fsp_elementwise *whole, int64_t threads) {
-    fsp_elementwise parts[MAX_THREADS];
+    fsp_elementwise parts[MAX_TASKS];
     size_t size = whole->dbl ? sizeof(double) : sizeof(float);
     threads = clamp_threads(threads);
-    for (int64_t t = 0; t < threads; t++) {
-        int64_t a = part_start(whole->n, t, threads), b = part_start(whole->n, t + 1, threads);
+    int64_t count = task_count(whole->n, threads);
+    advise_fresh(whole->out, whole->n * (int64_t)size);
+    for (int64_t t = 0; t < count; t++) {
+        int64_t a = part_start(whole->n, t, count), b = part_start(whole->n, t + 1, count);
         fsp_elementwise *p = &parts[t];
         *p = *whole;
         for (int k = 0; k < 3; k++)
@@ -76,7 +78,7 @@ static void run_split(const fsp_elementwise *whole, int64_t threads) {
         p->out = (char *)p->out + (size_t)a * size;
         p->n = b - a;
     }
-    run_all(run_elementwise, parts, sizeof(fsp_elementwise), threads);
+    run_all(run_elementwise, parts, sizeof(fsp_elementwise), count, threads);
 }
 
 /* The movement score of n weights (float, or double with ``dbl``) into out. */

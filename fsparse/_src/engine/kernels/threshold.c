@@ -78,8 +78,9 @@ typedef struct {
 } fsp_flags;
 
 /* Candidates first..last: kept unless below the threshold or among the first ties. */
-static void *run_flags(void *arg) {
+static void run_flags(void *arg, int64_t worker) {
     fsp_flags *f = (fsp_flags *)arg;
+    (void)worker;
     int64_t s = 0, seen = f->ties_before;
     for (int64_t i = f->first; i < f->last; i++) {
         while (s < f->nsegs - 1 && f->where[i] >= f->segs[s].base + f->segs[s].n) s++;
@@ -91,7 +92,6 @@ static void *run_flags(void *arg) {
         }
         f->segs[s].keep[f->where[i] - f->segs[s].base] = keep;
     }
-    return NULL;
 }
 
 /* The candidates' keep flags from their exact answer: the ``need`` lowest (those below
@@ -111,28 +111,30 @@ int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
     double t = -INFINITY; /* need 0: nothing is below it, and no tie is pruned */
     if (need > 0) ties = fsp_kth(vals, n, dbl, need, keys, &t);
     *threshold = t;
-    fsp_flags parts[MAX_THREADS];
+    fsp_flags parts[MAX_TASKS];
     threads = clamp_threads(threads);
+    int64_t count = task_count(n * 8, threads); /* a candidate's flag costs a few values' pass */
+    count = count < n ? count : (n > 0 ? n : 1);
     int64_t before = 0; /* ties among the earlier parts' candidates */
-    for (int64_t p = 0; p < threads; p++) {
+    for (int64_t p = 0; p < count; p++) {
         fsp_flags *f = &parts[p];
         f->segs = segs;
         f->nsegs = nsegs;
-        f->first = part_start(n, p, threads);
-        f->last = part_start(n, p + 1, threads);
+        f->first = part_start(n, p, count);
+        f->last = part_start(n, p + 1, count);
         f->vals = vals;
         f->where = where;
         f->dbl = (int)dbl;
         f->t = t;
         f->ties = ties;
         f->ties_before = before < ties ? before : ties;
-        if (ties > 0 && p + 1 < threads)
+        if (ties > 0 && p + 1 < count)
             for (int64_t i = f->first; i < f->last && before < ties; i++) {
                 double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
                 before += v == t;
             }
     }
-    run_all(run_flags, parts, sizeof(fsp_flags), threads);
+    run_all(run_flags, parts, sizeof(fsp_flags), count, threads);
     return ties;
 }
 
