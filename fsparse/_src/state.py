@@ -28,6 +28,7 @@ from fsparse._src.checks import (
 from fsparse._src.config import MaskFn, SparsityConfig, make_config, validate_name
 from fsparse._src.engine.batching import batched_norm_masks
 from fsparse._src.engine.dispatch import sharded_kind
+from fsparse._src.engine.masked import masked
 from fsparse._src.engine.norm_mask import config_norm_mask
 from fsparse._src.entry import Entries, Entry, check_mask
 
@@ -276,23 +277,17 @@ def step(state: SparsifierState, mask_fn: MaskFn | None = None) -> SparsifierSta
     return SparsifierState._own(entries, state.defaults)
 
 
-def _masked(data: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # Converting the mask first is ~2x faster than a mixed bool/float multiply
-    # (forward and backward), and gives the same values.
-    return data * mask.to(data.dtype)
-
-
 def sparsified(state: SparsifierState) -> dict[str, torch.Tensor]:
     """``data * mask`` per name; differentiable with respect to the data."""
     _check_state(state)
-    return {name: _masked(e.data, e.mask) for name, e in state.entries.items()}
+    return {name: masked(e.data, e.mask) for name, e in state.entries.items()}
 
 
 def squash(state: SparsifierState) -> dict[str, torch.Tensor]:
     """The sparsified tensors, detached, with the masks dropped."""
     _check_state(state)
     with torch.no_grad():
-        return {name: _masked(e.data.detach(), e.mask) for name, e in state.entries.items()}
+        return {name: masked(e.data.detach(), e.mask) for name, e in state.entries.items()}
 
 
 def sparsity(state: SparsifierState) -> dict[str, float]:

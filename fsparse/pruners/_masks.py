@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from fsparse._src.checks import check_bool, check_instance, short_repr
+from fsparse._src.engine.masked import masked
 from fsparse.pruners._protocol import check_state
 from fsparse.pruners._state import PrunerState
 
@@ -47,5 +48,5 @@ def apply_masks(state: PrunerState, params: Mapping[str, torch.Tensor], *,
         if straight_through:
             out[name] = torch.where(mask, p, p - p.detach())
         else:
-            out[name] = torch.where(mask, p, torch.zeros((), dtype=p.dtype, device=p.device))
+            out[name] = masked(p, mask, select=True)
     return out

@@ -87,6 +87,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_uniform", [ctypes.c_uint64, i64, i64, ptr, i64], None),
         ("fsp_movement", [ptr, ptr, ptr, ptr, ptr, i64, i64, i64], None),
         ("fsp_zero_revived", [ptr, ptr, ptr, ptr, i64, i64, i64], None),
+        ("fsp_masked", [ptr, ptr, ptr, i64, i64, i64, i64], None),
         ("fsp_use_openmp", [ptr, ptr, ptr], None),
     ):
         fn = getattr(lib, name)
