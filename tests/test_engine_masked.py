@@ -112,14 +112,22 @@ def test_torch_func_transforms_and_compile_take_the_torch_expression():
     assert torch.equal(compiled(w), masked(w, keep))
 
 
-def test_sparsified_and_apply_masks_use_it():
-    """The two public masked forwards: fsparse.sparsified (the product) and
-    pruners.apply_masks (the select), each equal to its torch expression."""
-    w = torch.randn(300, 64, generator=torch.Generator().manual_seed(3))
-    w[0, :2] = -0.0  # step ranks finite data only; the specials are tested above
+def test_sparsified_and_apply_masks_use_it(monkeypatch):
+    """The two public masked forwards run the native pass, forward and backward:
+    fsparse.sparsified (the product) and pruners.apply_masks (the select), each equal to
+    its torch expression."""
+    calls = []
+    real = native.KERNELS.fsp_masked
+    monkeypatch.setattr(native.KERNELS, "fsp_masked",
+                        lambda *args: calls.append(args[5]) or real(*args))
+    w = torch.randn(300, 64, generator=torch.Generator().manual_seed(3)).requires_grad_(True)
     state = fsparse.step(fsparse.init({"w": w}, sparsity_level=0.5))
     mask = state["w"].mask
-    assert torch.equal(_bits(fsparse.sparsified(state)["w"]), _bits(_want(w, mask, False)))
+    out = fsparse.sparsified(state)["w"]
+    assert torch.equal(_bits(out), _bits(_want(w, mask, False)))
+    out.backward(torch.randn_like(out))  # a contiguous upstream gradient, as a loss gives
+    assert calls == [0, 0]  # the product, forward and backward
     pstate = pruners.PrunerState({"w": mask})
     assert torch.equal(_bits(pruners.apply_masks(pstate, {"w": w})["w"]),
                        _bits(_want(w, mask, True)))
+    assert calls == [0, 0, 1]

@@ -32,8 +32,8 @@ def _applies(data: torch.Tensor, mask: torch.Tensor) -> bool:
         return False
     if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
         return False  # traced by torch.compile, or inside a torch.func transform
-    raw = data.detach() if type(data) is torch.nn.Parameter else data
-    return (native.plain(raw, data.dtype) and native.plain(mask, torch.bool)
+    # the kernel reads the values only: a Parameter's detached view is a plain tensor
+    return (native.plain(data.detach(), data.dtype) and native.plain(mask, torch.bool)
             and mask.shape == data.shape)
 
 

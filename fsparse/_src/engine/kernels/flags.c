@@ -17,7 +17,7 @@ typedef struct {
 
 /* ``whole`` split into parts for ``threads`` threads (task_count); returns how many. */
 static int64_t split(fsp_range *parts, int64_t threads, const fsp_range *whole) {
-    int64_t count = task_count(whole->n, clamp_threads(threads));
+    int64_t count = task_count(whole->n, whole->n, threads);
     for (int64_t t = 0; t < count; t++) {
         int64_t first = part_start(whole->n, t, count);
         int64_t last = part_start(whole->n, t + 1, count);
@@ -46,7 +46,6 @@ static void run_count(void *arg, int64_t worker) {
     }
     for (; i < r->n; i++) total += r->a[i] != 0;
     r->result = total;
-    return;
 }
 
 /* Number of nonzero bytes of ``flags`` (a bool tensor's). */
@@ -81,7 +80,6 @@ static void run_gains(void *arg, int64_t worker) {
             r->result = 1;
             return;
         }
-    return;
 }
 
 /* 1 if ``new`` is set somewhere ``old`` is not (bool bytes), else 0. */
@@ -155,7 +153,6 @@ static void run_zero(void *arg, int64_t worker) {
     }
 #endif
     zero_float((float *)r->w, r->a, r->n);
-    return;
 }
 
 void fsp_zero_pruned(void *w, const uint8_t *keep, int64_t n, int64_t dbl, int64_t threads) {
@@ -287,7 +284,6 @@ static void run_spread(void *arg, int64_t worker) {
     } else {
         for (int64_t b = 0; b < r->blocks; b++) memset(out + b * r->width, keep[b], (size_t)r->width);
     }
-    return;
 }
 
 /* out[b * width + j] = keep[b] for every block b (bool bytes), in ``threads`` ranges; with
@@ -297,9 +293,7 @@ void fsp_spread(const uint8_t *keep, int64_t blocks, int64_t width, uint8_t *out
                 int64_t threads, const void *x, int64_t dbl, int64_t l2, int64_t zeros) {
     fsp_spread_range parts[MAX_TASKS];
     size_t size = dbl ? sizeof(double) : sizeof(float);
-    threads = clamp_threads(threads);
-    int64_t count = task_count(blocks * width, threads);
-    count = count < blocks ? count : (blocks > 0 ? blocks : 1);
+    int64_t count = task_count(blocks * width, blocks, threads);
     advise_fresh(out, blocks * width);
     for (int64_t t = 0; t < count; t++) {
         int64_t first = part_start(blocks, t, count);

@@ -24,7 +24,7 @@ typedef struct {
     void *cval;
     int64_t cap, nc, above;
     double vmax;
-} fsp_task;
+} fsp_cursor;
 
 #define BLK 2048
 
@@ -69,7 +69,7 @@ static inline int64_t fill_means_double(const fsp_segment *g, int64_t s, int64_t
  * small flag blocks the compiler vectorizes; candidates are read off 8 flags at a time. */
 #define GENERIC_RANGE(T, ABSF)                                                              \
     static void range_##T(const fsp_segment *g, int64_t s0, int64_t s1, T lo, T hi,         \
-                          fsp_task *t) {                                                    \
+                          fsp_cursor *t) {                                                  \
         const T *x = (const T *)g->x, *y = (const T *)g->y;                                 \
         T *cval = (T *)t->cval;                                                             \
         T vals[BLK];                                                                        \
@@ -121,7 +121,7 @@ GENERIC_RANGE(double, fabs)
 
 #ifdef FSP_X86
 /* Candidate positions of one 32-bit mask of a step starting at ``i`` (bit j: i + j). */
-static inline void take_bits(const fsp_segment *g, int64_t i, uint32_t bits, fsp_task *t) {
+static inline void take_bits(const fsp_segment *g, int64_t i, uint32_t bits, fsp_cursor *t) {
     const float *x = (const float *)g->x, *y = (const float *)g->y;
     float *cval = (float *)t->cval;
     while (bits) {
@@ -140,7 +140,7 @@ static inline void take_bits(const fsp_segment *g, int64_t i, uint32_t bits, fsp
  * their bit masks. */
 __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int64_t s0,
                                                         int64_t s1, float lo, float hi,
-                                                        fsp_task *t) {
+                                                        fsp_cursor *t) {
     const float *x = (const float *)g->x, *y = (const float *)g->y;
     const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
     const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(g->mode == PLAIN ? -1 : 0x7fffffff));
@@ -187,7 +187,7 @@ __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int
 
 /* The same on SSE2 (every x86-64): 16 values a step. */
 static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
-                       fsp_task *t) {
+                       fsp_cursor *t) {
     const float *x = (const float *)g->x, *y = (const float *)g->y;
     const __m128 vlo = _mm_set1_ps(lo), vhi = _mm_set1_ps(hi);
     const __m128 sign = _mm_castsi128_ps(_mm_set1_epi32(g->mode == PLAIN ? -1 : 0x7fffffff));
@@ -230,7 +230,7 @@ static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, f
 
 /* float32 values of [s0, s1) as plain scores: AVX2 or SSE2 on x86-64, else generic C. */
 static void range_plain_float(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
-                              fsp_task *t) {
+                              fsp_cursor *t) {
 #ifdef FSP_X86
     if (__builtin_cpu_supports("avx2"))
         range_avx2(g, s0, s1, lo, hi, t);
@@ -244,7 +244,7 @@ static void range_plain_float(const fsp_segment *g, int64_t s0, int64_t s1, floa
 /* Computed float32 scores (block means, RANDOM): each block of BLK values is computed
  * into a buffer, then compared as a plain segment viewing that block. */
 static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
-                           fsp_task *t) {
+                           fsp_cursor *t) {
     float vals[BLK];
     for (int64_t s = s0; s < s1; s += BLK) {
         int64_t m = s1 - s < BLK ? s1 - s : BLK;
@@ -274,7 +274,7 @@ typedef struct {
     double lo, hi;
     int64_t *cidx;
     void *cval;
-    fsp_task *workers;
+    fsp_cursor *workers;
 } fsp_pass;
 
 /* One task: the range [start, stop) of the concatenation; after it ran, where its
@@ -289,10 +289,10 @@ typedef struct {
 static void run_part(void *arg, int64_t worker) {
     fsp_part *part = (fsp_part *)arg;
     const fsp_pass *p = part->pass;
-    fsp_task *w = &p->workers[worker];
+    fsp_cursor *w = &p->workers[worker];
     size_t width = p->dbl ? sizeof(double) : sizeof(float);
     int64_t used = w->nc < p->cap ? w->nc : p->cap;
-    fsp_task t = {p->cidx + worker * p->cap + used,
+    fsp_cursor t = {p->cidx + worker * p->cap + used,
                   (char *)p->cval + (size_t)(worker * p->cap + used) * width,
                   p->cap - used, 0, 0, w->vmax};
     for (int64_t k = 0; k < p->nsegs; k++) {
@@ -327,14 +327,14 @@ static void run_part(void *arg, int64_t worker) {
 int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
                       double lo, double hi, int64_t threads, int64_t *cidx, void *cval,
                       int64_t cap, int64_t *nc, int64_t *above, double *vmax) {
-    fsp_task workers[MAX_THREADS];
+    fsp_cursor workers[MAX_THREADS];
     fsp_part parts[MAX_TASKS];
     size_t width = dbl ? sizeof(double) : sizeof(float);
     threads = clamp_threads(threads);
     for (int64_t w = 0; w < threads; w++)
-        workers[w] = (fsp_task){NULL, NULL, 0, 0, 0, -INFINITY};
+        workers[w] = (fsp_cursor){NULL, NULL, 0, 0, 0, -INFINITY};
     fsp_pass pass = {segs, nsegs, cap, (int)dbl, lo, hi, cidx, cval, workers};
-    int64_t count = task_count(total, threads);
+    int64_t count = task_count(total, total, threads);
     for (int64_t k = 0; k < nsegs; k++) advise_fresh(segs[k].keep, segs[k].n);
     for (int64_t t = 0; t < count; t++)
         parts[t] = (fsp_part){&pass, part_start(total, t, count), part_start(total, t + 1, count),

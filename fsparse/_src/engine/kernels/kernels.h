@@ -102,15 +102,21 @@ static inline int64_t clamp_threads(int64_t threads) {
     return threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
 }
 
-/* Tasks for ``n`` items on ``workers`` threads: one alone; else TASKS_PER_THREAD per
- * thread, as far as MIN_TASK items each (and MAX_TASKS in all) allow, and at least one
- * per thread. */
-static inline int64_t task_count(int64_t n, int64_t workers) {
-    if (workers <= 1) return 1;
-    int64_t count = workers * TASKS_PER_THREAD, most = n / MIN_TASK;
-    count = count < most ? count : most;
-    count = count > workers ? count : workers;
-    return count < MAX_TASKS ? count : MAX_TASKS;
+/* Tasks for ``units`` splittable items costing about ``cost`` values' pass in all, on
+ * ``threads`` threads (clamped): one alone; else TASKS_PER_THREAD per thread, as far as
+ * MIN_TASK values each (and MAX_TASKS in all) allow, at least one per thread, and never
+ * more than ``units`` (but at least one task). */
+static inline int64_t task_count(int64_t cost, int64_t units, int64_t threads) {
+    int64_t workers = clamp_threads(threads), count = 1;
+    if (workers > 1) {
+        int64_t most = cost / MIN_TASK;
+        count = workers * TASKS_PER_THREAD;
+        count = count < most ? count : most;
+        count = count > workers ? count : workers;
+        count = count < MAX_TASKS ? count : MAX_TASKS;
+    }
+    count = count < units ? count : units;
+    return count > 0 ? count : 1;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(FSP_PORTABLE) /* FSP_PORTABLE: tests */

@@ -52,8 +52,7 @@ static void run_fill(void *arg, int64_t worker) {
 /* Values start .. start + n - 1 of stream ``key`` into out, in ``threads`` parts. */
 void fsp_uniform(uint64_t key, int64_t start, int64_t n, float *out, int64_t threads) {
     fsp_fill parts[MAX_TASKS];
-    threads = clamp_threads(threads);
-    int64_t count = task_count(n, threads);
+    int64_t count = task_count(n, n, threads);
     advise_fresh(out, n * (int64_t)sizeof(float));
     for (int64_t t = 0; t < count; t++) {
         int64_t a = part_start(n, t, count), b = part_start(n, t + 1, count);

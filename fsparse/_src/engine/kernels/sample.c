@@ -92,9 +92,7 @@ int64_t fsp_sample(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_
                    int64_t size, int64_t threads, void *out) {
     fsp_draws draws[MAX_TASKS];
     size_t width = dbl ? sizeof(double) : sizeof(float);
-    threads = clamp_threads(threads);
-    int64_t count = task_count(size * 16, threads); /* a draw costs about 16 values' pass */
-    count = count < size ? count : (size > 0 ? size : 1);
+    int64_t count = task_count(size * 16, size, threads); /* a draw: ~16 values' pass */
     for (int64_t t = 0; t < count; t++) {
         fsp_draws *d = &draws[t];
         d->segs = segs;

@@ -119,8 +119,7 @@ static void run_elementwise(void *arg, int64_t worker) {
 static void run_split(const fsp_elementwise *whole, int64_t threads) {
     fsp_elementwise parts[MAX_TASKS];
     size_t size = whole->dbl ? sizeof(double) : sizeof(float);
-    threads = clamp_threads(threads);
-    int64_t count = task_count(whole->n, threads);
+    int64_t count = task_count(whole->n, whole->n, threads);
     advise_fresh(whole->out, whole->n * (int64_t)size);
     for (int64_t t = 0; t < count; t++) {
         int64_t a = part_start(whole->n, t, count), b = part_start(whole->n, t + 1, count);

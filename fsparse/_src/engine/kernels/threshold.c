@@ -112,9 +112,7 @@ int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
     if (need > 0) ties = fsp_kth(vals, n, dbl, need, keys, &t);
     *threshold = t;
     fsp_flags parts[MAX_TASKS];
-    threads = clamp_threads(threads);
-    int64_t count = task_count(n * 8, threads); /* a candidate's flag costs a few values' pass */
-    count = count < n ? count : (n > 0 ? n : 1);
+    int64_t count = task_count(n * 8, n, threads); /* a candidate's flag: ~8 values' pass */
     int64_t before = 0; /* ties among the earlier parts' candidates */
     for (int64_t p = 0; p < count; p++) {
         fsp_flags *f = &parts[p];
