@@ -129,6 +129,20 @@ def test_kept_counts_and_keep_factors_agree_with_plain_torch(size: int, torch_pa
     reused = keep_factors(weights, masks, reuse={n: torch.full_like(f, 7.0)
                                                  for n, f in factors.items()})
     assert all(torch.equal(reused[n], factors[n]) for n in masks)
+    _check_masks_that_prune_nothing_are_left_out(size)
+
+
+def _check_masks_that_prune_nothing_are_left_out(size: int) -> None:
+    """A mask with every flag set gets no factor (nothing to write); one unset flag anywhere
+    (first, middle or last place) gets one."""
+    from fsparse.create.masks import keep_factors
+
+    full = torch.ones(size, dtype=torch.bool)
+    assert keep_factors({"a": torch.randn(size)}, {"a": full}) == {}
+    for spot in (0, size // 2, size - 1):
+        mask = full.clone()
+        mask[spot] = False
+        assert set(keep_factors({"a": torch.randn(size)}, {"a": mask})) == {"a"}
 
 
 @pytest.mark.parametrize("size", [7, 65545, 786432])
@@ -153,6 +167,7 @@ def test_native_keep_factors_are_the_masks_and_write_what_the_multiply_writes(
         w[2::13] = math.nan
         w[3::7] = -0.0
     factors = keep_factors(weights, masks)
+    _check_masks_that_prune_nothing_are_left_out(size)
     assert factors["a"] is mask and factors["c"] is masks["c"]
     assert factors["b"].dtype == torch.float32
     want = {n: w * masks[n].to(w.dtype) for n, w in weights.items()}

@@ -164,6 +164,24 @@ def test_flag_kernels_equal_torch(length, offset, density):
         assert native.gains(old, grown) is True and revives(old, grown)
         assert native.gains(grown, old) is False
     assert native.gains(flags, flags.view(1, -1)) is None  # shapes differ: not native
+    assert native.all_true(flags) == bool(flags.all()) == unit_flags.all_true(flags)
+    ones = torch.ones(length + offset, dtype=torch.bool)[offset:]
+    assert native.all_true(ones) is True
+    if length:
+        ones[spot] = False
+        assert native.all_true(ones) is False and not unit_flags.all_true(ones)
+
+
+@pytest.mark.parametrize("where", [0, 1 << 20, (1 << 23) - 1, None])
+def test_all_true_finds_an_unset_flag_in_any_task(where):
+    """A mask large enough to split into many tasks, on every thread count: the one unset
+    flag is found wherever it lies (the first task, a middle one, the last byte)."""
+    flags = torch.ones(1 << 23, dtype=torch.bool)
+    if where is not None:
+        flags[where] = False
+    for threads in (1, 2, 3, 8):
+        got = not native.KERNELS.fsp_any_false(flags.data_ptr(), flags.numel(), threads)
+        assert got is (where is None)
 
 
 @settings(max_examples=60, deadline=None)
@@ -306,6 +324,7 @@ def test_the_portable_c_gives_the_same_results(tmp_path, monkeypatch):
     try:
         got = keep_mod.keep_masks(pieces, 350_000)
         count = native.count_true(flags)
+        full = (native.all_true(flags), native.all_true(torch.ones(1_000_003, dtype=torch.bool)))
         zeroed = w.clone()
         native.zero_pruned_(zeroed, flags)
         ranked = native.spread(flags[:250_000], 4, (w[:1_000_000], "L1", 1))
@@ -313,7 +332,7 @@ def test_the_portable_c_gives_the_same_results(tmp_path, monkeypatch):
         native.KERNELS = kernels
     assert runs == [True]  # the portable pass answered (no fallback to the torch path)
     assert all(torch.equal(a, b) for a, b in zip(want, got))
-    assert count == int(flags.sum())
+    assert count == int(flags.sum()) and full == (False, True)
     assert torch.equal(zeroed.view(torch.int32), (w * flags).view(torch.int32))
     assert torch.equal(ranked, native.spread(flags[:250_000], 4, (w[:1_000_000], "L1", 1)))
 

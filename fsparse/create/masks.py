@@ -14,6 +14,7 @@ from torch import nn
 
 from fsparse._src.checks import short_repr
 from fsparse._src.engine import native
+from fsparse._src.engine.unit_flags import all_true
 from fsparse.create.sharding import is_dtensor, kept_counts, local, same_placement
 
 __all__ = ["PRUNABLE_TYPES", "apply_masks", "check_still_parameters", "keep_factors",
@@ -70,10 +71,12 @@ def keep_factors(weights: Mapping[str, torch.Tensor], masks: Mapping[str, torch.
         if not same_placement(m, weights[n]):
             raise ValueError(f"the mask of {short_repr(n)} is not placed like its weight "
                              f"({type(m).__name__} vs {type(weights[n]).__name__})")
-    kept = kept_counts(masks)
+    # DTensors: counted over all shards (one collective); plain masks: any unset flag (a
+    # mask that prunes something answers at once, with no pass over it)
+    kept = kept_counts({n: m for n, m in masks.items() if is_dtensor(m)})
     out = {}
     for n, m in masks.items():
-        if kept[n] < m.numel():
+        if (kept[n] < m.numel()) if n in kept else not all_true(m):
             mine, old = local(m), (reuse or {}).get(n)
             if native.zero_applies(weights[n], mine):
                 out[n] = mine

@@ -82,6 +82,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_sample", [seg, i64, i64, i64, i64, i64, ptr], i64),
         ("fsp_count_true", [ptr, i64, i64], i64),
         ("fsp_gains", [ptr, ptr, i64, i64], i64),
+        ("fsp_any_false", [ptr, i64, i64], i64),
         ("fsp_zero_pruned", [ptr, ptr, i64, i64, i64], None),
         ("fsp_spread", [ptr, i64, i64, ptr, i64, ptr, i64, i64, i64], None),
         ("fsp_uniform", [ctypes.c_uint64, i64, i64, ptr, i64], None),
@@ -132,6 +133,19 @@ def count_true(flags: torch.Tensor) -> int | None:
         return None
     assert KERNELS is not None
     return int(KERNELS.fsp_count_true(flags.data_ptr(), flags.numel(), threads(flags.numel())))
+
+
+def all_true(flags: torch.Tensor) -> bool | None:
+    """Whether every flag of the bool ``flags`` is set, natively (stopping at the first one
+    that is not), or ``None`` where the kernels do not apply.
+
+    >>> all_true(torch.arange(10) < 9) in (False, None)
+    True
+    """
+    if not _flags(flags):
+        return None
+    assert KERNELS is not None
+    return not KERNELS.fsp_any_false(flags.data_ptr(), flags.numel(), threads(flags.numel()))
 
 
 def gains(old: torch.Tensor, new: torch.Tensor) -> bool | None:

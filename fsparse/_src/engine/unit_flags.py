@@ -68,11 +68,15 @@ def true_positions(flags: torch.Tensor) -> torch.Tensor:
 
 
 def all_true(mask: torch.Tensor) -> bool:
-    """``bool(mask.all())`` of a bool tensor, counted 8 bools per int64 word when contiguous.
+    """``bool(mask.all())`` of a bool tensor: natively where the kernels apply (stopping at
+    the first unset flag), else counted 8 bools per int64 word when contiguous.
 
     >>> all_true(torch.ones(5000, dtype=torch.bool)), all_true(torch.arange(9) < 8)
     (True, False)
     """
-    if type(mask) is not torch.Tensor or not mask.is_contiguous():
+    if type(mask) is not torch.Tensor or not mask.is_contiguous() or mask.dtype != torch.bool:
         return bool(mask.all())
+    fast = native.all_true(mask)
+    if fast is not None:
+        return fast
     return int(count_true(mask.reshape(-1))) == mask.numel()

@@ -13,7 +13,10 @@ typedef struct {
     const uint8_t *a, *b;
     void *w;
     int64_t n, dbl, result;
+    int64_t *stop; /* searches: set once one task has found its answer, the others stop */
 } fsp_range;
+
+enum { STOP_CHECK = 1 << 14 }; /* bytes a search reads between looks at ``stop`` */
 
 /* ``whole`` split into parts for ``threads`` threads (task_count); returns how many. */
 static int64_t split(fsp_range *parts, int64_t threads, const fsp_range *whole) {
@@ -50,7 +53,7 @@ static void run_count(void *arg, int64_t worker) {
 
 /* Number of nonzero bytes of ``flags`` (a bool tensor's). */
 int64_t fsp_count_true(const uint8_t *flags, int64_t n, int64_t threads) {
-    fsp_range whole = {flags, NULL, NULL, n, 0, 0}, parts[MAX_TASKS];
+    fsp_range whole = {flags, NULL, NULL, n, 0, 0, NULL}, parts[MAX_TASKS];
     int64_t count = split(parts, threads, &whole);
     run_all(run_count, parts, sizeof(fsp_range), count, threads);
     int64_t total = 0;
@@ -58,11 +61,22 @@ int64_t fsp_count_true(const uint8_t *flags, int64_t n, int64_t threads) {
     return total;
 }
 
+/* A found answer: this task's result, and every other task stops at its next look. */
+static void found(fsp_range *r) {
+    r->result = 1;
+    __atomic_store_n(r->stop, 1, __ATOMIC_RELAXED);
+}
+
+static int stopped(const fsp_range *r, int64_t i) {
+    return i % STOP_CHECK == 0 && __atomic_load_n(r->stop, __ATOMIC_RELAXED);
+}
+
 static void run_gains(void *arg, int64_t worker) {
     (void)worker;
     fsp_range *r = (fsp_range *)arg;
     int64_t i = 0;
     for (; i + 64 <= r->n; i += 64) {
+        if (stopped(r, i)) return;
         uint64_t acc = 0;
         for (int j = 0; j < 64; j += 8) {
             uint64_t old, new_;
@@ -71,25 +85,64 @@ static void run_gains(void *arg, int64_t worker) {
             acc |= new_ & ~old;
         }
         if (acc) {
-            r->result = 1;
+            found(r);
             return;
         }
     }
     for (; i < r->n; i++)
         if (r->b[i] && !r->a[i]) {
-            r->result = 1;
+            found(r);
             return;
         }
 }
 
-/* 1 if ``new`` is set somewhere ``old`` is not (bool bytes), else 0. */
-int64_t fsp_gains(const uint8_t *old, const uint8_t *new_, int64_t n, int64_t threads) {
-    fsp_range whole = {old, new_, NULL, n, 0, 0}, parts[MAX_TASKS];
+/* A search over ``n`` bytes (a and b: ``old``/``new_`` or ``flags``): 1 if some task found
+ * its answer, else 0. */
+static int64_t search(fsp_work fn, const uint8_t *a, const uint8_t *b, int64_t n,
+                      int64_t threads) {
+    int64_t stop = 0;
+    fsp_range whole = {a, b, NULL, n, 0, 0, &stop}, parts[MAX_TASKS];
     int64_t count = split(parts, threads, &whole);
-    run_all(run_gains, parts, sizeof(fsp_range), count, threads);
+    run_all(fn, parts, sizeof(fsp_range), count, threads);
     for (int64_t t = 0; t < count; t++)
         if (parts[t].result) return 1;
     return 0;
+}
+
+/* 1 if ``new`` is set somewhere ``old`` is not (bool bytes), else 0. */
+int64_t fsp_gains(const uint8_t *old, const uint8_t *new_, int64_t n, int64_t threads) {
+    return search(run_gains, old, new_, n, threads);
+}
+
+static void run_any_false(void *arg, int64_t worker) {
+    (void)worker;
+    fsp_range *r = (fsp_range *)arg;
+    const uint64_t ones = 0x0101010101010101ull; /* eight set bool bytes */
+    int64_t i = 0;
+    for (; i + 64 <= r->n; i += 64) {
+        if (stopped(r, i)) return;
+        uint64_t acc = ones;
+        for (int j = 0; j < 64; j += 8) {
+            uint64_t word;
+            memcpy(&word, r->a + i + j, 8);
+            acc &= word;
+        }
+        if (acc != ones) {
+            found(r);
+            return;
+        }
+    }
+    for (; i < r->n; i++)
+        if (!r->a[i]) {
+            found(r);
+            return;
+        }
+}
+
+/* 1 if some byte of ``flags`` (bool bytes) is 0, else 0: it stops at the first it finds,
+ * so a mask that prunes anything costs almost nothing. */
+int64_t fsp_any_false(const uint8_t *flags, int64_t n, int64_t threads) {
+    return search(run_any_false, flags, NULL, n, threads);
 }
 
 /* w[i] *= keep[i] (as 0 or 1), written only where that changes w's bits: the same values
@@ -156,7 +209,7 @@ static void run_zero(void *arg, int64_t worker) {
 }
 
 void fsp_zero_pruned(void *w, const uint8_t *keep, int64_t n, int64_t dbl, int64_t threads) {
-    fsp_range whole = {keep, NULL, w, n, dbl, 0}, parts[MAX_TASKS];
+    fsp_range whole = {keep, NULL, w, n, dbl, 0, NULL}, parts[MAX_TASKS];
     int64_t count = split(parts, threads, &whole);
     run_all(run_zero, parts, sizeof(fsp_range), count, threads);
 }
