@@ -32,6 +32,7 @@ from fsparse._src.engine.norm_mask import (
     norm_scores,
     select_k_smallest,
 )
+from fsparse._src.engine.pool import cached_memory, release_cached_memory
 from fsparse._src.packing import load_masks, masks_state_dict, pack_mask, unpack_mask
 from fsparse._src.scheduler import Scheduler, SchedulerState, schedule
 from fsparse._src.schedules import Schedule, cubic, lambda_sl, linear, polynomial, step_sl
@@ -71,6 +72,7 @@ __all__ = [
     "add",
     "block_means",
     "block_scores",
+    "cached_memory",
     "channels_last_mask",
     "config_norm_mask",
     "cubic",
@@ -89,6 +91,7 @@ __all__ = [
     "pack_mask",
     "parse_pattern",
     "polynomial",
+    "release_cached_memory",
     "remove",
     "schedule",
     "select_count_mask",

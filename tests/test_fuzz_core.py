@@ -256,6 +256,8 @@ SIGNATURES: dict[str, tuple[list[Any], dict[str, Any]]] = {
              "sparsity_level": either(LEVELS), "sparse_block_shape": either(BLOCKS)}),
     "block_means": ([either(TENSORS), either(BLOCKS)], {}),
     "block_scores": ([either(TENSORS), either(configs())], {}),
+    "cached_memory": ([], {}),  # no arguments: called plainly
+    "release_cached_memory": ([], {}),
     "channels_last_mask": ([either(TENSORS), either(configs())], {}),
     "config_norm_mask": ([either(TENSORS), either(configs())], {}),
     "cubic": ([either(LEVELS), either(LEVELS), either(INTS), either(INTS), either(INTS)], {}),

@@ -28,6 +28,7 @@ import math
 import torch
 
 from fsparse._src.config import SparsityConfig
+from fsparse._src.engine import pool
 from fsparse._src.engine.block_plan import SCORE_DTYPES, BlockPlan
 from fsparse._src.engine.radix import digit_counts, radix_select
 from fsparse._src.engine.scoring import as_matrix, fit_config, non_finite_error
@@ -223,7 +224,7 @@ def chunked_norm_mask(
     plan = BlockPlan(matrix, fit_config(config, *matrix.shape), chunk_elements)
     if not 1 <= k <= plan.n_blocks:
         raise ValueError(f"k must be in [1, {plan.n_blocks}], got {k}")
-    mask = torch.empty(matrix.shape, dtype=torch.bool, device=matrix.device)
+    mask = pool.empty(matrix.shape, torch.bool, matrix.device)
     m = sample_size(plan.n_blocks)
     if k == plan.n_blocks:
         _threshold_pass(plan, mask, torch.tensor(math.inf, dtype=plan.dtype), 0)

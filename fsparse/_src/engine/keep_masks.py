@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from fsparse._src.engine import native_keep
+from fsparse._src.engine import native_keep, pool
 from fsparse._src.engine import threshold as kth  # its SLICE, SMALL: read at call time
 from fsparse._src.engine.threshold import NaNScores, Piece, mark_ties
 from fsparse._src.engine.unit_flags import count_true, true_positions
@@ -193,7 +193,7 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
     [tensor([ True, False]), tensor([False,  True])]
     """
     n, small = sum(p.numel() for p in pieces), kth.SMALL
-    keep = [torch.empty(p.numel(), dtype=torch.bool, device=p.device) for p in pieces]
+    keep = [pool.empty((p.numel(),), torch.bool, p.device) for p in pieces]
     if n > small and native_keep.applies(pieces, keep) and native_keep.one_pass(pieces, k, keep):
         return keep  # fused natively: no count of pruned places, no batches (same masks)
     lives = [None if isinstance(p, torch.Tensor) else p.keep for p in pieces]

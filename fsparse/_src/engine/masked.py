@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from fsparse._src.engine import native
+from fsparse._src.engine import native, pool
 
 __all__ = ["masked"]
 
@@ -43,7 +43,7 @@ class _Masked(torch.autograd.Function):
     @staticmethod
     def forward(data: torch.Tensor, mask: torch.Tensor, select: bool) -> torch.Tensor:
         assert native.KERNELS is not None
-        out = torch.empty(data.shape, dtype=data.dtype)
+        out = pool.empty(data.shape, data.dtype)
         native.KERNELS.fsp_masked(data.data_ptr(), mask.data_ptr(), out.data_ptr(), data.numel(),
                                   int(data.dtype == torch.float64), int(select),
                                   native.threads(data.numel()))

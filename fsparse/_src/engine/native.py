@@ -22,6 +22,7 @@ import re
 import torch
 
 from fsparse._src.checks import under_transform
+from fsparse._src.engine import pool
 
 __all__ = ["KERNELS", "Segment", "bind", "count_true", "gains", "movement_scores", "plain",
            "spread", "threads", "use_openmp", "zero_pruned_", "zero_revived"]
@@ -90,6 +91,10 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_zero_revived", [ptr, ptr, ptr, ptr, i64, i64, i64], None),
         ("fsp_masked", [ptr, ptr, ptr, i64, i64, i64, i64], None),
         ("fsp_use_openmp", [ptr, ptr, ptr], None),
+        ("fsp_pool_tensor", [i64, i64, i64, i64, ptr], ptr),
+        ("fsp_pool_drop", [ptr], None),
+        ("fsp_pool_limit", [i64], i64),
+        ("fsp_pool_cached", [], i64),
     ):
         fn = getattr(lib, name)
         fn.argtypes, fn.restype = args, result
@@ -105,6 +110,7 @@ def use_openmp(lib: ctypes.CDLL, omp: ctypes.CDLL | None) -> None:
 
 
 KERNELS = _load()
+pool.use(KERNELS)  # large fresh outputs from recycled memory (pool.py)
 
 
 def plain(t: torch.Tensor | None, dtype: torch.dtype) -> bool:
@@ -176,7 +182,7 @@ def spread(keep: torch.Tensor, width: int, ranked: tuple[torch.Tensor, str, int]
     [True, True, False, False]
     """
     assert KERNELS is not None and plain(keep, torch.bool) and keep.dim() == 1
-    out = torch.empty(keep.numel() * width, dtype=torch.bool)
+    out = pool.empty((keep.numel() * width,), torch.bool)
     x, dbl, l2, zeros = None, 0, 0, width
     if ranked is not None:
         data, norm, zeros = ranked
@@ -228,7 +234,7 @@ def movement_scores(score: torch.Tensor, grad: torch.Tensor, weight: torch.Tenso
             or not plain(score, dtype) or live.shape != score.shape):
         return None
     assert KERNELS is not None
-    out = torch.empty_like(score)
+    out = pool.empty(score.shape, dtype)
     KERNELS.fsp_movement(score.data_ptr(), grad.data_ptr(), weight.data_ptr(), live.data_ptr(),
                          out.data_ptr(), score.numel(), int(dtype == torch.float64),
                          threads(score.numel()))
@@ -252,7 +258,7 @@ def zero_revived(weight: torch.Tensor, old: torch.Tensor, new: torch.Tensor
             or not plain(weight, dtype) or not weight.shape == old.shape == new.shape):
         return None
     assert KERNELS is not None
-    out = torch.empty_like(weight)
+    out = pool.empty(weight.shape, dtype)
     KERNELS.fsp_zero_revived(weight.data_ptr(), old.data_ptr(), new.data_ptr(), out.data_ptr(),
                              weight.numel(), int(dtype == torch.float64),
                              threads(weight.numel()))

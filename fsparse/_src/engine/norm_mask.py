@@ -43,7 +43,7 @@ from fsparse._src.checks import (
     short_repr,
 )
 from fsparse._src.config import SparsityConfig, make_config
-from fsparse._src.engine import native, native_keep
+from fsparse._src.engine import native, native_keep, pool
 from fsparse._src.engine.chunked_mask import large_norm_mask
 from fsparse._src.engine.dispatch import implementation, sharded_kind
 from fsparse._src.engine.scoring import (
@@ -170,7 +170,7 @@ def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tenso
     k = pruned_count(config.sparsity_level, blocks)
     if k == 0 or zeros == 0:  # the chunked path still checks the data (NaN, overflow)
         return None
-    keep = torch.empty(blocks, dtype=torch.bool)
+    keep = pool.empty((blocks,), torch.bool)
     flat = data.detach().reshape(-1)
     means: AbsScores | native_keep.BlockMeans = (
         native_keep.BlockMeans(flat, width, config.norm) if width > 1
