@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from fsparse._src.engine import native
+from fsparse._src.engine.movement_scores import MovementScores
 from fsparse._src.engine.scoring import score_dtype
 from fsparse._src.engine.unit_flags import all_true
 from fsparse.pruners._common import Common, filled
@@ -66,6 +67,16 @@ def movement(sparsity: Sparsity, *, distribution: Any = "uniform",
                              "movement(...).init(params)")
         t = state.step
         with torch.no_grad():
+            if steps.is_update(t) and all(type(x) is torch.Tensor for n, p in checked.items()
+                                          for x in (old[n], grads_in[n], p, state.masks[n])):
+                # scored as the engine selects: its native pass writes S as it reads it
+                moving = {n: MovementScores(old[n], grads_in[n], p, state.masks[n])
+                          for n, p in checked.items()}
+                ramp = steps.ramp(t)
+                masks = select(common, moving, {n: state.targets[n] * ramp for n in checked})
+                new = state.replace(masks=masks, step=t + 1, stats={
+                    **state.stats, STAT: {n: m.result() for n, m in moving.items()}})
+                return new, zero_activated(checked, state, new)
             scores = {}
             for n, p in checked.items():  # one fresh tensor: -(g * w), then += S in place
                 fused = native.movement_scores(old[n], grads_in[n], p, state.masks[n])

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from fsparse._src.engine import native
-from fsparse._src.engine.scoring import COMPUTED, Computed
+from fsparse._src.engine.scoring import COMPUTED, Computed, Lazy
 from fsparse._src.engine.selection import select_scores
 from fsparse._src.engine.unit_flags import all_true
 from fsparse.pruners._common import Common, filled
@@ -67,7 +67,7 @@ def selected_state(common: Common, params: object, keys: ScoreKeys) -> PrunerSta
     return PrunerState(masks, 0, {}, targets)
 
 
-def select(common: Common, keys: Mapping[str, torch.Tensor | Computed],
+def select(common: Common, keys: Mapping[str, torch.Tensor | Lazy],
            sparsities: Mapping[str, float]) -> dict[str, torch.Tensor]:
     """Masks from the engine: per tensor, or one threshold over the non-overridden tensors.
 

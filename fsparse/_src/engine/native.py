@@ -36,7 +36,8 @@ class Segment(ctypes.Structure):
 
     _fields_ = [("x", ctypes.c_void_p), ("y", ctypes.c_void_p), ("alive", ctypes.c_void_p),
                 ("keep", ctypes.c_void_p), ("n", ctypes.c_int64), ("base", ctypes.c_int64),
-                ("mode", ctypes.c_int64), ("width", ctypes.c_int64), ("key", ctypes.c_uint64)]
+                ("mode", ctypes.c_int64), ("width", ctypes.c_int64), ("key", ctypes.c_uint64),
+                ("z", ctypes.c_void_p), ("live", ctypes.c_void_p), ("out", ctypes.c_void_p)]
 
 
 def _torch_openmp() -> ctypes.CDLL | None:
@@ -217,11 +218,11 @@ def zero_pruned_(weight: torch.Tensor, keep: torch.Tensor) -> None:
 
 
 def movement_scores(score: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor,
-                    live: torch.Tensor) -> torch.Tensor | None:
-    """Movement pruning's next score ``where(live, -(grad * weight), 0) + score``, a fresh
-    tensor computed natively (the torch path's operations, bit for bit), or ``None`` where
-    the kernels do not apply (all plain contiguous CPU tensors of one float32/64 dtype and
-    shape, ``live`` bool).
+                    live: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Movement pruning's next score ``where(live, -(grad * weight), 0) + score``, computed
+    natively (the torch path's operations, bit for bit) into ``out`` (a fresh tensor when
+    ``None``), or ``None`` where the kernels do not apply (all plain contiguous CPU tensors
+    of one float32/64 dtype and shape, ``live`` bool).
 
     >>> s, g, w = torch.zeros(3), torch.tensor([1.0, 2.0, 3.0]), torch.ones(3)
     >>> got = movement_scores(s, g, w, torch.tensor([True, False, True]))
@@ -231,10 +232,11 @@ def movement_scores(score: torch.Tensor, grad: torch.Tensor, weight: torch.Tenso
     dtype = score.dtype
     if (not _flags(live) or dtype not in (torch.float32, torch.float64)
             or not all(plain(t, dtype) and t.shape == score.shape for t in (grad, weight))
-            or not plain(score, dtype) or live.shape != score.shape):
+            or not plain(score, dtype) or live.shape != score.shape
+            or (out is not None and not (plain(out, dtype) and out.shape == score.shape))):
         return None
     assert KERNELS is not None
-    out = pool.empty(score.shape, dtype)
+    out = pool.empty(score.shape, dtype) if out is None else out
     KERNELS.fsp_movement(score.data_ptr(), grad.data_ptr(), weight.data_ptr(), live.data_ptr(),
                          out.data_ptr(), score.numel(), int(dtype == torch.float64),
                          threads(score.numel()))

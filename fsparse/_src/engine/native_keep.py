@@ -1,8 +1,9 @@
 """The one-pass keep masks of :mod:`~fsparse._src.engine.keep_masks`, fused natively.
 
 Each step of the torch path is one call into ``kernels/*.c``, which reads the scores
-straight from their sources (``|w|``, ``|w * g|``, a score tensor, or the counter-based
-random stream computed in place), with no full-size temporaries:
+straight from their sources (``|w|``, ``|w * g|``, a score tensor, the counter-based
+random stream computed in place, or movement's next score, which the pass also writes),
+with no full-size temporaries:
 
 1. the bracket's sample: stratified, jittered, seeded draws (not the torch path's
    draws; any bracket gives the same masks, it only decides how fast);
@@ -24,14 +25,15 @@ from collections.abc import Sequence
 
 import torch
 
-from fsparse._src.engine import native
+from fsparse._src.engine import native, pool
 from fsparse._src.engine import threshold as kth
+from fsparse._src.engine.movement_scores import MovementScores
 from fsparse._src.engine.scoring import AbsScores, RandomScores
 from fsparse._src.engine.threshold import NaNScores, Piece
 
 __all__ = ["BlockMeans", "applies", "one_pass", "reads"]
 
-_PLAIN, _ABS, _ABS_PRODUCT, _BLOCK_L1, _BLOCK_L2, _RANDOM = range(6)  # kernels.h's modes
+_PLAIN, _ABS, _ABS_PRODUCT, _BLOCK_L1, _BLOCK_L2, _RANDOM, _MOVEMENT = range(7)  # kernels.h
 _MIN_PER_THREAD = 1 << 18  # values per thread of the pass, at least
 _MIN_DRAWS_PER_THREAD = 1 << 14
 
@@ -54,6 +56,12 @@ def applies(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]) -> bool:
                 return False
         elif type(piece) is RandomScores:
             if dtype != torch.float32 or not native.plain(piece.keep, torch.bool):
+                return False
+        elif type(piece) is MovementScores:
+            if dtype != torch.float32 or not (
+                all(native.plain(t, dtype) for t in (piece.flat, piece.grad, piece.weight,
+                                                     piece.out))
+                and native.plain(piece.live, torch.bool)):
                 return False
         elif type(piece) is not AbsScores or not (
             native.plain(piece.flat, dtype) and native.plain(piece.factor, dtype)
@@ -92,6 +100,10 @@ def _segments(pieces: Sequence[Piece | BlockMeans], keep: Sequence[torch.Tensor]
         elif isinstance(piece, RandomScores):
             seg.mode, seg.key = _RANDOM, piece.seed
             seg.alive = None if piece.keep is None else piece.keep.data_ptr()
+        elif isinstance(piece, MovementScores):
+            seg.mode, seg.x, seg.y = _MOVEMENT, piece.flat.data_ptr(), piece.grad.data_ptr()
+            seg.z, seg.live = piece.weight.data_ptr(), piece.live.data_ptr()
+            seg.out = piece.out.data_ptr()
         elif isinstance(piece, BlockMeans):
             seg.x, seg.width = piece.flat.data_ptr(), piece.width
             seg.mode = _BLOCK_L1 if piece.norm == "L1" else _BLOCK_L2
@@ -147,13 +159,16 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
         return False  # the k-th may be a pruned place: the caller counts them
     team = native.threads(n, _MIN_PER_THREAD)
     cap = min(budget + 1, n)  # one over the budget tells an overflow
-    where = torch.empty(team * cap, dtype=torch.int64)
-    values = torch.empty(team * cap, dtype=dtype)
+    where = pool.empty((team * cap,), torch.int64)  # large: recycled, its pages in place
+    values = pool.empty((team * cap,), dtype)
     counts = torch.zeros(2 * team, dtype=torch.int64)
     top = torch.empty(team, dtype=torch.float64)  # each task's largest score
     lib.fsp_keep_pass(segments, len(pieces), n, wide, float(lo), float(hi), team,
                       where.data_ptr(), values.data_ptr(), cap, counts.data_ptr(),
                       counts[team:].data_ptr(), top.data_ptr())
+    for piece in pieces:  # the pass wrote every value of these, whatever it found
+        if isinstance(piece, MovementScores):
+            piece.filled = True
     n_cand, above = int(counts[:team].sum()), int(counts[team:].sum())
     if n_cand > budget or (finite and float(top.max()) == math.inf):
         return False

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from fsparse._src.checks import check_tensor, short_repr, under_transform
 from fsparse._src.config import NORMS, SparsityConfig, _validate_block_shape
 from fsparse._src.engine import counter_rng
+from fsparse._src.engine.movement_scores import MovementScores
 
 __all__ = [
     "COMPUTED",
@@ -261,7 +262,10 @@ class RandomScores:
 
 
 Computed = AbsScores | RandomScores  # scores the engine computes in batches, never whole
-COMPUTED = (AbsScores, RandomScores)  # the same, for isinstance
+COMPUTED = (AbsScores, RandomScores)  # the same, for isinstance; keyable (``keyed``)
+# what the selection reads lazily: those, and movement's next scores (written by its pass)
+Lazy = AbsScores | RandomScores | MovementScores
+LAZY = (AbsScores, RandomScores, MovementScores)
 
 
 def _finite(t: torch.Tensor) -> bool:

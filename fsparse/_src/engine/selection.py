@@ -31,8 +31,8 @@ from fsparse._src.engine.patterns import (
     parse_pattern,
 )
 from fsparse._src.engine.scoring import (
-    COMPUTED,
-    Computed,
+    LAZY,
+    Lazy,
     pool_means,
     score_dtype,
     under_transform,
@@ -141,22 +141,22 @@ def _checked(scores: object, pattern: Pattern | str, arg: str) -> tuple[torch.Te
 
 
 def _select(
-    tensors: Sequence[torch.Tensor | Computed], pattern: Pattern, k: int, names: list[str]
+    tensors: Sequence[torch.Tensor | Lazy], pattern: Pattern, k: int, names: list[str]
 ) -> list[torch.Tensor]:
     """Keep masks of ``tensors`` with their ``k`` lowest units (all together) pruned.
 
     :class:`AbsScores` are read slice by slice (unstructured, untraced, one dtype);
     otherwise they are materialized first.
     """
-    transformed = any(t.traced() if isinstance(t, COMPUTED) else under_transform(t)
+    transformed = any(t.traced() if isinstance(t, LAZY) else under_transform(t)
                       for t in tensors)
     lazy = (isinstance(pattern, Unstructured) and not transformed
             and len({t.dtype for t in tensors}) == 1)
     if not lazy:
-        tensors = [t.materialize().view(t.shape) if isinstance(t, COMPUTED) else t
+        tensors = [t.materialize().view(t.shape) if isinstance(t, LAZY) else t
                    for t in tensors]
-    values: list[torch.Tensor | Computed] = [
-        t if isinstance(t, COMPUTED) else _unit_values(t.detach(), pattern) for t in tensors]
+    values: list[torch.Tensor | Lazy] = [
+        t if isinstance(t, LAZY) else _unit_values(t.detach(), pattern) for t in tensors]
     total = sum(v.numel() for v in values)
     # unstructured keep masks find NaN in their own pass (it lands among the candidates)
     if not transformed and not (isinstance(pattern, Unstructured) and 0 < k < total):
@@ -280,7 +280,7 @@ def pruned_elements(scores: torch.Tensor, pattern: Pattern, units: torch.Tensor)
 
 
 def select_scores(
-    scores: Mapping[str, torch.Tensor | Computed], sparsity: float,
+    scores: Mapping[str, torch.Tensor | Lazy], sparsity: float,
     pattern: Pattern | str = "unstructured", *, shared: bool = False,
 ) -> dict[str, torch.Tensor]:
     """:func:`select_mask` of each score (``shared=False``) or :func:`global_select_masks`
@@ -296,7 +296,7 @@ def select_scores(
     out: dict[str, torch.Tensor] = {}
     for group in groups:
         items = [scores[n] for n in group]
-        if all(isinstance(v, COMPUTED) and v.plain for v in items):
+        if all(isinstance(v, LAZY) and v.plain for v in items):
             labels = [f"scores[{short_repr(n)}]" for n in group]
             for v, label in zip(items, labels):
                 pattern.check(tuple(v.shape), label)
@@ -304,7 +304,7 @@ def select_scores(
             k = pruned_units(pattern, sparsity, units)
             out.update(zip(group, _select(items, pattern, k, labels)))
             continue
-        tensors = {n: v.materialize().view(v.shape) if isinstance(v, COMPUTED) else v
+        tensors = {n: v.materialize().view(v.shape) if isinstance(v, LAZY) else v
                    for n, v in zip(group, items)}
         if shared:
             out.update(global_select_masks(tensors, sparsity, pattern))
@@ -313,7 +313,7 @@ def select_scores(
     return {n: out[n] for n in names}
 
 
-def select_count_scores(scores: torch.Tensor | Computed, k: int,
+def select_count_scores(scores: torch.Tensor | Lazy, k: int,
                         pattern: Pattern | str = "unstructured") -> torch.Tensor:
     """:func:`select_count_mask` where ``scores`` may also be :class:`AbsScores` or
     :class:`RandomScores`: computed scores of plain tensors are read in batches (the same
@@ -323,8 +323,8 @@ def select_count_scores(scores: torch.Tensor | Computed, k: int,
     >>> select_count_scores(AbsScores(torch.tensor([3.0, -1.0, 2.0])), 1).tolist()
     [True, False, True]
     """
-    if not (isinstance(scores, COMPUTED) and scores.plain):
-        tensor = scores.materialize().view(scores.shape) if isinstance(scores, COMPUTED) else scores
+    if not (isinstance(scores, LAZY) and scores.plain):
+        tensor = scores.materialize().view(scores.shape) if isinstance(scores, LAZY) else scores
         return select_count_mask(tensor, k, pattern)
     pattern = parse_pattern(pattern)
     pattern.check(tuple(scores.shape), "scores")

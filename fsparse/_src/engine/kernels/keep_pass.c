@@ -241,15 +241,27 @@ static void range_plain_float(const fsp_segment *g, int64_t s0, int64_t s1, floa
     range_float(g, s0, s1, lo, hi, t);
 }
 
-/* Computed float32 scores (block means, RANDOM): each block of BLK values is computed
- * into a buffer, then compared as a plain segment viewing that block. */
+/* MOVEMENT_SCORES values [s, s + m) into out (branch-free: the compiler vectorizes it). */
+static void fill_movement(const fsp_segment *g, int64_t s, int64_t m, float *out) {
+    const float *x = (const float *)g->x + s, *y = (const float *)g->y + s;
+    const float *z = (const float *)g->z + s;
+    const uint8_t *live = g->live + s;
+    for (int64_t i = 0; i < m; i++) out[i] = movement_score(x[i], y[i], z[i], live[i]);
+}
+
+/* Computed float32 scores (block means, RANDOM, MOVEMENT_SCORES): each block of BLK values
+ * is computed into a buffer (MOVEMENT_SCORES: into its place in ``out``), then compared as
+ * a plain segment viewing that block. */
 static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
                            fsp_cursor *t) {
-    float vals[BLK];
+    float buffer[BLK];
     for (int64_t s = s0; s < s1; s += BLK) {
         int64_t m = s1 - s < BLK ? s1 - s : BLK;
+        float *vals = g->mode == MOVEMENT_SCORES ? (float *)g->out + s : buffer;
         if (g->mode == RANDOM)
             rng_fill(g->key, s, m, vals);
+        else if (g->mode == MOVEMENT_SCORES)
+            fill_movement(g, s, m, vals);
         else
             for (int64_t i = fill_means_float(g, s, m, vals); i < m; i++)
                 vals[i] = block_mean_float(g, s + i);
@@ -302,9 +314,10 @@ static void run_part(void *arg, int64_t worker) {
         if (s1 > g->n) s1 = g->n;
         if (s0 >= s1) continue;
         populate_fresh(g->keep + s0, s1 - s0);
+        if (g->out) populate_fresh((float *)g->out + s0, (s1 - s0) * (int64_t)sizeof(float));
         if (p->dbl)
             range_double(g, s0, s1, p->lo, p->hi, &t);
-        else if (g->mode >= BLOCK_L1) /* block means and RANDOM */
+        else if (g->mode >= BLOCK_L1) /* block means, RANDOM and MOVEMENT_SCORES */
             range_computed(g, s0, s1, (float)p->lo, (float)p->hi, &t);
         else
             range_plain_float(g, s0, s1, (float)p->lo, (float)p->hi, &t);
@@ -322,8 +335,9 @@ static void run_part(void *arg, int64_t worker) {
  * ``cap``; ``nc[w]`` counts them all), its kept count in ``above[w]``, and the largest
  * value it saw (NaN ignored) in ``vmax[w]`` (+inf: a score is infinite). When all the
  * candidates fit in ``cap`` (the sum of ``nc`` is at most ``cap``), they are then at
- * ``cidx`` and ``cval``, in order. Returns ``threads`` (clamped). RANDOM segments are
- * float32 only. */
+ * ``cidx`` and ``cval``, in order. Returns ``threads`` (clamped). RANDOM and
+ * MOVEMENT_SCORES segments are float32 only; the pass writes every MOVEMENT_SCORES value
+ * to its ``out``. */
 int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
                       double lo, double hi, int64_t threads, int64_t *cidx, void *cval,
                       int64_t cap, int64_t *nc, int64_t *above, double *vmax) {
@@ -335,7 +349,10 @@ int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int
         workers[w] = (fsp_cursor){NULL, NULL, 0, 0, 0, -INFINITY};
     fsp_pass pass = {segs, nsegs, cap, (int)dbl, lo, hi, cidx, cval, workers};
     int64_t count = task_count(total, total, threads);
-    for (int64_t k = 0; k < nsegs; k++) advise_fresh(segs[k].keep, segs[k].n);
+    for (int64_t k = 0; k < nsegs; k++) {
+        advise_fresh(segs[k].keep, segs[k].n);
+        if (segs[k].out) advise_fresh(segs[k].out, segs[k].n * (int64_t)sizeof(float));
+    }
     for (int64_t t = 0; t < count; t++)
         parts[t] = (fsp_part){&pass, part_start(total, t, count), part_start(total, t + 1, count),
                               0, 0, 0};

@@ -5,11 +5,15 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* How a segment's values are scored: x, |x|, |x * y|, the mean of |x| (BLOCK_L1) or of
  * x * x (BLOCK_L2) over each ``width`` consecutive elements (a norm block of one row), or
- * RANDOM: value i of the counter-based stream ``key`` (float32; random.c). */
-enum { PLAIN = 0, ABS = 1, ABS_PRODUCT = 2, BLOCK_L1 = 3, BLOCK_L2 = 4, RANDOM = 5 };
+ * RANDOM: value i of the counter-based stream ``key`` (float32; random.c), or
+ * MOVEMENT_SCORES: movement pruning's next score from x = S, y = g, z = w and ``live``
+ * (float32; movement_score), which the pass also writes to ``out``. */
+enum { PLAIN = 0, ABS = 1, ABS_PRODUCT = 2, BLOCK_L1 = 3, BLOCK_L2 = 4, RANDOM = 5,
+       MOVEMENT_SCORES = 6 };
 /* Threads a kernel runs on, at most; tasks its work is split into, at most; tasks per
  * thread (parallel.c hands them out as threads come free); items per task, at least. */
 enum { MAX_THREADS = 64, MAX_TASKS = 256, TASKS_PER_THREAD = 16, MIN_TASK = 1 << 16 };
@@ -22,9 +26,12 @@ typedef struct {
     uint8_t *keep;        /* out: the keep flags (bool bytes) */
     int64_t n;            /* values (BLOCK_*: blocks) */
     int64_t base;         /* position of value 0 in the concatenation */
-    int64_t mode;         /* PLAIN, ABS, ABS_PRODUCT, BLOCK_L1, BLOCK_L2 or RANDOM */
+    int64_t mode;         /* PLAIN, ... or MOVEMENT_SCORES (above) */
     int64_t width;        /* BLOCK_*: elements per block */
     uint64_t key;         /* RANDOM: the stream */
+    const void *z;        /* MOVEMENT_SCORES: the weights */
+    const uint8_t *live;  /* MOVEMENT_SCORES: where the score moves (else it stays) */
+    void *out;            /* MOVEMENT_SCORES: the scores, written by the pass */
 } fsp_segment;
 
 /* Block ``b``'s mean score, summed from its first element and divided by its size, as
@@ -40,6 +47,17 @@ typedef struct {
 #include <math.h>
 BLOCK_MEAN(float, fabsf)
 BLOCK_MEAN(double, fabs)
+
+/* Movement pruning's next score, (live ? -(g * w) : +0.0) + s, in the operations and order
+ * of fsparse/pruners/_movement.py (and scores.c's fsp_movement): the same bits. */
+static inline float movement_score(float s, float g, float w, uint8_t live) {
+    float d = -(g * w);
+    uint32_t bits, mask = 0u - (uint32_t)(live & 1);
+    memcpy(&bits, &d, sizeof bits);
+    bits &= mask;
+    memcpy(&d, &bits, sizeof d);
+    return d + s;
+}
 
 /* The counter-based stream of counter_rng.py (its docstring defines it): the block keys of
  * positions hi * 2**32 ..., Mueller's 32-bit hash, and value i of stream ``key``. */

@@ -24,6 +24,11 @@ static inline void draw_value(const fsp_segment *g, int64_t i, int dbl, void *ou
         ((float *)out)[k] = rng_at(g->key, i);
         return;
     }
+    if (g->mode == MOVEMENT_SCORES) { /* float32 only, likewise */
+        ((float *)out)[k] = movement_score(((const float *)g->x)[i], ((const float *)g->y)[i],
+                                           ((const float *)g->z)[i], g->live[i]);
+        return;
+    }
     if (g->mode >= BLOCK_L1) {
         if (dbl)
             ((double *)out)[k] = block_mean_double(g, i);
@@ -66,10 +71,13 @@ static void run_draws(void *arg, int64_t worker) {
         for (int64_t j = 0; j < m; j++) {
             if (j + AHEAD < m) {
                 const fsp_segment *h = &d->segs[seg_of[j + AHEAD]];
-                int64_t step = (h->mode >= BLOCK_L1 ? h->width : 1) * (d->dbl ? 8 : 4);
-                if (h->x) __builtin_prefetch((const char *)h->x + at_of[j + AHEAD] * step);
-                if (h->y) __builtin_prefetch((const char *)h->y + at_of[j + AHEAD] * (d->dbl ? 8 : 4));
-                if (h->alive) __builtin_prefetch(h->alive + at_of[j + AHEAD]);
+                int64_t at = at_of[j + AHEAD], size = d->dbl ? 8 : 4;
+                int64_t step = (h->mode == BLOCK_L1 || h->mode == BLOCK_L2 ? h->width : 1) * size;
+                if (h->x) __builtin_prefetch((const char *)h->x + at * step);
+                if (h->y) __builtin_prefetch((const char *)h->y + at * size);
+                if (h->z) __builtin_prefetch((const char *)h->z + at * size);
+                if (h->live) __builtin_prefetch(h->live + at);
+                if (h->alive) __builtin_prefetch(h->alive + at);
             }
             const fsp_segment *g = &d->segs[seg_of[j]];
             if (g->alive && !g->alive[at_of[j]]) { /* pruned: below every score */

@@ -1,0 +1,95 @@
+"""Movement's next scores as a computed piece (fsparse/_src/engine/movement_scores.py): the
+native pass writes them as it selects on them; every path gives the torch formula's bits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fsparse._src.engine import native, native_keep
+from fsparse._src.engine.keep_masks import keep_masks
+from fsparse._src.engine.movement_scores import MovementScores
+from fsparse._src.engine.selection import select_scores
+
+pytestmark = pytest.mark.usefixtures("native_path")
+
+
+def _formula(s, g, w, live):
+    delta = torch.mul(g.to(s.dtype), w.to(s.dtype)).neg_()
+    return torch.where(live, delta, torch.zeros((), dtype=s.dtype)).add_(s)
+
+
+def _bits(t):
+    return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def _inputs(n, seed, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(seed)
+    s = (torch.randn(n, generator=gen) * 3).round().to(dtype)  # ties, and zeros of both signs
+    g, w = torch.randn(n, generator=gen).to(dtype), torch.randn(n, generator=gen).to(dtype)
+    g[::7] = -0.0
+    live = torch.rand(n, generator=gen) > 0.4
+    return s, g, w, live
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(200_000, 600_000), st.integers(0, 2**31), st.floats(0.05, 0.95))
+def test_the_fused_pass_writes_the_formulas_scores_and_the_engines_masks(n, seed, level):
+    s, g, w, live = _inputs(n, seed)
+    want = _formula(s, g, w, live)
+    piece = MovementScores(s, g, w, live)
+    passes = []
+    real = native_keep.one_pass
+    k = round(level * n)
+    try:
+        native_keep.one_pass = lambda *a, **kw: passes.append(real(*a, **kw)) or passes[-1]
+        got = keep_masks([piece], k)[0]
+    finally:
+        native_keep.one_pass = real
+    assert passes == [True] and piece.filled  # the native pass ran and wrote every score
+    assert torch.equal(_bits(piece.result()), _bits(want))
+    assert torch.equal(got, keep_masks([want], k)[0])  # the masks of the plain scores
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_other_dtypes_take_the_other_paths_with_the_same_bits(dtype):
+    s, g, w, live = _inputs(300_000, 3, dtype)
+    s = s.float() if dtype == torch.bfloat16 else s  # movement keeps float32 scores of bf16
+    want = _formula(s, g, w, live)
+    piece = MovementScores(s, g, w, live)
+    got = select_scores({"w": piece}, 0.6)["w"]
+    assert torch.equal(_bits(piece.result()), _bits(want))
+    assert torch.equal(got, select_scores({"w": want}, 0.6)["w"])
+
+
+def test_patterns_and_small_tensors_materialize_once():
+    s, g, w, live = _inputs(4096, 5)
+    piece = MovementScores(s.view(64, 64), g.view(64, 64), w.view(64, 64), live.view(64, 64))
+    masks = select_scores({"w": piece}, 0.5, "2:4")["w"]
+    first = piece.out
+    assert piece.filled and piece.result().shape == (64, 64) and piece.out is first
+    assert torch.equal(_bits(piece.result()), _bits(_formula(s, g, w, live).view(64, 64)))
+    assert torch.equal(masks, select_scores({"w": _formula(s, g, w, live).view(64, 64)}, 0.5,
+                                            "2:4")["w"])
+
+
+def test_a_nan_score_is_reported_and_the_scores_still_complete():
+    s, g, w, live = _inputs(300_000, 9)
+    g[123_457] = float("nan")
+    live[123_457] = True
+    piece = MovementScores(s, g, w, live)
+    with pytest.raises(ValueError, match="NaN"):
+        select_scores({"w": piece}, 0.5)
+    assert torch.equal(_bits(piece.result()), _bits(_formula(s, g, w, live)))
+
+
+def test_a_wrong_score_would_be_caught():
+    """The comparisons above can fail: a piece whose pass wrote other scores is told apart."""
+    s, g, w, live = _inputs(300_000, 11)
+    piece = MovementScores(s, g, w, live)
+    keep_masks([piece], 150_000)
+    assert piece.filled and native.KERNELS is not None
+    piece.out[17] += 1.0
+    assert not torch.equal(_bits(piece.result()), _bits(_formula(s, g, w, live)))
