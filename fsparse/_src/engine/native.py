@@ -77,10 +77,10 @@ def bind(path: str) -> ctypes.CDLL:
     i64, ptr, f64 = ctypes.c_int64, ctypes.c_void_p, ctypes.c_double
     seg = ctypes.POINTER(Segment)
     for name, args, result in (
-        ("fsp_keep_pass", [seg, i64, i64, i64, f64, f64, i64, ptr, ptr, i64, ptr, ptr, ptr],
-         i64),
+        ("fsp_keep_pass", [seg, i64, i64, i64, f64, f64, f64, i64, ptr, ptr, i64, ptr, ptr,
+                           ptr], i64),
         ("fsp_kth", [ptr, i64, i64, i64, ptr, ptr], i64),
-        ("fsp_finish", [seg, i64, ptr, ptr, i64, i64, i64, ptr, ptr, i64], i64),
+        ("fsp_finish", [seg, i64, ptr, ptr, i64, i64, i64, f64, ptr, ptr, i64], i64),
         ("fsp_sample", [seg, i64, i64, i64, i64, i64, ptr], i64),
         ("fsp_count_true", [ptr, i64, i64], i64),
         ("fsp_gains", [ptr, ptr, i64, i64], i64),

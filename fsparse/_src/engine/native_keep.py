@@ -7,10 +7,11 @@ with no full-size temporaries:
 
 1. the bracket's sample: stratified, jittered, seeded draws (not the torch path's
    draws; any bracket gives the same masks, it only decides how fast);
-2. the pass: keep flags ``> hi``, their count, and the candidates ``lo <= v <= hi``
-   (or NaN) with their positions, in order;
-3. the finish: the exact threshold among the candidates by radix select, and their
-   keep flags, ties pruned first in order; a NaN candidate is reported.
+2. the pass: keep flags ``> mid`` (the bracket's middle), the count of those ``> hi``,
+   and the candidates ``lo <= v <= hi`` (or NaN) with their positions, in order;
+3. the finish: the exact threshold among the candidates by radix select, and the keep
+   flags of the candidates that ``> mid`` got wrong, ties pruned first in order; a NaN
+   candidate is reported.
 
 Places where a computed piece's ``keep`` is ``False`` (already pruned) are below
 every score: never kept, never candidates, drawn as ``-1``. The masks are the torch
@@ -122,11 +123,21 @@ def _kth(values: torch.Tensor, rank: int) -> float:
     """The ``rank``-th smallest (1-based) of the contiguous 1-D ``values`` (no NaN)."""
     assert native.KERNELS is not None
     out = ctypes.c_double()
-    keys = torch.empty(values.numel(), dtype=torch.int64)  # the radix select's scratch
+    keys = pool.empty((values.numel(),), torch.int64, scratch=True)  # the radix select's
     native.KERNELS.fsp_kth(values.data_ptr(), values.numel(),
                            int(values.dtype == torch.float64), rank, keys.data_ptr(),
                            ctypes.byref(out))
     return out.value
+
+
+def _middle(lo: float, hi: float, dtype: torch.dtype) -> float:
+    """A value of ``dtype`` in ``[lo, hi]`` near its middle (``hi`` if none is found): the
+    pass guesses ``v > mid`` for every flag, and the finish rewrites the candidates it got
+    wrong, the few between ``mid`` and the threshold (it lies near the bracket's middle)."""
+    if math.isinf(lo) or math.isinf(hi):
+        return hi if math.isinf(lo) else lo
+    mid = float(torch.tensor(lo / 2 + hi / 2, dtype=torch.float64).to(dtype))
+    return mid if lo <= mid <= hi else hi
 
 
 def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.Tensor],
@@ -145,7 +156,7 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
     segments, n = _segments(pieces, keep), sum(p.numel() for p in pieces)
 
     def draw(_: Sequence[Piece], size: int, __: bool) -> torch.Tensor:
-        out = torch.empty(size, dtype=dtype)
+        out = pool.empty((size,), dtype, scratch=True)
         got = lib.fsp_sample(segments, len(pieces), n, wide, size,
                              native.threads(size, _MIN_DRAWS_PER_THREAD), out.data_ptr())
         return out[:got]
@@ -159,11 +170,12 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
         return False  # the k-th may be a pruned place: the caller counts them
     team = native.threads(n, _MIN_PER_THREAD)
     cap = min(budget + 1, n)  # one over the budget tells an overflow
-    where = pool.empty((team * cap,), torch.int64)  # large: recycled, its pages in place
-    values = pool.empty((team * cap,), dtype)
+    where = pool.empty((team * cap,), torch.int64, scratch=True)  # recycled: pages in place
+    values = pool.empty((team * cap,), dtype, scratch=True)
     counts = torch.zeros(2 * team, dtype=torch.int64)
     top = torch.empty(team, dtype=torch.float64)  # each task's largest score
-    lib.fsp_keep_pass(segments, len(pieces), n, wide, float(lo), float(hi), team,
+    mid = _middle(float(lo), float(hi), dtype)
+    lib.fsp_keep_pass(segments, len(pieces), n, wide, float(lo), mid, float(hi), team,
                       where.data_ptr(), values.data_ptr(), cap, counts.data_ptr(),
                       counts[team:].data_ptr(), top.data_ptr())
     for piece in pieces:  # the pass wrote every value of these, whatever it found
@@ -172,9 +184,9 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
     n_cand, above = int(counts[:team].sum()), int(counts[team:].sum())
     if n_cand > budget or (finite and float(top.max()) == math.inf):
         return False
-    keys = torch.empty(n_cand, dtype=torch.int64)  # the radix select's scratch
+    keys = pool.empty((n_cand,), torch.int64, scratch=True)  # the radix select's scratch
     ties = lib.fsp_finish(segments, len(pieces), values.data_ptr(), where.data_ptr(), n_cand,
-                          wide, k - (n - n_cand - above), keys.data_ptr(),
+                          wide, k - (n - n_cand - above), mid, keys.data_ptr(),
                           ctypes.byref(ctypes.c_double()),
                           native.threads(n_cand, _MIN_DRAWS_PER_THREAD))
     if ties <= -2:

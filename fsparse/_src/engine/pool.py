@@ -28,9 +28,10 @@ import os
 
 import torch
 
-__all__ = ["MIN_BYTES", "cached_memory", "empty", "release_cached_memory", "use"]
+__all__ = ["MIN_BYTES", "SCRATCH_BYTES", "cached_memory", "empty", "release_cached_memory", "use"]
 
 MIN_BYTES = 32 << 20  # smaller outputs come from malloc's heap, mostly reused already
+SCRATCH_BYTES = 1 << 20  # scratch that never leaves the engine: glibc maps it fresh too
 _CODES = {torch.float32: (2, 32), torch.float64: (2, 64), torch.float16: (2, 16),
           torch.bfloat16: (4, 16), torch.bool: (6, 8), torch.uint8: (1, 8),
           torch.int32: (0, 32), torch.int64: (0, 64)}  # DLPack (type code, bits)
@@ -75,9 +76,10 @@ def use(lib: ctypes.CDLL | None) -> None:
 
 
 def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype,
-          device: torch.device | str = "cpu") -> torch.Tensor:
+          device: torch.device | str = "cpu", *, scratch: bool = False) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype, device=device)``: from recycled memory when it is
-    a CPU tensor of at least :data:`MIN_BYTES` and the pool is on.
+    a CPU tensor of at least :data:`MIN_BYTES` (``scratch``, a buffer the engine drops
+    before it returns: :data:`SCRATCH_BYTES`) and the pool is on.
 
     >>> empty((3, 2), torch.bool).shape
     torch.Size([3, 2])
@@ -86,7 +88,8 @@ def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype,
     codes = _CODES.get(dtype)
     nbytes = torch.Size(shape).numel() * (codes[1] // 8 if codes else 0)
     lib = _lib
-    if lib is None or codes is None or nbytes < MIN_BYTES or torch.device(device).type != "cpu":
+    least = SCRATCH_BYTES if scratch else MIN_BYTES
+    if lib is None or codes is None or nbytes < least or torch.device(device).type != "cpu":
         return torch.empty(shape, dtype=dtype, device=device)
     dims = (ctypes.c_int64 * max(1, len(shape)))(*shape)
     made = lib.fsp_pool_tensor(nbytes, codes[0], codes[1], len(shape), dims)

@@ -1,11 +1,14 @@
 /* The bracket pass of keep_masks.py, fused (native_keep.py).
  *
  * For every value v of a concatenation of segments (plain scores, |x|, |x * y|, block
- * means or the counter-based random stream):
- *   keep[i] = v > hi                     (and alive[i], where alive is given)
+ * means, the counter-based random stream or movement's next scores):
+ *   keep[i] = v > mid                    (and alive[i], where alive is given)
+ *   v is kept for sure if v > hi, and counted (``above``)
  *   v is a candidate if !(v < lo) && !(v > hi)   (lo <= v <= hi, or NaN; and alive[i])
- * Candidates are written in order (global position, value); threshold.c finds the exact
- * threshold among them. AVX2 or SSE2 on x86-64, portable C elsewhere.
+ * with lo <= mid <= hi. Candidates are written in order (global position, value);
+ * threshold.c finds the exact threshold among them and rewrites the flags of those the
+ * guess ``v > mid`` got wrong: the threshold lies near the bracket's middle, so that is a
+ * small share of them. AVX2 or SSE2 on x86-64, portable C elsewhere.
  */
 #include <math.h>
 #include <string.h>
@@ -68,12 +71,12 @@ static inline int64_t fill_means_double(const fsp_segment *g, int64_t s, int64_t
 /* One segment range [s0, s1) in generic C (any ISA, float or double): the compares fill
  * small flag blocks the compiler vectorizes; candidates are read off 8 flags at a time. */
 #define GENERIC_RANGE(T, ABSF)                                                              \
-    static void range_##T(const fsp_segment *g, int64_t s0, int64_t s1, T lo, T hi,         \
+    static void range_##T(const fsp_segment *g, int64_t s0, int64_t s1, T lo, T mid, T hi,  \
                           fsp_cursor *t) {                                                  \
         const T *x = (const T *)g->x, *y = (const T *)g->y;                                 \
         T *cval = (T *)t->cval;                                                             \
         T vals[BLK];                                                                        \
-        uint8_t flag[BLK];                                                                  \
+        uint8_t flag[BLK], up[BLK];                                                         \
         for (int64_t s = s0; s < s1; s += BLK) {                                            \
             int64_t m = s1 - s < BLK ? s1 - s : BLK, above = 0;                             \
             if (g->mode >= BLOCK_L1) /* float64 block means (float32: range_computed) */   \
@@ -89,16 +92,17 @@ static inline int64_t fill_means_double(const fsp_segment *g, int64_t s, int64_t
             for (int64_t i = 0; i < m; i++) top = vals[i] > top ? vals[i] : top;            \
             t->vmax = (double)top;                                                          \
             for (int64_t i = 0; i < m; i++) {                                               \
-                uint8_t k = vals[i] > hi;                                                   \
-                flag[i] = (uint8_t)(!(vals[i] < lo) & !k);                                  \
-                g->keep[s + i] = k;                                                         \
+                up[i] = vals[i] > hi;                                                       \
+                flag[i] = (uint8_t)(!(vals[i] < lo) & !up[i]);                              \
+                g->keep[s + i] = vals[i] > mid;                                             \
             }                                                                               \
             if (g->alive)                                                                   \
                 for (int64_t i = 0; i < m; i++) {                                           \
                     g->keep[s + i] &= g->alive[s + i];                                      \
                     flag[i] &= g->alive[s + i];                                             \
+                    up[i] &= g->alive[s + i];                                               \
                 }                                                                           \
-            for (int64_t i = 0; i < m; i++) above += g->keep[s + i];                        \
+            for (int64_t i = 0; i < m; i++) above += up[i];                                 \
             t->above += above;                                                              \
             for (int64_t i = 0; i < m; i += 8) {                                            \
                 uint64_t word = 0;                                                          \
@@ -139,10 +143,10 @@ static inline void take_bits(const fsp_segment *g, int64_t i, uint32_t bits, fsp
 /* float32 on AVX2: 32 values a step; keep bytes packed from the compares, candidates from
  * their bit masks. */
 __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int64_t s0,
-                                                        int64_t s1, float lo, float hi,
-                                                        fsp_cursor *t) {
+                                                        int64_t s1, float lo, float mid,
+                                                        float hi, fsp_cursor *t) {
     const float *x = (const float *)g->x, *y = (const float *)g->y;
-    const __m256 vlo = _mm256_set1_ps(lo), vhi = _mm256_set1_ps(hi);
+    const __m256 vlo = _mm256_set1_ps(lo), vmid = _mm256_set1_ps(mid), vhi = _mm256_set1_ps(hi);
     const __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32(g->mode == PLAIN ? -1 : 0x7fffffff));
     const __m256i one = _mm256_set1_epi8(1), zero = _mm256_setzero_si256();
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -156,14 +160,18 @@ __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int
             v[q] = _mm256_and_ps(a, sign);
             top = _mm256_max_ps(v[q], top); /* NaN in v[q]: top is kept */
         }
-        __m256i gt[4], out[4];
+        __m256i gt[4], out[4], km[4];
         for (int q = 0; q < 4; q++) {
             __m256 above_hi = _mm256_cmp_ps(v[q], vhi, _CMP_GT_OQ);
             gt[q] = _mm256_castps_si256(above_hi);
+            km[q] = _mm256_castps_si256(_mm256_cmp_ps(v[q], vmid, _CMP_GT_OQ));
             out[q] = _mm256_castps_si256(_mm256_or_ps(above_hi, _mm256_cmp_ps(v[q], vlo, _CMP_LT_OQ)));
         }
         __m256i g8 = _mm256_permutevar8x32_epi32(
             _mm256_packs_epi16(_mm256_packs_epi32(gt[0], gt[1]), _mm256_packs_epi32(gt[2], gt[3])),
+            order);
+        __m256i k8 = _mm256_permutevar8x32_epi32(
+            _mm256_packs_epi16(_mm256_packs_epi32(km[0], km[1]), _mm256_packs_epi32(km[2], km[3])),
             order);
         __m256i o8 = _mm256_permutevar8x32_epi32(
             _mm256_packs_epi16(_mm256_packs_epi32(out[0], out[1]), _mm256_packs_epi32(out[2], out[3])),
@@ -172,9 +180,10 @@ __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int
         if (g->alive) {
             __m256i live = _mm256_cmpgt_epi8(_mm256_loadu_si256((const __m256i *)(g->alive + i)), zero);
             g8 = _mm256_and_si256(g8, live);
+            k8 = _mm256_and_si256(k8, live);
             cand &= (uint32_t)_mm256_movemask_epi8(live);
         }
-        _mm256_storeu_si256((__m256i *)(g->keep + i), _mm256_and_si256(g8, one));
+        _mm256_storeu_si256((__m256i *)(g->keep + i), _mm256_and_si256(k8, one));
         above += __builtin_popcount((uint32_t)_mm256_movemask_epi8(g8));
         if (cand) take_bits(g, i, cand, t);
     }
@@ -182,14 +191,14 @@ __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int
     float lanes[8];
     _mm256_storeu_ps(lanes, top);
     for (int q = 0; q < 8; q++) t->vmax = lanes[q] > t->vmax ? lanes[q] : t->vmax;
-    if (i < s1) range_float(g, i, s1, lo, hi, t);
+    if (i < s1) range_float(g, i, s1, lo, mid, hi, t);
 }
 
 /* The same on SSE2 (every x86-64): 16 values a step. */
-static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
-                       fsp_cursor *t) {
+static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float mid,
+                       float hi, fsp_cursor *t) {
     const float *x = (const float *)g->x, *y = (const float *)g->y;
-    const __m128 vlo = _mm_set1_ps(lo), vhi = _mm_set1_ps(hi);
+    const __m128 vlo = _mm_set1_ps(lo), vmid = _mm_set1_ps(mid), vhi = _mm_set1_ps(hi);
     const __m128 sign = _mm_castsi128_ps(_mm_set1_epi32(g->mode == PLAIN ? -1 : 0x7fffffff));
     const __m128i one = _mm_set1_epi8(1), zero = _mm_setzero_si128();
     __m128 top = _mm_set1_ps((float)t->vmax);
@@ -202,21 +211,24 @@ static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, f
             v[q] = _mm_and_ps(a, sign);
             top = _mm_max_ps(v[q], top);
         }
-        __m128i gt[4], out[4];
+        __m128i gt[4], out[4], km[4];
         for (int q = 0; q < 4; q++) {
             __m128 above_hi = _mm_cmpgt_ps(v[q], vhi);
             gt[q] = _mm_castps_si128(above_hi);
+            km[q] = _mm_castps_si128(_mm_cmpgt_ps(v[q], vmid));
             out[q] = _mm_castps_si128(_mm_or_ps(above_hi, _mm_cmplt_ps(v[q], vlo)));
         }
         __m128i g8 = _mm_packs_epi16(_mm_packs_epi32(gt[0], gt[1]), _mm_packs_epi32(gt[2], gt[3]));
+        __m128i k8 = _mm_packs_epi16(_mm_packs_epi32(km[0], km[1]), _mm_packs_epi32(km[2], km[3]));
         __m128i o8 = _mm_packs_epi16(_mm_packs_epi32(out[0], out[1]), _mm_packs_epi32(out[2], out[3]));
         uint32_t cand = (uint32_t)_mm_movemask_epi8(o8) ^ 0xffffu;
         if (g->alive) {
             __m128i live = _mm_cmpgt_epi8(_mm_loadu_si128((const __m128i *)(g->alive + i)), zero);
             g8 = _mm_and_si128(g8, live);
+            k8 = _mm_and_si128(k8, live);
             cand &= (uint32_t)_mm_movemask_epi8(live);
         }
-        _mm_storeu_si128((__m128i *)(g->keep + i), _mm_and_si128(g8, one));
+        _mm_storeu_si128((__m128i *)(g->keep + i), _mm_and_si128(k8, one));
         above += __builtin_popcount((uint32_t)_mm_movemask_epi8(g8));
         if (cand) take_bits(g, i, cand, t);
     }
@@ -224,21 +236,21 @@ static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, f
     float lanes[4];
     _mm_storeu_ps(lanes, top);
     for (int q = 0; q < 4; q++) t->vmax = lanes[q] > t->vmax ? lanes[q] : t->vmax;
-    if (i < s1) range_float(g, i, s1, lo, hi, t);
+    if (i < s1) range_float(g, i, s1, lo, mid, hi, t);
 }
 #endif
 
 /* float32 values of [s0, s1) as plain scores: AVX2 or SSE2 on x86-64, else generic C. */
-static void range_plain_float(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
-                              fsp_cursor *t) {
+static void range_plain_float(const fsp_segment *g, int64_t s0, int64_t s1, float lo,
+                              float mid, float hi, fsp_cursor *t) {
 #ifdef FSP_X86
     if (__builtin_cpu_supports("avx2"))
-        range_avx2(g, s0, s1, lo, hi, t);
+        range_avx2(g, s0, s1, lo, mid, hi, t);
     else
-        range_sse2(g, s0, s1, lo, hi, t);
+        range_sse2(g, s0, s1, lo, mid, hi, t);
     return;
 #endif
-    range_float(g, s0, s1, lo, hi, t);
+    range_float(g, s0, s1, lo, mid, hi, t);
 }
 
 /* MOVEMENT_SCORES values [s, s + m) into out (branch-free: the compiler vectorizes it). */
@@ -252,8 +264,8 @@ static void fill_movement(const fsp_segment *g, int64_t s, int64_t m, float *out
 /* Computed float32 scores (block means, RANDOM, MOVEMENT_SCORES): each block of BLK values
  * is computed into a buffer (MOVEMENT_SCORES: into its place in ``out``), then compared as
  * a plain segment viewing that block. */
-static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float hi,
-                           fsp_cursor *t) {
+static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float mid,
+                           float hi, fsp_cursor *t) {
     float buffer[BLK];
     for (int64_t s = s0; s < s1; s += BLK) {
         int64_t m = s1 - s < BLK ? s1 - s : BLK;
@@ -273,7 +285,7 @@ static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float l
         view.base = g->base + s;
         view.n = m;
         view.mode = PLAIN;
-        range_plain_float(&view, 0, m, lo, hi, t);
+        range_plain_float(&view, 0, m, lo, mid, hi, t);
     }
 }
 
@@ -283,7 +295,7 @@ typedef struct {
     const fsp_segment *segs;
     int64_t nsegs, cap;
     int dbl;
-    double lo, hi;
+    double lo, mid, hi;
     int64_t *cidx;
     void *cval;
     fsp_cursor *workers;
@@ -316,11 +328,11 @@ static void run_part(void *arg, int64_t worker) {
         populate_fresh(g->keep + s0, s1 - s0);
         if (g->out) populate_fresh((float *)g->out + s0, (s1 - s0) * (int64_t)sizeof(float));
         if (p->dbl)
-            range_double(g, s0, s1, p->lo, p->hi, &t);
+            range_double(g, s0, s1, p->lo, p->mid, p->hi, &t);
         else if (g->mode >= BLOCK_L1) /* block means, RANDOM and MOVEMENT_SCORES */
-            range_computed(g, s0, s1, (float)p->lo, (float)p->hi, &t);
+            range_computed(g, s0, s1, (float)p->lo, (float)p->mid, (float)p->hi, &t);
         else
-            range_plain_float(g, s0, s1, (float)p->lo, (float)p->hi, &t);
+            range_plain_float(g, s0, s1, (float)p->lo, (float)p->mid, (float)p->hi, &t);
     }
     part->worker = worker;
     part->offset = w->nc;
@@ -330,7 +342,8 @@ static void run_part(void *arg, int64_t worker) {
     w->vmax = t.vmax;
 }
 
-/* The pass over ``nsegs`` segments (``total`` elements) on ``threads`` threads. Thread
+/* The pass over ``nsegs`` segments (``total`` elements) on ``threads`` threads, with
+ * lo <= mid <= hi (in the values' dtype: the finish compares with the same ``mid``). Thread
  * ``w`` writes its candidates at ``cidx + w * cap`` and ``cval + w * cap`` (at most
  * ``cap``; ``nc[w]`` counts them all), its kept count in ``above[w]``, and the largest
  * value it saw (NaN ignored) in ``vmax[w]`` (+inf: a score is infinite). When all the
@@ -339,7 +352,7 @@ static void run_part(void *arg, int64_t worker) {
  * MOVEMENT_SCORES segments are float32 only; the pass writes every MOVEMENT_SCORES value
  * to its ``out``. */
 int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
-                      double lo, double hi, int64_t threads, int64_t *cidx, void *cval,
+                      double lo, double mid, double hi, int64_t threads, int64_t *cidx, void *cval,
                       int64_t cap, int64_t *nc, int64_t *above, double *vmax) {
     fsp_cursor workers[MAX_THREADS];
     fsp_part parts[MAX_TASKS];
@@ -347,7 +360,7 @@ int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int
     threads = clamp_threads(threads);
     for (int64_t w = 0; w < threads; w++)
         workers[w] = (fsp_cursor){NULL, NULL, 0, 0, 0, -INFINITY};
-    fsp_pass pass = {segs, nsegs, cap, (int)dbl, lo, hi, cidx, cval, workers};
+    fsp_pass pass = {segs, nsegs, cap, (int)dbl, lo, mid, hi, cidx, cval, workers};
     int64_t count = task_count(total, total, threads);
     for (int64_t k = 0; k < nsegs; k++) {
         advise_fresh(segs[k].keep, segs[k].n);

@@ -74,10 +74,11 @@ typedef struct {
     const void *vals;
     const int64_t *where;
     int dbl;
-    double t;
+    double t, mid;
 } fsp_flags;
 
-/* Candidates first..last: kept unless below the threshold or among the first ties. */
+/* Candidates first..last: kept unless below the threshold or among the first ties; the
+ * pass wrote ``v > mid``, so only the flags that differ are written. */
 static void run_flags(void *arg, int64_t worker) {
     fsp_flags *f = (fsp_flags *)arg;
     (void)worker;
@@ -90,17 +91,18 @@ static void run_flags(void *arg, int64_t worker) {
             keep = 0;
             seen++;
         }
-        f->segs[s].keep[f->where[i] - f->segs[s].base] = keep;
+        if (keep != (v > f->mid)) f->segs[s].keep[f->where[i] - f->segs[s].base] = keep;
     }
 }
 
 /* The candidates' keep flags from their exact answer: the ``need`` lowest (those below
  * the threshold, then the first ties equal to it, in order) are pruned, the others
- * kept (``need`` 0: all kept). ``where`` ascends; segment ``s`` covers [base, base + n).
+ * kept (``need`` 0: all kept), where they differ from the pass's ``v > mid`` (the same
+ * ``mid``). ``where`` ascends; segment ``s`` covers [base, base + n).
  * Returns the ties, -1 if ``need`` is not in 0..n, or -2 - i when candidate ``i`` is
  * the first NaN (checked first); nothing is written unless it returns the ties. */
 int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
-                   const int64_t *where, int64_t n, int64_t dbl, int64_t need,
+                   const int64_t *where, int64_t n, int64_t dbl, int64_t need, double mid,
                    uint64_t *keys, double *threshold, int64_t threads) {
     for (int64_t i = 0; i < n; i++) {
         double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
@@ -124,6 +126,7 @@ int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
         f->where = where;
         f->dbl = (int)dbl;
         f->t = t;
+        f->mid = mid;
         f->ties = ties;
         f->ties_before = before < ties ? before : ties;
         if (ties > 0 && p + 1 < count)
