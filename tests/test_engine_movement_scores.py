@@ -93,3 +93,61 @@ def test_a_wrong_score_would_be_caught():
     assert piece.filled and native.KERNELS is not None
     piece.out[17] += 1.0
     assert not torch.equal(_bits(piece.result()), _bits(_formula(s, g, w, live)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(200_000, 500_000), st.integers(0, 2**31), st.sampled_from([0.3, 0.6, 0.9]),
+       st.booleans())
+def test_the_pass_tells_exactly_whether_a_weight_comes_back(n, seed, level, sunk):
+    """``revives`` is False exactly when the masks keep nothing where ``live`` is off (and
+    unknown, ``None``, otherwise). ``sunk``: the pruned places' scores sink below the rest,
+    so none comes back unless the level is below their share."""
+    s, g, w, live = _inputs(n, seed)
+    if sunk:
+        s[~live] = -1e6
+    piece = MovementScores(s, g, w, live)
+    mask = keep_masks([piece], round(level * n))[0]
+    back = bool((mask & ~live).any())
+    assert piece.filled
+    assert piece.revives is (None if back else False)
+
+
+def test_a_movement_update_skips_the_revival_check_only_when_the_pass_rules_it_out():
+    from fsparse import pruners
+    from fsparse.pruners import _ranked
+
+    gen = torch.Generator().manual_seed(4)
+    params = {"w": torch.randn(600, 500, generator=gen)}
+    pruner = pruners.movement(0.5, start_step=1, end_step=9, update_every=2)
+    state = pruner.init(params)
+    checked, came_back, real = [], [], _ranked.revives
+    try:
+        _ranked.revives = lambda old, new: checked.append(1) or real(old, new)
+        for step in range(10):  # growing gradients: some pruned weights come back
+            grads = {"w": torch.randn(600, 500, generator=gen) * (1 + step)}
+            before = state
+            state, out = pruner.update(state, params, grads=grads)
+            back = bool((state.masks["w"] & ~before.masks["w"]).any())
+            came_back.append(back)
+            assert (out["w"] is not params["w"]) == back  # revived weights restart at 0
+    finally:
+        _ranked.revives = real
+    assert any(came_back) and not all(came_back)
+    assert len(checked) < 10  # the update that revived nothing was settled by the pass
+
+
+def test_a_weight_that_comes_back_among_the_candidates_is_seen():
+    """Pruned places whose scores sit just above the threshold: kept, but inside the
+    sampled bracket (the finish's candidates), not above it."""
+    n, k = 400_000, 200_000
+    s, g, w, live = _inputs(n, 21)
+    s = torch.randn(n, generator=torch.Generator().manual_seed(2))
+    live[:] = True
+    live[::4000] = False  # 100 pruned places
+    moved = _formula(s, g, w, live)
+    threshold = float(moved.kthvalue(k).values)
+    s[~live] = torch.nextafter(torch.tensor(threshold), torch.tensor(1.0)).item()
+    piece = MovementScores(s, g, w, live)
+    mask = keep_masks([piece], k)[0]
+    assert bool((mask & ~live).any()) and piece.filled
+    assert piece.revives is None

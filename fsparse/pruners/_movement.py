@@ -76,7 +76,8 @@ def movement(sparsity: Sparsity, *, distribution: Any = "uniform",
                 masks = select(common, moving, {n: state.targets[n] * ramp for n in checked})
                 new = state.replace(masks=masks, step=t + 1, stats={
                     **state.stats, STAT: {n: m.result() for n, m in moving.items()}})
-                return new, zero_activated(checked, state, new)
+                settled = {n for n, m in moving.items() if m.revives is False}
+                return new, zero_activated(checked, state, new, settled)
             scores = {}
             for n, p in checked.items():  # one fresh tensor: -(g * w), then += S in place
                 fused = native.movement_scores(old[n], grads_in[n], p, state.masks[n])

@@ -10,7 +10,7 @@ the dense weights at every update from ``start_step`` on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import torch
@@ -90,13 +90,16 @@ def select(common: Common, keys: Mapping[str, torch.Tensor | Lazy],
     return {n: out[n] for n in keys}
 
 
-def zero_activated(params: dict[str, torch.Tensor], old: PrunerState, new: PrunerState
-                   ) -> dict[str, torch.Tensor]:
-    """``params`` with every weight whose mask turned on set to 0 (new tensors only there)."""
+def zero_activated(params: dict[str, torch.Tensor], old: PrunerState, new: PrunerState,
+                   settled: Collection[str] = ()) -> dict[str, torch.Tensor]:
+    """``params`` with every weight whose mask turned on set to 0 (new tensors only there).
+
+    ``settled``: names whose masks are known to turn on nowhere (not checked again)."""
     out = dict(params)
     with torch.no_grad():
         for name, mask in new.masks.items():
-            if name not in old.masks or not revives(old.masks[name], mask):
+            if (name not in old.masks or name in settled
+                    or not revives(old.masks[name], mask)):
                 continue
             fused = native.zero_revived(params[name], old.masks[name], mask)
             if fused is not None:  # one native pass into the fresh tensor, the same bits

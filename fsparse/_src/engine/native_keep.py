@@ -175,9 +175,10 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
     counts = torch.zeros(2 * team, dtype=torch.int64)
     top = torch.empty(team, dtype=torch.float64)  # each task's largest score
     mid = _middle(float(lo), float(hi), dtype)
+    revived, revived_candidates = ctypes.c_int64(), ctypes.c_int64()
     lib.fsp_keep_pass(segments, len(pieces), n, wide, float(lo), mid, float(hi), team,
                       where.data_ptr(), values.data_ptr(), cap, counts.data_ptr(),
-                      counts[team:].data_ptr(), top.data_ptr())
+                      counts[team:].data_ptr(), top.data_ptr(), ctypes.byref(revived))
     for piece in pieces:  # the pass wrote every value of these, whatever it found
         if isinstance(piece, MovementScores):
             piece.filled = True
@@ -188,8 +189,13 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
     ties = lib.fsp_finish(segments, len(pieces), values.data_ptr(), where.data_ptr(), n_cand,
                           wide, k - (n - n_cand - above), mid, keys.data_ptr(),
                           ctypes.byref(ctypes.c_double()),
-                          native.threads(n_cand, _MIN_DRAWS_PER_THREAD))
+                          native.threads(n_cand, _MIN_DRAWS_PER_THREAD),
+                          ctypes.byref(revived_candidates))
     if ties <= -2:
         first = int(where[-2 - ties])
         raise NaNScores(sum(1 for seg in segments[1:] if seg.base <= first))
+    if ties >= 0 and revived.value + revived_candidates.value == 0:
+        for piece in pieces:  # counted over all of them: none comes back anywhere
+            if isinstance(piece, MovementScores):
+                piece.revives = False
     return ties >= 0

@@ -21,12 +21,14 @@
 
 /* Where one run of the range functions writes its candidates (at most ``cap`` more at
  * cidx, cval), counts them all (``nc``), counts its kept flags and its largest value (NaN
- * ignored: +inf tells a non-finite score). */
+ * ignored: +inf tells a non-finite score), and the values above hi at places where a
+ * MOVEMENT_SCORES segment's ``live`` is off (weights that come back). */
 typedef struct {
     int64_t *cidx;
     void *cval;
     int64_t cap, nc, above;
     double vmax;
+    int64_t revived;
 } fsp_cursor;
 
 #define BLK 2048
@@ -103,6 +105,8 @@ static inline int64_t fill_means_double(const fsp_segment *g, int64_t s, int64_t
                     up[i] &= g->alive[s + i];                                               \
                 }                                                                           \
             for (int64_t i = 0; i < m; i++) above += up[i];                                 \
+            if (g->live)                                                                    \
+                for (int64_t i = 0; i < m; i++) t->revived += up[i] & !g->live[s + i];      \
             t->above += above;                                                              \
             for (int64_t i = 0; i < m; i += 8) {                                            \
                 uint64_t word = 0;                                                          \
@@ -183,6 +187,10 @@ __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int
             k8 = _mm256_and_si256(k8, live);
             cand &= (uint32_t)_mm256_movemask_epi8(live);
         }
+        if (g->live) {
+            __m256i on = _mm256_cmpgt_epi8(_mm256_loadu_si256((const __m256i *)(g->live + i)), zero);
+            t->revived += __builtin_popcount((uint32_t)_mm256_movemask_epi8(_mm256_andnot_si256(on, g8)));
+        }
         _mm256_storeu_si256((__m256i *)(g->keep + i), _mm256_and_si256(k8, one));
         above += __builtin_popcount((uint32_t)_mm256_movemask_epi8(g8));
         if (cand) take_bits(g, i, cand, t);
@@ -227,6 +235,10 @@ static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, f
             g8 = _mm_and_si128(g8, live);
             k8 = _mm_and_si128(k8, live);
             cand &= (uint32_t)_mm_movemask_epi8(live);
+        }
+        if (g->live) {
+            __m128i on = _mm_cmpgt_epi8(_mm_loadu_si128((const __m128i *)(g->live + i)), zero);
+            t->revived += __builtin_popcount((uint32_t)_mm_movemask_epi8(_mm_andnot_si128(on, g8)));
         }
         _mm_storeu_si128((__m128i *)(g->keep + i), _mm_and_si128(k8, one));
         above += __builtin_popcount((uint32_t)_mm_movemask_epi8(g8));
@@ -281,6 +293,7 @@ static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float l
         view.x = vals;
         view.y = NULL;
         view.alive = g->alive ? g->alive + s : NULL;
+        view.live = g->live ? g->live + s : NULL;
         view.keep = g->keep + s;
         view.base = g->base + s;
         view.n = m;
@@ -318,7 +331,7 @@ static void run_part(void *arg, int64_t worker) {
     int64_t used = w->nc < p->cap ? w->nc : p->cap;
     fsp_cursor t = {p->cidx + worker * p->cap + used,
                   (char *)p->cval + (size_t)(worker * p->cap + used) * width,
-                  p->cap - used, 0, 0, w->vmax};
+                  p->cap - used, 0, 0, w->vmax, 0};
     for (int64_t k = 0; k < p->nsegs; k++) {
         const fsp_segment *g = &p->segs[k];
         int64_t s0 = part->start - g->base, s1 = part->stop - g->base;
@@ -340,26 +353,30 @@ static void run_part(void *arg, int64_t worker) {
     w->nc += t.nc;
     w->above += t.above;
     w->vmax = t.vmax;
+    w->revived += t.revived;
 }
 
 /* The pass over ``nsegs`` segments (``total`` elements) on ``threads`` threads, with
  * lo <= mid <= hi (in the values' dtype: the finish compares with the same ``mid``). Thread
  * ``w`` writes its candidates at ``cidx + w * cap`` and ``cval + w * cap`` (at most
  * ``cap``; ``nc[w]`` counts them all), its kept count in ``above[w]``, and the largest
- * value it saw (NaN ignored) in ``vmax[w]`` (+inf: a score is infinite). When all the
+ * value it saw (NaN ignored) in ``vmax[w]`` (+inf: a score is infinite), and in
+ * ``*revived`` how many kept-for-sure values lie where a MOVEMENT_SCORES ``live`` is off
+ * (the finish counts the candidates' own). When all the
  * candidates fit in ``cap`` (the sum of ``nc`` is at most ``cap``), they are then at
  * ``cidx`` and ``cval``, in order. Returns ``threads`` (clamped). RANDOM and
  * MOVEMENT_SCORES segments are float32 only; the pass writes every MOVEMENT_SCORES value
  * to its ``out``. */
 int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
                       double lo, double mid, double hi, int64_t threads, int64_t *cidx, void *cval,
-                      int64_t cap, int64_t *nc, int64_t *above, double *vmax) {
+                      int64_t cap, int64_t *nc, int64_t *above, double *vmax,
+                      int64_t *revived) {
     fsp_cursor workers[MAX_THREADS];
     fsp_part parts[MAX_TASKS];
     size_t width = dbl ? sizeof(double) : sizeof(float);
     threads = clamp_threads(threads);
     for (int64_t w = 0; w < threads; w++)
-        workers[w] = (fsp_cursor){NULL, NULL, 0, 0, 0, -INFINITY};
+        workers[w] = (fsp_cursor){NULL, NULL, 0, 0, 0, -INFINITY, 0};
     fsp_pass pass = {segs, nsegs, cap, (int)dbl, lo, mid, hi, cidx, cval, workers};
     int64_t count = task_count(total, total, threads);
     for (int64_t k = 0; k < nsegs; k++) {
@@ -371,7 +388,9 @@ int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int
                               0, 0, 0};
     run_all(run_part, parts, sizeof(fsp_part), count, threads);
     int64_t all = 0;
+    *revived = 0;
     for (int64_t w = 0; w < threads; w++) {
+        *revived += workers[w].revived;
         nc[w] = workers[w].nc;
         above[w] = workers[w].above;
         vmax[w] = workers[w].vmax;

@@ -70,7 +70,7 @@ int64_t fsp_kth(const void *vals, int64_t n, int64_t dbl, int64_t rank, uint64_t
 
 typedef struct {
     const fsp_segment *segs;
-    int64_t nsegs, first, last, ties_before, ties;
+    int64_t nsegs, first, last, ties_before, ties, revived;
     const void *vals;
     const int64_t *where;
     int dbl;
@@ -91,19 +91,23 @@ static void run_flags(void *arg, int64_t worker) {
             keep = 0;
             seen++;
         }
-        if (keep != (v > f->mid)) f->segs[s].keep[f->where[i] - f->segs[s].base] = keep;
+        int64_t at = f->where[i] - f->segs[s].base;
+        if (keep != (v > f->mid)) f->segs[s].keep[at] = keep;
+        if (keep && f->segs[s].live && !f->segs[s].live[at]) f->revived++; /* comes back */
     }
 }
 
 /* The candidates' keep flags from their exact answer: the ``need`` lowest (those below
  * the threshold, then the first ties equal to it, in order) are pruned, the others
  * kept (``need`` 0: all kept), where they differ from the pass's ``v > mid`` (the same
- * ``mid``). ``where`` ascends; segment ``s`` covers [base, base + n).
+ * ``mid``). ``where`` ascends; segment ``s`` covers [base, base + n). ``*revived``: the
+ * kept candidates where a MOVEMENT_SCORES segment's ``live`` is off.
  * Returns the ties, -1 if ``need`` is not in 0..n, or -2 - i when candidate ``i`` is
  * the first NaN (checked first); nothing is written unless it returns the ties. */
 int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
                    const int64_t *where, int64_t n, int64_t dbl, int64_t need, double mid,
-                   uint64_t *keys, double *threshold, int64_t threads) {
+                   uint64_t *keys, double *threshold, int64_t threads, int64_t *revived) {
+    *revived = 0;
     for (int64_t i = 0; i < n; i++) {
         double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
         if (v != v) return -2 - i;
@@ -128,6 +132,7 @@ int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
         f->t = t;
         f->mid = mid;
         f->ties = ties;
+        f->revived = 0;
         f->ties_before = before < ties ? before : ties;
         if (ties > 0 && p + 1 < count)
             for (int64_t i = f->first; i < f->last && before < ties; i++) {
@@ -136,6 +141,7 @@ int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
             }
     }
     run_all(run_flags, parts, sizeof(fsp_flags), count, threads);
+    for (int64_t p = 0; p < count; p++) *revived += parts[p].revived;
     return ties;
 }
 
