@@ -95,8 +95,8 @@ def test_a_block_torch_refuses_goes_back(monkeypatch):
         raise RuntimeError("refused")
 
     monkeypatch.setattr(torch, "from_dlpack", refuse)
-    with pytest.raises(RuntimeError, match="refused"):
-        pool.empty(BIG, torch.float32)
+    t = pool.empty(BIG, torch.float32)  # torch's own allocation instead
+    assert t.shape == BIG and t.untyped_storage().resizable()
     assert fsparse.cached_memory() >= pool.MIN_BYTES
 
 

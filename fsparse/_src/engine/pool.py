@@ -97,9 +97,9 @@ def empty(shape: tuple[int, ...] | torch.Size, dtype: torch.dtype,
         return torch.empty(shape, dtype=dtype, device=device)
     try:
         return torch.from_dlpack(_capsule(made, _NAME, None))
-    except Exception:
+    except (RuntimeError, TypeError, BufferError):  # a torch that does not take this dtype
         lib.fsp_pool_drop(made)  # torch refused it before owning it: the block goes back
-        raise
+        return torch.empty(shape, dtype=dtype, device=device)
 
 
 def cached_memory() -> int:
