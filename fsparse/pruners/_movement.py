@@ -15,10 +15,8 @@ from typing import Any
 
 import torch
 
-from fsparse._src.engine import native
-from fsparse._src.engine.movement_scores import MovementScores
+from fsparse._src.engine.movement_scores import MovementScores, moved_scores
 from fsparse._src.engine.scoring import score_dtype
-from fsparse._src.engine.unit_flags import all_true
 from fsparse.pruners._common import Common, filled
 from fsparse.pruners._magnitude import Sparsity
 from fsparse.pruners._protocol import Params, Pruner, check_grads, check_params_fit, check_state
@@ -66,36 +64,23 @@ def movement(sparsity: Sparsity, *, distribution: Any = "uniform",
             raise ValueError("state has no movement scores for these params: make it with "
                              "movement(...).init(params)")
         t = state.step
+        due = steps.is_update(t)
+        sparsities = {n: state.targets[n] * steps.ramp(t) for n in checked} if due else {}
         with torch.no_grad():
-            if steps.is_update(t) and all(type(x) is torch.Tensor for n, p in checked.items()
-                                          for x in (old[n], grads_in[n], p, state.masks[n])):
-                # scored as the engine selects: its native pass writes S as it reads it
+            if all(type(x) is torch.Tensor for n, p in checked.items()
+                   for x in (old[n], grads_in[n], p, state.masks[n])):
+                # the engine computes S' (natively: in the pass that selects on it)
                 moving = {n: MovementScores(old[n], grads_in[n], p, state.masks[n])
                           for n, p in checked.items()}
-                ramp = steps.ramp(t)
-                masks = select(common, moving, {n: state.targets[n] * ramp for n in checked})
-                new = state.replace(masks=masks, step=t + 1, stats={
-                    **state.stats, STAT: {n: m.result() for n, m in moving.items()}})
+                masks = select(common, moving, sparsities) if due else dict(state.masks)
+                scores = {n: m.result() for n, m in moving.items()}
                 settled = {n for n, m in moving.items() if m.revives is False}
-                return new, zero_activated(checked, state, new, settled)
-            scores = {}
-            for n, p in checked.items():  # one fresh tensor: -(g * w), then += S in place
-                fused = native.movement_scores(old[n], grads_in[n], p, state.masks[n])
-                if fused is not None:  # the same operations in one native pass
-                    scores[n] = fused
-                    continue
-                dt = old[n].dtype
-                delta = torch.mul(grads_in[n].to(dt), p.to(dt)).neg_()
-                live = state.masks[n]
-                if not all_true(live):  # in place: no full-size ~live (one pass, not three)
-                    torch.where(live, delta, torch.zeros((), dtype=dt, device=delta.device),
-                                out=delta)
-                scores[n] = delta.add_(old[n])  # delta + S == S + delta (IEEE addition commutes)
-            masks = dict(state.masks)
-            if steps.is_update(t):
-                ramp = steps.ramp(t)
-                masks = select(common, scores, {n: state.targets[n] * ramp for n in checked})
+            else:  # DTensors: the same operations on the shards
+                scores = {n: moved_scores(old[n], grads_in[n], p, state.masks[n])
+                          for n, p in checked.items()}
+                masks = select(common, scores, sparsities) if due else dict(state.masks)
+                settled = set()
         new = state.replace(masks=masks, step=t + 1, stats={**state.stats, STAT: scores})
-        return new, zero_activated(checked, state, new)
+        return new, zero_activated(checked, state, new, settled)
 
     return Pruner("movement", init, update, common.describe(), needs_grads=True)

@@ -21,17 +21,25 @@ import torch
 
 from fsparse._src.checks import under_transform
 from fsparse._src.engine import native, pool
+from fsparse._src.engine.unit_flags import all_true
 
-__all__ = ["MovementScores"]
+__all__ = ["MovementScores", "moved_scores"]
 
 
-def _moved(score: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor,
-           live: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``where(live, -(grad * weight), 0) + score`` in ``score``'s dtype, in the operations
-    and order of the pruner's torch path (into ``out`` when given)."""
+def moved_scores(score: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor,
+                 live: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``where(live, -(grad * weight), 0) + score`` in ``score``'s dtype with torch ops
+    (DTensors too), into ``out`` when given; the kernels' ``movement_score`` does the same
+    operations in the same order (the same bits).
+
+    >>> moved_scores(torch.ones(2), torch.tensor([2.0, 3.0]), torch.ones(2),
+    ...              torch.tensor([True, False])).tolist()
+    [-1.0, 1.0]
+    """
     dt = score.dtype
     delta = torch.mul(grad.to(dt), weight.to(dt), out=out).neg_()
-    torch.where(live, delta, torch.zeros((), dtype=dt, device=delta.device), out=delta)
+    if not all_true(live):  # in place: no full-size ~live
+        torch.where(live, delta, torch.zeros((), dtype=dt, device=delta.device), out=delta)
     return delta.add_(score)  # delta + S == S + delta (IEEE addition commutes)
 
 
@@ -82,12 +90,12 @@ class MovementScores:
     def part(self, start: int, stop: int, out: torch.Tensor) -> torch.Tensor:
         """The scores of the flat elements ``start:stop``, written into ``out`` (returned)."""
         window = slice(start, stop)
-        return _moved(self.flat[window], self.grad[window], self.weight[window],
+        return moved_scores(self.flat[window], self.grad[window], self.weight[window],
                       self.live[window], out[: stop - start])
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
         """Scores of the flat elements at ``index`` (a new tensor)."""
-        return _moved(*(t.index_select(0, index)
+        return moved_scores(*(t.index_select(0, index)
                         for t in (self.flat, self.grad, self.weight, self.live)))
 
     def materialize(self) -> torch.Tensor:
@@ -95,7 +103,7 @@ class MovementScores:
         if not self.filled:
             if native.movement_scores(self.flat, self.grad, self.weight, self.live,
                                       out=self.out) is None:
-                _moved(self.flat, self.grad, self.weight, self.live, self.out)
+                moved_scores(self.flat, self.grad, self.weight, self.live, self.out)
             self.filled = True
         return self.out
 

@@ -7,7 +7,7 @@
  * back through the DLPack deleter once the tensor's storage is freed: when no tensor,
  * view or state refers to it any more. The next output of the same size takes it, its
  * pages already in place. Blocks nobody uses are cached up to a cap, the oldest beyond it
- * unmapped; fsp_pool_release unmaps them all. No Python headers: the capsule is made by
+ * unmapped; fsp_pool_limit(0) unmaps them all. No Python headers: the capsule is made by
  * pool.py.
  */
 #include <pthread.h>
