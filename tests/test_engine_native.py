@@ -202,6 +202,37 @@ def test_zero_pruned_writes_what_the_multiply_writes(length, dtype, density):
     assert torch.equal(w.view(bits), want.view(bits))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(("sizes", "density"), [
+    ([(1_000_003, False), (17, True), (1_200_001, False), (5, False), (900_000, True),
+      (65_537, False)], 0.3),  # > 1M weights a thread: tasks start and end inside weights
+    ([(3, False), (1, True)], 0.5),
+    ([(2_500_000, False)], 0.9),
+])
+def test_zero_all_pruned_writes_what_each_multiply_writes(sizes, density, threads):
+    """Many weights in one run: tasks cross from one weight into the next (and dtypes mix),
+    yet every weight gets exactly its own multiply, on any thread count."""
+    gen = torch.Generator().manual_seed(len(sizes) * 7 + threads)
+    pairs, wants = [], []
+    for length, wide in sizes:
+        dtype = torch.float64 if wide else torch.float32
+        w = torch.randn(length, generator=gen, dtype=dtype)
+        w[1::17] = -math.inf
+        w[4::5] = -0.0
+        keep = torch.rand(length, generator=gen) < density
+        pairs.append((w, keep))
+        wants.append(w * keep.to(dtype))
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        native.zero_all_pruned_(pairs)
+    finally:
+        torch.set_num_threads(old)
+    for (w, _), want in zip(pairs, wants):
+        bits = torch.int32 if w.dtype == torch.float32 else torch.int64
+        assert torch.equal(w.view(bits), want.view(bits))
+
+
 def test_the_kernels_apply_only_to_plain_contiguous_cpu_float_tensors():
     x = torch.randn(10)
     keep = [torch.empty(10, dtype=torch.bool)]

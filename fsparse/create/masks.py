@@ -121,9 +121,12 @@ def apply_masks(weights: Mapping[str, torch.Tensor], keep: Mapping[str, torch.Te
     steps), so ``w * 0`` is 0.
     """
     with torch.no_grad():
+        native_pairs = []  # written in one native run: 21 small resnet18 weights as one
         for name, factor in keep.items():
             w = weights[name]
             if factor.dtype == torch.bool and native.zero_applies(w, factor):
-                native.zero_pruned_(w, factor)
+                native_pairs.append((w, factor))
             else:
                 (local(w) if is_dtensor(w) else w).mul_(factor)
+        if native_pairs:
+            native.zero_all_pruned_(native_pairs)

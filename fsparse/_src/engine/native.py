@@ -18,6 +18,7 @@ import ctypes
 import importlib.util
 import os
 import re
+from collections.abc import Sequence
 
 import torch
 
@@ -25,7 +26,7 @@ from fsparse._src.checks import under_transform
 from fsparse._src.engine import pool
 
 __all__ = ["KERNELS", "Segment", "bind", "count_true", "gains", "movement_scores", "plain",
-           "spread", "threads", "use_openmp", "zero_pruned_", "zero_revived"]
+           "spread", "threads", "use_openmp", "zero_all_pruned_", "zero_pruned_", "zero_revived"]
 
 _OPENMP = re.compile(r"lib(gomp|iomp5|omp)(-[0-9a-f]+)?(\.so(\.\d+)*|\.dylib)")
 _PER_THREAD = 1 << 20  # flag bytes or weights per thread, at least
@@ -85,7 +86,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_count_true", [ptr, i64, i64], i64),
         ("fsp_gains", [ptr, ptr, i64, i64], i64),
         ("fsp_any_false", [ptr, i64, i64], i64),
-        ("fsp_zero_pruned", [ptr, ptr, i64, i64, i64], None),
+        ("fsp_zero_pruned", [ptr, ptr, ptr, i64, i64, i64], None),
         ("fsp_spread", [ptr, i64, i64, ptr, i64, ptr, i64, i64, i64], None),
         ("fsp_uniform", [ctypes.c_uint64, i64, i64, ptr, i64], None),
         ("fsp_movement", [ptr, ptr, ptr, ptr, ptr, i64, i64, i64], None),
@@ -212,9 +213,34 @@ def zero_pruned_(weight: torch.Tensor, keep: torch.Tensor) -> None:
     >>> w
     tensor([1., -0., 3.])
     """
+    zero_all_pruned_([(weight, keep)])
+
+
+def zero_all_pruned_(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """:func:`zero_pruned_` on every ``(weight, keep)`` pair (each :func:`zero_applies`), in
+    one native run per dtype over all of them: many small weights (a conv net's) share
+    the threads as one large one would.
+
+    >>> w, v = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 4.0])
+    >>> keep = torch.tensor([False, True])
+    >>> if zero_applies(w, keep) and zero_applies(v, keep):
+    ...     zero_all_pruned_([(w, keep), (v, keep)])
+    ... else:
+    ...     _ = w.mul_(keep), v.mul_(keep)
+    >>> w.tolist(), v.tolist()
+    ([0.0, 2.0], [0.0, 4.0])
+    """
     assert KERNELS is not None
-    KERNELS.fsp_zero_pruned(weight.data_ptr(), keep.data_ptr(), weight.numel(),
-                            int(weight.dtype == torch.float64), threads(weight.numel()))
+    for dtype in (torch.float32, torch.float64):
+        group = [(w, k) for w, k in pairs if w.dtype == dtype]
+        if not group:
+            continue
+        count = len(group)
+        ws = (ctypes.c_void_p * count)(*(w.data_ptr() for w, _ in group))
+        keeps = (ctypes.c_void_p * count)(*(k.data_ptr() for _, k in group))
+        ns = (ctypes.c_int64 * count)(*(w.numel() for w, _ in group))
+        KERNELS.fsp_zero_pruned(ws, keeps, ns, count, int(dtype == torch.float64),
+                                threads(sum(ns)))
 
 
 def movement_scores(score: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor,

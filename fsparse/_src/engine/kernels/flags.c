@@ -1,6 +1,7 @@
 /* Flag bytes (counts, gains), masked weight writes and block flags spread over their
  * elements, ranked inside pruned blocks (native.py). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -208,10 +209,44 @@ static void run_zero(void *arg, int64_t worker) {
     zero_float((float *)r->w, r->a, r->n);
 }
 
-void fsp_zero_pruned(void *w, const uint8_t *keep, int64_t n, int64_t dbl, int64_t threads) {
-    fsp_range whole = {keep, NULL, w, n, dbl, 0, NULL}, parts[MAX_TASKS];
-    int64_t count = split(parts, threads, &whole);
-    run_all(run_zero, parts, sizeof(fsp_range), count, threads);
+/* fsp_zero_pruned's task split: [first, last) of the concatenation of ``count`` (w, keep)
+ * pairs, as one range within each pair it meets; returns how many it wrote to ``out``. */
+static int64_t zero_ranges(fsp_range *out, void *const *ws, const uint8_t *const *keeps,
+                           const int64_t *ns, int64_t count, int64_t dbl, int64_t first,
+                           int64_t last) {
+    int64_t made = 0, base = 0;
+    for (int64_t k = 0; k < count && base < last; base += ns[k], k++) {
+        int64_t s0 = first > base ? first - base : 0;
+        int64_t s1 = last - base < ns[k] ? last - base : ns[k];
+        if (s0 >= s1) continue;
+        out[made++] = (fsp_range){keeps[k] + s0, NULL, (char *)ws[k] + (size_t)s0 * (dbl ? 8 : 4),
+                                  s1 - s0, dbl, 0, NULL};
+    }
+    return made;
+}
+
+/* The write above on each of ``count`` (w[k], keep[k]) pairs of ns[k] weights (all float32,
+ * or all float64): one run on ``threads`` threads over their concatenation, so many small
+ * weights cost one pass (a call per weight left most of them on one thread). */
+void fsp_zero_pruned(void *const *ws, const uint8_t *const *keeps, const int64_t *ns,
+                     int64_t count, int64_t dbl, int64_t threads) {
+    int64_t total = 0;
+    for (int64_t k = 0; k < count; k++) total += ns[k];
+    int64_t tasks = task_count(total, total, threads);
+    fsp_range *parts = (fsp_range *)malloc(sizeof(fsp_range) * (size_t)(tasks + count));
+    if (!parts) { /* no memory for the split: one range at a time, on this thread */
+        for (int64_t k = 0; k < count; k++) {
+            fsp_range one = {keeps[k], NULL, ws[k], ns[k], dbl, 0, NULL};
+            run_zero(&one, 0);
+        }
+        return;
+    }
+    int64_t made = 0;
+    for (int64_t t = 0; t < tasks; t++)
+        made += zero_ranges(parts + made, ws, keeps, ns, count, dbl, part_start(total, t, tasks),
+                            part_start(total, t + 1, tasks));
+    run_all(run_zero, parts, sizeof(fsp_range), made, threads);
+    free(parts);
 }
 
 /* ---- spreading block flags over their elements ----------------------------------------- */
