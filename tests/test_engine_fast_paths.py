@@ -64,6 +64,34 @@ def test_keep_masks_match_the_reference(fast, data):
         assert g.dtype == torch.bool and torch.equal(g, want.reshape(-1))
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("where", [None, 0, 3, -1])  # the pair with the one revival, if any
+def test_any_revives_over_many_pairs_finds_a_single_revival_anywhere(where, threads):
+    """One search over every pair (native where built; tasks span pairs once the total
+    passes a million flags per thread) answers as pair-by-pair ``revives`` does, down to
+    one revived flag at the last place of the last pair or the first of the first."""
+    from fsparse.pruners._ranked import any_revives
+
+    gen = torch.Generator().manual_seed(threads)
+    sizes = [1_000_003, 17, 5, 1_300_001, 64, 900_011]
+    pairs = []
+    for size in sizes:
+        old = torch.rand(size, generator=gen) > 0.3
+        pairs.append((old, old & (torch.rand(size, generator=gen) > 0.2)))  # only turns off
+    if where is not None:
+        old, new = pairs[where]
+        at = 0 if where == 0 else -1
+        old[at], new[at] = False, True
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert any_revives(pairs) is (where is not None)
+        assert any_revives(pairs[:where] if where else []) is False  # those before it
+    finally:
+        torch.set_num_threads(before)
+    assert any_revives([(pairs[0][0], pairs[0][0])]) is False  # the same tensor: nothing
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=FIXTURE_OK)
 @given(data=st.data(), sparsity=st.floats(0.0, 1.0))
 def test_abs_scores_select_like_materialized_scores(fast, data, sparsity):

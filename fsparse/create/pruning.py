@@ -44,7 +44,7 @@ from fsparse.create.recipe_variables import parse_mask_type
 from fsparse.create.schedules import first_step, mask_update_due, pruning_level, pruning_steps
 from fsparse.create.sharding import is_dtensor
 from fsparse.pruners._protocol import activated
-from fsparse.pruners._ranked import revives
+from fsparse.pruners._ranked import any_revives, revives
 from fsparse.pruners._schedules import Steps
 
 __all__ = ["Plan", "loop_grads", "make_plan", "model_masks", "step_state", "target_levels"]
@@ -266,8 +266,10 @@ def step_state(plan: Plan, state: pruners.PrunerState, weights: Mapping[str, tor
         new, out = plan.pruner.update(state, view, grads=grad_view)
     changed = model_view(plan, {n: v for n, v in out.items() if v is not view[n]})
     if plan.pruner.resets is activated:  # most updates revive nothing: check that cheaply
+        pairs = [(state.masks[n], m) for n, m in new.masks.items() if n in state.masks]
+        some = any(is_dtensor(m) for _, m in pairs) or any_revives(pairs)  # one search for all
         revived = {n: new.masks[n] & ~state.masks[n] for n in new.masks
-                   if n in state.masks and _revives(state.masks[n], new.masks[n])}
+                   if n in state.masks and _revives(state.masks[n], new.masks[n])} if some else {}
     else:
         revived = plan.pruner.resets(state, new)
     resets = {n: m for n, m in model_view(plan, revived).items()

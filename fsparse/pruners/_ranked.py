@@ -10,7 +10,7 @@ the dense weights at every update from ``start_step`` on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,7 +31,8 @@ from fsparse.pruners._protocol import (
 )
 from fsparse.pruners._state import PrunerState
 
-__all__ = ["dense_state", "ranked", "revives", "select", "selected_state", "zero_activated"]
+__all__ = ["any_revives", "dense_state", "ranked", "revives", "select", "selected_state",
+           "zero_activated"]
 
 _WORDS = 1 << 17  # int64 mask words per slice of revives (1 MiB)
 
@@ -134,6 +135,19 @@ def revives(old: torch.Tensor, new: torch.Tensor) -> bool:
                 return True
         return False
     return bool((new & ~old).any())
+
+
+def any_revives(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Whether :func:`revives` holds for some ``(old, new)`` pair: one native search over
+    them all where the kernels apply to every pair, else pair by pair.
+
+    >>> on, off = torch.tensor([True, True]), torch.tensor([True, False])
+    >>> any_revives([(on, off), (on, on)]), any_revives([(on, off), (off, on)])
+    (False, True)
+    """
+    pairs = [(old, new) for old, new in pairs if old is not new]
+    fast = native.any_gains(pairs) if pairs else False
+    return fast if fast is not None else any(revives(old, new) for old, new in pairs)
 
 
 def ranked(name: str, common: Common, score: ScoreFn, hyperparams: dict[str, Any], *,

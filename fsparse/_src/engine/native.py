@@ -25,8 +25,9 @@ import torch
 from fsparse._src.checks import under_transform
 from fsparse._src.engine import pool
 
-__all__ = ["KERNELS", "Segment", "bind", "count_true", "gains", "movement_scores", "plain",
-           "spread", "threads", "use_openmp", "zero_all_pruned_", "zero_pruned_", "zero_revived"]
+__all__ = ["KERNELS", "Segment", "any_gains", "bind", "count_true", "gains", "movement_scores",
+           "plain", "spread", "threads", "use_openmp", "zero_all_pruned_", "zero_pruned_",
+           "zero_revived"]
 
 _OPENMP = re.compile(r"lib(gomp|iomp5|omp)(-[0-9a-f]+)?(\.so(\.\d+)*|\.dylib)")
 _PER_THREAD = 1 << 20  # flag bytes or weights per thread, at least
@@ -84,7 +85,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_finish", [seg, i64, ptr, ptr, i64, i64, i64, f64, ptr, ptr, i64, ptr], i64),
         ("fsp_sample", [seg, i64, i64, i64, i64, i64, ptr], i64),
         ("fsp_count_true", [ptr, i64, i64], i64),
-        ("fsp_gains", [ptr, ptr, i64, i64], i64),
+        ("fsp_gains", [ptr, ptr, ptr, i64, i64], i64),
         ("fsp_any_false", [ptr, i64, i64], i64),
         ("fsp_zero_pruned", [ptr, ptr, ptr, i64, i64, i64], None),
         ("fsp_spread", [ptr, i64, i64, ptr, i64, ptr, i64, i64, i64], None),
@@ -163,11 +164,28 @@ def gains(old: torch.Tensor, new: torch.Tensor) -> bool | None:
     >>> gains(torch.tensor([True, False]), torch.tensor([False, True])) in (True, None)
     True
     """
-    if not _flags(old, new) or old.shape != new.shape:
+    return any_gains([(old, new)])
+
+
+def any_gains(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> bool | None:
+    """Whether :func:`gains` holds for some ``(old, new)`` pair, in one native search over
+    them all (it stops at the first it finds), or ``None`` where the kernels do not apply
+    to every pair.
+
+    >>> on, off = torch.tensor([True, True]), torch.tensor([True, False])
+    >>> any_gains([(on, off), (on, on)]) in (False, None)
+    True
+    >>> any_gains([(on, off), (off, on)]) in (True, None)
+    True
+    """
+    if not all(_flags(old, new) and old.shape == new.shape for old, new in pairs):
         return None
     assert KERNELS is not None
-    return bool(KERNELS.fsp_gains(old.data_ptr(), new.data_ptr(), new.numel(),
-                                  threads(new.numel())))
+    count = len(pairs)
+    olds = (ctypes.c_void_p * count)(*(old.data_ptr() for old, _ in pairs))
+    news = (ctypes.c_void_p * count)(*(new.data_ptr() for _, new in pairs))
+    ns = (ctypes.c_int64 * count)(*(new.numel() for _, new in pairs))
+    return bool(KERNELS.fsp_gains(olds, news, ns, count, threads(sum(ns))))
 
 
 def spread(keep: torch.Tensor, width: int, ranked: tuple[torch.Tensor, str, int] | None = None

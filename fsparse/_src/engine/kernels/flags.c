@@ -35,6 +35,53 @@ static int64_t split(fsp_range *parts, int64_t threads, const fsp_range *whole) 
     return count;
 }
 
+/* [first, last) of the concatenation of ``count`` items (item k: ns[k] bytes at as[k],
+ * bs[k] and weights at ws[k]; bs or ws may be NULL) as one range within each item it
+ * meets, written to ``out``; returns how many. */
+static int64_t item_ranges(fsp_range *out, const uint8_t *const *as, const uint8_t *const *bs,
+                           void *const *ws, const int64_t *ns, int64_t count, int64_t dbl,
+                           int64_t first, int64_t last, int64_t *stop) {
+    int64_t made = 0, base = 0;
+    for (int64_t k = 0; k < count && base < last; base += ns[k], k++) {
+        int64_t s0 = first > base ? first - base : 0;
+        int64_t s1 = last - base < ns[k] ? last - base : ns[k];
+        if (s0 >= s1) continue;
+        out[made++] = (fsp_range){as[k] + s0, bs ? bs[k] + s0 : NULL,
+                                  ws ? (char *)ws[k] + (size_t)s0 * (dbl ? 8 : 4) : NULL,
+                                  s1 - s0, dbl, 0, stop};
+    }
+    return made;
+}
+
+/* ``fn`` over the ranges of ``count`` items (item_ranges) on ``threads`` threads, split as
+ * one range of their total would be; returns 1 if some range's result is set, else 0. With
+ * no memory for the split, every item is one range, run on this thread. */
+static int64_t run_items(fsp_work fn, const uint8_t *const *as, const uint8_t *const *bs,
+                         void *const *ws, const int64_t *ns, int64_t count, int64_t dbl,
+                         int64_t threads, int64_t *stop) {
+    int64_t total = 0, made = 0, any = 0;
+    for (int64_t k = 0; k < count; k++) total += ns[k];
+    int64_t tasks = task_count(total, total, threads);
+    fsp_range *parts = (fsp_range *)malloc(sizeof(fsp_range) * (size_t)(tasks + count));
+    if (!parts) {
+        for (int64_t k = 0; k < count && !any; k++) {
+            fsp_range one;
+            item_ranges(&one, as + k, bs ? bs + k : NULL, ws ? ws + k : NULL, ns + k, 1, dbl, 0,
+                        ns[k], stop);
+            fn(&one, 0);
+            any = one.result;
+        }
+        return any;
+    }
+    for (int64_t t = 0; t < tasks; t++)
+        made += item_ranges(parts + made, as, bs, ws, ns, count, dbl, part_start(total, t, tasks),
+                            part_start(total, t + 1, tasks), stop);
+    run_all(fn, parts, sizeof(fsp_range), made, threads);
+    for (int64_t t = 0; t < made; t++) any |= parts[t].result;
+    free(parts);
+    return any;
+}
+
 static void run_count(void *arg, int64_t worker) {
     (void)worker;
     fsp_range *r = (fsp_range *)arg;
@@ -97,22 +144,12 @@ static void run_gains(void *arg, int64_t worker) {
         }
 }
 
-/* A search over ``n`` bytes (a and b: ``old``/``new_`` or ``flags``): 1 if some task found
- * its answer, else 0. */
-static int64_t search(fsp_work fn, const uint8_t *a, const uint8_t *b, int64_t n,
-                      int64_t threads) {
+/* 1 if ``new_[k]`` is set somewhere ``old[k]`` is not (bool bytes, ns[k] of each) for some
+ * of the ``count`` pairs, else 0: one search over them all, stopped once a task finds one. */
+int64_t fsp_gains(const uint8_t *const *old, const uint8_t *const *new_, const int64_t *ns,
+                  int64_t count, int64_t threads) {
     int64_t stop = 0;
-    fsp_range whole = {a, b, NULL, n, 0, 0, &stop}, parts[MAX_TASKS];
-    int64_t count = split(parts, threads, &whole);
-    run_all(fn, parts, sizeof(fsp_range), count, threads);
-    for (int64_t t = 0; t < count; t++)
-        if (parts[t].result) return 1;
-    return 0;
-}
-
-/* 1 if ``new`` is set somewhere ``old`` is not (bool bytes), else 0. */
-int64_t fsp_gains(const uint8_t *old, const uint8_t *new_, int64_t n, int64_t threads) {
-    return search(run_gains, old, new_, n, threads);
+    return run_items(run_gains, old, new_, NULL, ns, count, 0, threads, &stop);
 }
 
 static void run_any_false(void *arg, int64_t worker) {
@@ -143,7 +180,8 @@ static void run_any_false(void *arg, int64_t worker) {
 /* 1 if some byte of ``flags`` (bool bytes) is 0, else 0: it stops at the first it finds,
  * so a mask that prunes anything costs almost nothing. */
 int64_t fsp_any_false(const uint8_t *flags, int64_t n, int64_t threads) {
-    return search(run_any_false, flags, NULL, n, threads);
+    int64_t stop = 0;
+    return run_items(run_any_false, &flags, NULL, NULL, &n, 1, 0, threads, &stop);
 }
 
 /* w[i] *= keep[i] (as 0 or 1), written only where that changes w's bits: the same values
@@ -209,44 +247,12 @@ static void run_zero(void *arg, int64_t worker) {
     zero_float((float *)r->w, r->a, r->n);
 }
 
-/* fsp_zero_pruned's task split: [first, last) of the concatenation of ``count`` (w, keep)
- * pairs, as one range within each pair it meets; returns how many it wrote to ``out``. */
-static int64_t zero_ranges(fsp_range *out, void *const *ws, const uint8_t *const *keeps,
-                           const int64_t *ns, int64_t count, int64_t dbl, int64_t first,
-                           int64_t last) {
-    int64_t made = 0, base = 0;
-    for (int64_t k = 0; k < count && base < last; base += ns[k], k++) {
-        int64_t s0 = first > base ? first - base : 0;
-        int64_t s1 = last - base < ns[k] ? last - base : ns[k];
-        if (s0 >= s1) continue;
-        out[made++] = (fsp_range){keeps[k] + s0, NULL, (char *)ws[k] + (size_t)s0 * (dbl ? 8 : 4),
-                                  s1 - s0, dbl, 0, NULL};
-    }
-    return made;
-}
-
 /* The write above on each of ``count`` (w[k], keep[k]) pairs of ns[k] weights (all float32,
  * or all float64): one run on ``threads`` threads over their concatenation, so many small
  * weights cost one pass (a call per weight left most of them on one thread). */
 void fsp_zero_pruned(void *const *ws, const uint8_t *const *keeps, const int64_t *ns,
                      int64_t count, int64_t dbl, int64_t threads) {
-    int64_t total = 0;
-    for (int64_t k = 0; k < count; k++) total += ns[k];
-    int64_t tasks = task_count(total, total, threads);
-    fsp_range *parts = (fsp_range *)malloc(sizeof(fsp_range) * (size_t)(tasks + count));
-    if (!parts) { /* no memory for the split: one range at a time, on this thread */
-        for (int64_t k = 0; k < count; k++) {
-            fsp_range one = {keeps[k], NULL, ws[k], ns[k], dbl, 0, NULL};
-            run_zero(&one, 0);
-        }
-        return;
-    }
-    int64_t made = 0;
-    for (int64_t t = 0; t < tasks; t++)
-        made += zero_ranges(parts + made, ws, keeps, ns, count, dbl, part_start(total, t, tasks),
-                            part_start(total, t + 1, tasks));
-    run_all(run_zero, parts, sizeof(fsp_range), made, threads);
-    free(parts);
+    run_items(run_zero, keeps, NULL, ws, ns, count, dbl, threads, NULL);
 }
 
 /* ---- spreading block flags over their elements ----------------------------------------- */
