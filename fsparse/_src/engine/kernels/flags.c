@@ -1,7 +1,6 @@
 /* Flag bytes (counts, gains), masked weight writes and block flags spread over their
  * elements, ranked inside pruned blocks (native.py). */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -19,67 +18,50 @@ typedef struct {
 
 enum { STOP_CHECK = 1 << 14 }; /* bytes a search reads between looks at ``stop`` */
 
-/* ``whole`` split into parts for ``threads`` threads (task_count); returns how many. */
-static int64_t split(fsp_range *parts, int64_t threads, const fsp_range *whole) {
-    int64_t count = task_count(whole->n, whole->n, threads);
-    for (int64_t t = 0; t < count; t++) {
-        int64_t first = part_start(whole->n, t, count);
-        int64_t last = part_start(whole->n, t + 1, count);
-        parts[t] = *whole;
-        parts[t].a = whole->a ? whole->a + first : NULL;
-        parts[t].b = whole->b ? whole->b + first : NULL;
-        parts[t].w = whole->w ? (char *)whole->w + (size_t)first * (whole->dbl ? 8 : 4) : NULL;
-        parts[t].n = last - first;
-        parts[t].result = 0;
-    }
-    return count;
-}
+/* One task of run_items: [first, last) of the concatenation of ``count`` items (item k:
+ * ns[k] bytes at as[k], bs[k] and weights at ws[k]; bs or ws may be NULL), run as one
+ * range of ``fn`` within each item it meets; ``result`` sums theirs. */
+typedef struct {
+    fsp_work fn;
+    const uint8_t *const *as, *const *bs;
+    void *const *ws;
+    const int64_t *ns;
+    int64_t count, dbl, first, last, result;
+    int64_t *stop;
+} fsp_span;
 
-/* [first, last) of the concatenation of ``count`` items (item k: ns[k] bytes at as[k],
- * bs[k] and weights at ws[k]; bs or ws may be NULL) as one range within each item it
- * meets, written to ``out``; returns how many. */
-static int64_t item_ranges(fsp_range *out, const uint8_t *const *as, const uint8_t *const *bs,
-                           void *const *ws, const int64_t *ns, int64_t count, int64_t dbl,
-                           int64_t first, int64_t last, int64_t *stop) {
-    int64_t made = 0, base = 0;
-    for (int64_t k = 0; k < count && base < last; base += ns[k], k++) {
-        int64_t s0 = first > base ? first - base : 0;
-        int64_t s1 = last - base < ns[k] ? last - base : ns[k];
+static void run_span(void *arg, int64_t worker) {
+    fsp_span *t = (fsp_span *)arg;
+    int64_t base = 0;
+    for (int64_t k = 0; k < t->count && base < t->last; base += t->ns[k], k++) {
+        int64_t s0 = t->first > base ? t->first - base : 0;
+        int64_t s1 = t->last - base < t->ns[k] ? t->last - base : t->ns[k];
         if (s0 >= s1) continue;
-        out[made++] = (fsp_range){as[k] + s0, bs ? bs[k] + s0 : NULL,
-                                  ws ? (char *)ws[k] + (size_t)s0 * (dbl ? 8 : 4) : NULL,
-                                  s1 - s0, dbl, 0, stop};
+        fsp_range r = {t->as[k] + s0, t->bs ? t->bs[k] + s0 : NULL,
+                       t->ws ? (char *)t->ws[k] + (size_t)s0 * (t->dbl ? 8 : 4) : NULL,
+                       s1 - s0, t->dbl, 0, t->stop};
+        t->fn(&r, worker);
+        t->result += r.result;
+        if (t->stop && __atomic_load_n(t->stop, __ATOMIC_RELAXED)) return;
     }
-    return made;
 }
 
-/* ``fn`` over the ranges of ``count`` items (item_ranges) on ``threads`` threads, split as
- * one range of their total would be; returns 1 if some range's result is set, else 0. With
- * no memory for the split, every item is one range, run on this thread. */
+/* ``fn`` over ``count`` items on ``threads`` threads, split into tasks as one range of
+ * their total would be (so many small items share the threads as one large one would);
+ * returns the sum of the ranges' results. ``stop``: searches (NULL otherwise). */
 static int64_t run_items(fsp_work fn, const uint8_t *const *as, const uint8_t *const *bs,
                          void *const *ws, const int64_t *ns, int64_t count, int64_t dbl,
                          int64_t threads, int64_t *stop) {
-    int64_t total = 0, made = 0, any = 0;
+    int64_t total = 0, sum = 0;
     for (int64_t k = 0; k < count; k++) total += ns[k];
     int64_t tasks = task_count(total, total, threads);
-    fsp_range *parts = (fsp_range *)malloc(sizeof(fsp_range) * (size_t)(tasks + count));
-    if (!parts) {
-        for (int64_t k = 0; k < count && !any; k++) {
-            fsp_range one;
-            item_ranges(&one, as + k, bs ? bs + k : NULL, ws ? ws + k : NULL, ns + k, 1, dbl, 0,
-                        ns[k], stop);
-            fn(&one, 0);
-            any = one.result;
-        }
-        return any;
-    }
+    fsp_span parts[MAX_TASKS];
     for (int64_t t = 0; t < tasks; t++)
-        made += item_ranges(parts + made, as, bs, ws, ns, count, dbl, part_start(total, t, tasks),
-                            part_start(total, t + 1, tasks), stop);
-    run_all(fn, parts, sizeof(fsp_range), made, threads);
-    for (int64_t t = 0; t < made; t++) any |= parts[t].result;
-    free(parts);
-    return any;
+        parts[t] = (fsp_span){fn, as, bs, ws, ns, count, dbl, part_start(total, t, tasks),
+                              part_start(total, t + 1, tasks), 0, stop};
+    run_all(run_span, parts, sizeof(fsp_span), tasks, threads);
+    for (int64_t t = 0; t < tasks; t++) sum += parts[t].result;
+    return sum;
 }
 
 static void run_count(void *arg, int64_t worker) {
@@ -101,12 +83,7 @@ static void run_count(void *arg, int64_t worker) {
 
 /* Number of nonzero bytes of ``flags`` (a bool tensor's). */
 int64_t fsp_count_true(const uint8_t *flags, int64_t n, int64_t threads) {
-    fsp_range whole = {flags, NULL, NULL, n, 0, 0, NULL}, parts[MAX_TASKS];
-    int64_t count = split(parts, threads, &whole);
-    run_all(run_count, parts, sizeof(fsp_range), count, threads);
-    int64_t total = 0;
-    for (int64_t t = 0; t < count; t++) total += parts[t].result;
-    return total;
+    return run_items(run_count, &flags, NULL, NULL, &n, 1, 0, threads, NULL);
 }
 
 /* A found answer: this task's result, and every other task stops at its next look. */
@@ -149,7 +126,7 @@ static void run_gains(void *arg, int64_t worker) {
 int64_t fsp_gains(const uint8_t *const *old, const uint8_t *const *new_, const int64_t *ns,
                   int64_t count, int64_t threads) {
     int64_t stop = 0;
-    return run_items(run_gains, old, new_, NULL, ns, count, 0, threads, &stop);
+    return run_items(run_gains, old, new_, NULL, ns, count, 0, threads, &stop) > 0;
 }
 
 static void run_any_false(void *arg, int64_t worker) {
@@ -181,7 +158,7 @@ static void run_any_false(void *arg, int64_t worker) {
  * so a mask that prunes anything costs almost nothing. */
 int64_t fsp_any_false(const uint8_t *flags, int64_t n, int64_t threads) {
     int64_t stop = 0;
-    return run_items(run_any_false, &flags, NULL, NULL, &n, 1, 0, threads, &stop);
+    return run_items(run_any_false, &flags, NULL, NULL, &n, 1, 0, threads, &stop) > 0;
 }
 
 /* w[i] *= keep[i] (as 0 or 1), written only where that changes w's bits: the same values
