@@ -231,14 +231,18 @@ def test_movement_scores_equal_the_reference_formula_bit_for_bit():
             assert torch.equal(got, want) and torch.equal(got.signbit(), want.signbit())
 
 
-def test_keyed_abs_scores_select_among_the_live_places(monkeypatch):
-    """Already-pruned places are the lowest: the pass selects among the live ones only."""
+def _live_case() -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
     gen = torch.Generator().manual_seed(4)
     n = 2 * threshold_mod.SMALL + 11
     w = (torch.randn(n, generator=gen) * 8).round()  # ties
     live = torch.rand(n, generator=gen) > 0.4
-    pruned = int((~live).sum())
-    keyed = torch.where(live, w.abs(), -1.0)
+    return w, live, int((~live).sum()), torch.where(live, w.abs(), -1.0)
+
+
+def test_keyed_abs_scores_select_among_the_live_places(monkeypatch, torch_path):
+    """Already-pruned places are the lowest: the torch pass selects among the live ones."""
+    w, live, pruned, keyed = _live_case()
+    n = w.numel()
     modes = []
     real = keep_mod._keep_pass
     monkeypatch.setattr(keep_mod, "_keep_pass", lambda *a: modes.append(a[-1]) or real(*a))
@@ -248,8 +252,38 @@ def test_keyed_abs_scores_select_among_the_live_places(monkeypatch):
     assert True in modes  # the live-places pass ran
 
 
-def test_keyed_global_selection_stays_on_the_live_pass(monkeypatch):
-    """Many pieces, pruned unevenly: the live sample covers every piece, the pass hits."""
+def test_native_pass_brackets_the_live_values(monkeypatch, native_path):
+    """The fused pass counts the pruned places and brackets the (k - pruned)-th live value:
+    it answers every k above the pruned count itself (none is left to the torch path), and
+    hands k <= pruned back to the caller, which counts them."""
+    from fsparse._src.engine import native_keep
+
+    w, live, pruned, keyed = _live_case()
+    n = w.numel()
+    answers: list[tuple[int, bool]] = []
+    real = native_keep.one_pass
+
+    def spy(pieces, k, keep, finite=False):  # type: ignore[no-untyped-def]
+        answers.append((k, real(pieces, k, keep, finite)))
+        return answers[-1][1]
+
+    monkeypatch.setattr(native_keep, "one_pass", spy)
+    for k in (pruned - 3, pruned, pruned + 1, pruned + 7, pruned + 5000, n - 1):
+        got = select_scores({"w": AbsScores(w, live)}, k / n)["w"]
+        assert torch.equal(got, reference_keep([keyed], round(k / n * n))[0])
+    assert answers == [(k, k > pruned) for k, _ in answers] and len(answers) == 6
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_keyed_global_selection_stays_on_the_live_pass(monkeypatch, fused):
+    """Many pieces, pruned unevenly: the live sample covers every piece, the pass hits
+    (the torch pass, or the fused one, which counts the pruned places first)."""
+    from fsparse._src.engine import native, native_keep
+
+    if not fused:
+        monkeypatch.setattr(native, "KERNELS", None)
+    elif native.KERNELS is None:
+        pytest.fail("the native kernels were not built (see setup.py)")
     gen = torch.Generator().manual_seed(6)
     sizes = (threshold_mod.SMALL, 3000, 2 * threshold_mod.SMALL, 50_000)
     ws = [torch.randn(s, generator=gen) * scale for s, scale in zip(sizes, (1, 3, 0.3, 10))]
@@ -257,16 +291,21 @@ def test_keyed_global_selection_stays_on_the_live_pass(monkeypatch):
     pruned = sum(int((~m).sum()) for m in lives)
     n = sum(sizes)
     results = []
-    real = keep_mod._keep_pass
-    monkeypatch.setattr(keep_mod, "_keep_pass",
-                        lambda *a: results.append(real(*a)) or results[-1])
+    if fused:
+        real_one = native_keep.one_pass
+        monkeypatch.setattr(native_keep, "one_pass",
+                            lambda *a: results.append(real_one(*a) or None) or bool(results[-1]))
+    else:
+        real = keep_mod._keep_pass
+        monkeypatch.setattr(keep_mod, "_keep_pass",
+                            lambda *a: results.append(real(*a)) or results[-1])
     for k in (pruned + 1, pruned + (n - pruned) // 3, n - 2):
         lazy = {f"w{i}": AbsScores(w, m) for i, (w, m) in enumerate(zip(ws, lives))}
         got = select_scores(lazy, k / n, shared=True)
         keyed = [torch.where(m, w.abs(), -1.0) for w, m in zip(ws, lives)]
         want = reference_keep(keyed, round(k / n * n))
         assert all(torch.equal(got[f"w{i}"], want[i]) for i in range(len(ws)))
-    assert results and all(r is not None for r in results)  # no fallback to radix
+    assert len(results) == 3 and all(r is not None for r in results)  # no fallback to radix
 
 
 @pytest.mark.parametrize("shape", [(16,), (3, 8), (7,), (5, 3), (0,), (8, 5)])

@@ -144,6 +144,24 @@ def test_nan_is_reported_with_its_piece_and_ignored_where_pruned():
     assert not fused[1][123_456]
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("sizes", [(0,), (5, 0, 70_001), (1 << 17, 3, 1 << 16, 1 << 18)])
+def test_count_all_counts_each_mask_once(sizes, threads, native_path):
+    """One run over many masks, with tasks that start and end inside masks, counts each
+    flag once (``threads`` caps the split; MIN_TASK is 65536 bytes)."""
+    import ctypes
+
+    gen = torch.Generator().manual_seed(sum(sizes))
+    masks = [torch.rand(s, generator=gen) < 0.7 for s in sizes]
+    want = sum(int(m.sum()) for m in masks)
+    assert native.count_all(masks) == want
+    ptrs = (ctypes.c_void_p * len(masks))(*(m.data_ptr() for m in masks))
+    ns = (ctypes.c_int64 * len(masks))(*sizes)
+    assert native.KERNELS.fsp_count_true(ptrs, ns, len(masks), threads) == want
+    assert native.count_all(masks[::-1][:1]) == int(masks[-1].sum())
+    assert native.count_all([torch.ones(4, 3, dtype=torch.bool).t()]) is None  # not plain
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 70_000), st.integers(0, 9), st.floats(0.0, 1.0))
 def test_flag_kernels_equal_torch(length, offset, density):

@@ -25,9 +25,9 @@ import torch
 from fsparse._src.checks import under_transform
 from fsparse._src.engine import pool
 
-__all__ = ["KERNELS", "Segment", "any_gains", "bind", "count_true", "gains", "movement_scores",
-           "plain", "spread", "threads", "use_openmp", "zero_all_pruned_", "zero_pruned_",
-           "zero_revived"]
+__all__ = ["KERNELS", "Segment", "any_gains", "bind", "count_all", "count_true", "gains",
+           "movement_scores", "plain", "spread", "threads", "use_openmp", "zero_all_pruned_",
+           "zero_pruned_", "zero_revived"]
 
 _OPENMP = re.compile(r"lib(gomp|iomp5|omp)(-[0-9a-f]+)?(\.so(\.\d+)*|\.dylib)")
 _PER_THREAD = 1 << 20  # flag bytes or weights per thread, at least
@@ -84,7 +84,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_kth", [ptr, i64, i64, i64, ptr, ptr], i64),
         ("fsp_finish", [seg, i64, ptr, ptr, i64, i64, i64, f64, ptr, ptr, i64, ptr], i64),
         ("fsp_sample", [seg, i64, i64, i64, i64, i64, ptr], i64),
-        ("fsp_count_true", [ptr, i64, i64], i64),
+        ("fsp_count_true", [ptr, ptr, i64, i64], i64),
         ("fsp_gains", [ptr, ptr, ptr, i64, i64], i64),
         ("fsp_any_false", [ptr, i64, i64], i64),
         ("fsp_zero_pruned", [ptr, ptr, ptr, i64, i64, i64], None),
@@ -138,10 +138,23 @@ def count_true(flags: torch.Tensor) -> int | None:
     >>> count_true(torch.arange(10) % 3 == 0) in (4, None)
     True
     """
-    if not _flags(flags):
+    return count_all([flags])
+
+
+def count_all(masks: Sequence[torch.Tensor]) -> int | None:
+    """Set flags of all the bool ``masks`` together, in one native run over them (so many
+    small masks share the threads), or ``None`` where the kernels do not apply to each.
+
+    >>> count_all([torch.tensor([True, False]), torch.ones(3, dtype=torch.bool)]) in (4, None)
+    True
+    """
+    if not _flags(*masks):
         return None
     assert KERNELS is not None
-    return int(KERNELS.fsp_count_true(flags.data_ptr(), flags.numel(), threads(flags.numel())))
+    count = len(masks)
+    ptrs = (ctypes.c_void_p * count)(*(m.data_ptr() for m in masks))
+    ns = (ctypes.c_int64 * count)(*(m.numel() for m in masks))
+    return int(KERNELS.fsp_count_true(ptrs, ns, count, threads(sum(ns))))
 
 
 def all_true(flags: torch.Tensor) -> bool | None:

@@ -14,8 +14,9 @@ with no full-size temporaries:
    candidate is reported.
 
 Places where a computed piece's ``keep`` is ``False`` (already pruned) are below
-every score: never kept, never candidates, drawn as ``-1``. The masks are the torch
-path's bit for bit (the tests compare both).
+every score: never kept, never candidates, never drawn (the bracket is of the live
+values, whose count is known exactly). The masks are the torch path's bit for bit (the
+tests compare both).
 """
 
 from __future__ import annotations
@@ -159,15 +160,21 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
         out = pool.empty((size,), dtype, scratch=True)
         got = lib.fsp_sample(segments, len(pieces), n, wide, size,
                              native.threads(size, _MIN_DRAWS_PER_THREAD), out.data_ptr())
-        return out[:got]
+        return out[:got]  # the draws at live places only
 
+    # The bracket is of the (k - pruned)-th live value: counting the pruned places exactly
+    # spares the sample their share of its noise (fewer candidates for the same margin).
+    alive = [p.keep for p in pieces if isinstance(p, (AbsScores, RandomScores))
+             and p.keep is not None]
+    pruned = sum(a.numel() for a in alive) - int(native.count_all(alive) or 0)
+    if k <= pruned:
+        return False  # the k-th may be a pruned place: the caller counts them
     # bounds reads only numel() and dtype of the pieces; draw reads the values
-    found = kth.bounds(pieces, k, n, draw=draw, select=_kth)  # type: ignore[arg-type]
+    found = kth.bounds(pieces, k - pruned, n - pruned, pruned > 0,  # type: ignore[arg-type]
+                       draw=draw, select=_kth)
     if found is None:
         return False
     lo, hi, budget = found
-    if float(lo) <= -1 and any(seg.alive for seg in segments):
-        return False  # the k-th may be a pruned place: the caller counts them
     team = native.threads(n, _MIN_PER_THREAD)
     cap = min(budget + 1, n)  # one over the budget tells an overflow
     where = pool.empty((team * cap,), torch.int64, scratch=True)  # recycled: pages in place

@@ -81,9 +81,11 @@ static void run_count(void *arg, int64_t worker) {
     r->result = total;
 }
 
-/* Number of nonzero bytes of ``flags`` (a bool tensor's). */
-int64_t fsp_count_true(const uint8_t *flags, int64_t n, int64_t threads) {
-    return run_items(run_count, &flags, NULL, NULL, &n, 1, 0, threads, NULL);
+/* Number of nonzero bytes of ``count`` flag arrays (bool tensors'; item k: ns[k] bytes at
+ * flags[k]), in one run over them all. */
+int64_t fsp_count_true(const uint8_t *const *flags, const int64_t *ns, int64_t count,
+                       int64_t threads) {
+    return run_items(run_count, flags, NULL, NULL, ns, count, 0, threads, NULL);
 }
 
 /* A found answer: this task's result, and every other task stops at its next look. */

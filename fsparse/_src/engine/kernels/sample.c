@@ -48,7 +48,7 @@ static inline void draw_value(const fsp_segment *g, int64_t i, int dbl, void *ou
 }
 
 /* Draws first..last of ``size`` (draw j falls uniformly in the j-th of ``size`` equal
- * strata of the concatenation); a place that is not alive gives -1. Positions are found
+ * strata of the concatenation); a place that is not alive gives none. Positions are found
  * first, then read with prefetches some draws ahead (the reads are cache misses). */
 static void run_draws(void *arg, int64_t worker) {
     enum { AHEAD = 16, CHUNK = 4096 };
@@ -80,13 +80,7 @@ static void run_draws(void *arg, int64_t worker) {
                 if (h->alive) __builtin_prefetch(h->alive + at);
             }
             const fsp_segment *g = &d->segs[seg_of[j]];
-            if (g->alive && !g->alive[at_of[j]]) { /* pruned: below every score */
-                if (d->dbl)
-                    ((double *)d->out)[d->first + found++] = -1.0;
-                else
-                    ((float *)d->out)[d->first + found++] = -1.0f;
-                continue;
-            }
+            if (g->alive && !g->alive[at_of[j]]) continue; /* pruned: not drawn */
             draw_value(g, at_of[j], d->dbl, d->out, d->first + found++);
         }
     }
@@ -94,8 +88,9 @@ static void run_draws(void *arg, int64_t worker) {
 }
 
 /* ``size`` stratified, jittered draws over the segments (seeded: the same every call for
- * the same ``threads``), in ranges on ``threads`` threads, written to ``out`` in order (-1 where not alive). Returns how
- * many were written (``size``). */
+ * the same ``threads``), in ranges on ``threads`` threads; the values of those at alive
+ * places are written to ``out`` in order. Returns how many were written (``size`` less
+ * the draws that fell on pruned places). */
 int64_t fsp_sample(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
                    int64_t size, int64_t threads, void *out) {
     fsp_draws draws[MAX_TASKS];
