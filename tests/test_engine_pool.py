@@ -153,3 +153,50 @@ def test_a_bad_pool_size_names_the_variable(bad):
     got = _run({"FSPARSE_POOL_BYTES": bad}, "import fsparse")
     assert got.returncode != 0
     assert "ValueError: FSPARSE_POOL_BYTES must be" in got.stderr and bad in got.stderr
+
+
+def test_a_fork_while_another_thread_uses_the_pool_leaves_the_child_a_working_pool():
+    """pool.c's lock is taken around fork (pthread_atfork): a thread that holds it while
+    the main thread forks (ctypes calls run without the GIL, as a DataLoader's fork meets
+    a training thread) must not leave the child a lock that nobody will release."""
+    import time
+
+    size = (pool.SCRATCH_BYTES + 1,)  # one 2 MiB block each (mapped, never touched)
+    held = [pool.empty(size, torch.uint8, scratch=True) for _ in range(400)]
+    del held  # 400 cached blocks: each fsp_pool_limit call walks them all under the lock
+    assert fsparse.cached_memory() >= 400 * (2 << 20)
+    stop = threading.Event()
+
+    def churn() -> None:  # holds the lock most of the time, without the GIL
+        while not stop.is_set():
+            for _ in range(64):
+                native.KERNELS.fsp_pool_limit(pool._CAP)
+
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    hung = 0
+    try:
+        for _ in range(150):
+            pid = os.fork()
+            if pid == 0:  # the child: one take and one give-back, then out
+                t = pool.empty(size, torch.uint8, scratch=True)
+                del t
+                os._exit(0)
+            deadline = time.monotonic() + 5.0
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    hung += 1
+                    break
+                time.sleep(0.001)
+            if hung:
+                break
+    finally:
+        stop.set()
+        worker.join(10)
+    assert hung == 0, "a forked child hung on the pool's lock"

@@ -63,7 +63,8 @@ class PrunerState:
         if type(self.targets) is not ReadOnlyDict:
             targets = check_instance(self.targets, Mapping, "targets")
             object.__setattr__(self, "targets", ReadOnlyDict(
-                {k: check_real(v, f"targets[{short_repr(k)}]", low=0.0, high=1.0)
+                {k: v if type(v) is float and 0.0 <= v <= 1.0  # the label only for errors
+                 else check_real(v, f"targets[{short_repr(k)}]", low=0.0, high=1.0)
                  for k, v in targets.items()}, "targets"))
 
     def replace(self, **changes: Any) -> PrunerState:

@@ -52,6 +52,21 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static fsp_block *cache = NULL; /* newest first */
 static size_t cached = 0, cap = 0;
 
+/* fork() while another thread holds the lock (ctypes calls run without the GIL, and a
+ * DataLoader forks its workers from the main thread) would leave the child's copy locked
+ * for good, and its first pool call, or a pool tensor it frees, would hang. So a fork
+ * takes the lock first and both sides release it after: the child starts with the cache
+ * unlocked and consistent. */
+static void fork_prepare(void) { pthread_mutex_lock(&lock); }
+static void fork_release(void) { pthread_mutex_unlock(&lock); }
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+static void fork_handlers(void) { pthread_atfork(fork_prepare, fork_release, fork_release); }
+
+static void locked(void) {
+    pthread_once(&fork_once, fork_handlers);
+    pthread_mutex_lock(&lock);
+}
+
 /* Unmap a list of blocks; returns their bytes. */
 static int64_t unmap_all(fsp_block *b) {
     int64_t bytes = 0;
@@ -86,7 +101,7 @@ static fsp_block *over_cap(void) {
 
 static void give_back(fsp_dl_managed *t) {
     fsp_block *b = (fsp_block *)t->manager_ctx, *drop;
-    pthread_mutex_lock(&lock);
+    locked();
     b->next = cache;
     cache = b;
     cached += b->bytes;
@@ -96,7 +111,7 @@ static void give_back(fsp_dl_managed *t) {
 }
 
 static fsp_block *take(size_t bytes) {
-    pthread_mutex_lock(&lock);
+    locked();
     for (fsp_block **at = &cache; *at; at = &(*at)->next)
         if ((*at)->bytes == bytes) {
             fsp_block *b = *at;
@@ -144,7 +159,7 @@ void fsp_pool_drop(void *tensor) { give_back((fsp_dl_managed *)tensor); }
 /* Cache at most ``bytes`` of unused blocks: the oldest beyond it are unmapped now (returns
  * their bytes). */
 int64_t fsp_pool_limit(int64_t bytes) {
-    pthread_mutex_lock(&lock);
+    locked();
     cap = bytes > 0 ? (size_t)bytes : 0;
     fsp_block *drop = over_cap();
     pthread_mutex_unlock(&lock);
@@ -153,7 +168,7 @@ int64_t fsp_pool_limit(int64_t bytes) {
 
 /* Bytes of unused blocks the cache holds now. */
 int64_t fsp_pool_cached(void) {
-    pthread_mutex_lock(&lock);
+    locked();
     int64_t out = (int64_t)cached;
     pthread_mutex_unlock(&lock);
     return out;
