@@ -275,6 +275,39 @@ def test_native_pass_brackets_the_live_values(monkeypatch, native_path):
 
 
 @pytest.mark.parametrize("fused", [False, True])
+def test_few_live_values_crowded_by_ties_stay_on_the_pass(monkeypatch, fused):
+    """RigL's drop: few live weights, many of them exactly 0 (the ones it regrew), and the
+    k-th live value among those zeros. The bracket is all ties; its candidates must fit the
+    budget of the places the pass reads, not of the few live ones (else radix every time)."""
+    from fsparse._src.engine import native, native_keep
+
+    if not fused:
+        monkeypatch.setattr(native, "KERNELS", None)
+    elif native.KERNELS is None:
+        pytest.fail("the native kernels were not built (see setup.py)")
+    gen = torch.Generator().manual_seed(8)
+    n = 2_359_296  # resnet18's largest conv
+    live = torch.rand(n, generator=gen) < 0.1
+    w = torch.randn(n, generator=gen)
+    w[live & (torch.rand(n, generator=gen) < 0.3)] = 0.0  # ~70,000 live zeros
+    pruned = int((~live).sum())
+    k = pruned + 40_000  # among the live zeros
+    results = []
+    if fused:
+        real_one = native_keep.one_pass
+        monkeypatch.setattr(native_keep, "one_pass",
+                            lambda *a: results.append(real_one(*a) or None) or bool(results[-1]))
+    else:
+        real = keep_mod._keep_pass
+        monkeypatch.setattr(keep_mod, "_keep_pass",
+                            lambda *a: results.append(real(*a)) or results[-1])
+    got = select_scores({"w": AbsScores(w, live)}, k / n)["w"]
+    want = reference_keep([torch.where(live, w.abs(), -1.0)], k)[0]
+    assert torch.equal(got, want)
+    assert len(results) == 1 and results[0] is not None  # no fallback to radix
+
+
+@pytest.mark.parametrize("fused", [False, True])
 def test_keyed_global_selection_stays_on_the_live_pass(monkeypatch, fused):
     """Many pieces, pruned unevenly: the live sample covers every piece, the pass hits
     (the torch pass, or the fused one, which counts the pruned places first)."""

@@ -154,14 +154,19 @@ def bounds(
     ``live``: ``k`` and ``n`` count the live places of computed pieces only. ``draw``
     (``_sample``'s signature) and ``select`` (:func:`bracket`'s) replace the torch ones.
     """
-    total = sum(p.numel() for p in pieces)  # live: n of them are live; draw n-sized samples
-    size = min(sample_size(n) * total // n, 4 * sample_size(n))
+    total = sum(p.numel() for p in pieces)  # live: n of them are live
+    # live: about an n-sized sample of live values, but never more draws than a sample of
+    # all the places takes (a draw costs the same live or not; with as many draws, the
+    # live values bracket at least as tightly as all of them would)
+    size = min(sample_size(n) * total // n, 4 * sample_size(n), sample_size(total))
     sample = (draw or _sample)(pieces, size, live)
     if not sample.numel():
         return None
     lo, hi = bracket(sample, k / n, select)
     crowd = float(((sample >= lo) & (sample <= hi)).float().mean())
-    budget = min(int(4 * crowd * n) + 4096, max(n // 16, 1 << 16))
+    # at most a 16th of the places the pass reads, live or not (its buffers' share); ties
+    # among few live values can crowd the bracket, and the fallback costs far more
+    budget = min(int(4 * crowd * n) + 4096, max(total // 16, 1 << 16))
     dtype = pieces[0].dtype
     return torch.tensor(lo, dtype=dtype), torch.tensor(hi, dtype=dtype), budget
 
