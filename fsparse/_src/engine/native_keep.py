@@ -15,8 +15,8 @@ with no full-size temporaries:
 
 Places where a computed piece's ``keep`` is ``False`` (already pruned) are below
 every score: never kept, never candidates, never drawn (the bracket is of the live
-values, whose count is known exactly). The masks are the torch path's bit for bit (the
-tests compare both).
+values, counted exactly when the sample meets a pruned place). The masks are the torch
+path's bit for bit (the tests compare both).
 """
 
 from __future__ import annotations
@@ -156,19 +156,28 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
     dtype, wide = pieces[0].dtype, int(pieces[0].dtype == torch.float64)
     segments, n = _segments(pieces, keep), sum(p.numel() for p in pieces)
 
+    drawn: dict[int, torch.Tensor] = {}  # draws by size: a sample is drawn once
+
     def draw(_: Sequence[Piece], size: int, __: bool) -> torch.Tensor:
-        out = pool.empty((size,), dtype, scratch=True)
-        got = lib.fsp_sample(segments, len(pieces), n, wide, size,
-                             native.threads(size, _MIN_DRAWS_PER_THREAD), out.data_ptr())
-        return out[:got]  # the draws at live places only
+        if size not in drawn:
+            out = pool.empty((size,), dtype, scratch=True)
+            got = lib.fsp_sample(segments, len(pieces), n, wide, size,
+                                 native.threads(size, _MIN_DRAWS_PER_THREAD), out.data_ptr())
+            drawn[size] = out[:got]  # the draws at live places only
+        return drawn[size]
 
     # The bracket is of the (k - pruned)-th live value: counting the pruned places exactly
     # spares the sample their share of its noise (fewer candidates for the same margin).
+    # A sample of all the places that meets no pruned one says there are none to speak of
+    # (the masks of a dense state): no count then, and the pass still finds any there are.
     alive = [p.keep for p in pieces if isinstance(p, (AbsScores, RandomScores))
              and p.keep is not None]
-    pruned = sum(a.numel() for a in alive) - int(native.count_all(alive) or 0)
-    if k <= pruned:
-        return False  # the k-th may be a pruned place: the caller counts them
+    dense = kth.sample_size(n)
+    pruned = 0
+    if alive and draw(pieces, dense, False).numel() < dense:
+        pruned = sum(a.numel() for a in alive) - int(native.count_all(alive) or 0)
+        if k <= pruned:
+            return False  # the k-th may be a pruned place: the caller counts them
     # bounds reads only numel() and dtype of the pieces; draw reads the values
     found = kth.bounds(pieces, k - pruned, n - pruned, pruned > 0,  # type: ignore[arg-type]
                        draw=draw, select=_kth)
