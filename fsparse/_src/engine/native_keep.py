@@ -174,7 +174,7 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
              and p.keep is not None]
     dense = kth.sample_size(n)
     pruned = 0
-    if alive and draw(pieces, dense, False).numel() < dense:
+    if alive and draw((), dense, False).numel() < dense:  # draw reads the segments
         pruned = sum(a.numel() for a in alive) - int(native.count_all(alive) or 0)
         if k <= pruned:
             return False  # the k-th may be a pruned place: the caller counts them
