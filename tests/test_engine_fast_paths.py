@@ -274,17 +274,31 @@ def test_native_pass_brackets_the_live_values(monkeypatch, native_path):
     assert answers == [(k, k > pruned) for k, _ in answers] and len(answers) == 6
 
 
+def _record_passes(monkeypatch: pytest.MonkeyPatch, fused: bool) -> list[object]:
+    """Run the fused pass (``fused``) or the torch one, and record each pass's answer in the
+    list returned (``None``: it missed or overflowed, and the selection fell back)."""
+    from fsparse._src.engine import native, native_keep
+
+    results: list[object] = []
+    if fused:
+        if native.KERNELS is None:
+            pytest.fail("the native kernels were not built (see setup.py)")
+        real_one = native_keep.one_pass
+        monkeypatch.setattr(native_keep, "one_pass",
+                            lambda *a: results.append(real_one(*a) or None) or bool(results[-1]))
+    else:
+        monkeypatch.setattr(native, "KERNELS", None)
+        real = keep_mod._keep_pass
+        monkeypatch.setattr(keep_mod, "_keep_pass",
+                            lambda *a: results.append(real(*a)) or results[-1])
+    return results
+
+
 @pytest.mark.parametrize("fused", [False, True])
 def test_few_live_values_crowded_by_ties_stay_on_the_pass(monkeypatch, fused):
     """RigL's drop: few live weights, many of them exactly 0 (the ones it regrew), and the
     k-th live value among those zeros. The bracket is all ties; its candidates must fit the
     budget of the places the pass reads, not of the few live ones (else radix every time)."""
-    from fsparse._src.engine import native, native_keep
-
-    if not fused:
-        monkeypatch.setattr(native, "KERNELS", None)
-    elif native.KERNELS is None:
-        pytest.fail("the native kernels were not built (see setup.py)")
     gen = torch.Generator().manual_seed(8)
     n = 2_359_296  # resnet18's largest conv
     live = torch.rand(n, generator=gen) < 0.1
@@ -292,15 +306,7 @@ def test_few_live_values_crowded_by_ties_stay_on_the_pass(monkeypatch, fused):
     w[live & (torch.rand(n, generator=gen) < 0.3)] = 0.0  # ~70,000 live zeros
     pruned = int((~live).sum())
     k = pruned + 40_000  # among the live zeros
-    results = []
-    if fused:
-        real_one = native_keep.one_pass
-        monkeypatch.setattr(native_keep, "one_pass",
-                            lambda *a: results.append(real_one(*a) or None) or bool(results[-1]))
-    else:
-        real = keep_mod._keep_pass
-        monkeypatch.setattr(keep_mod, "_keep_pass",
-                            lambda *a: results.append(real(*a)) or results[-1])
+    results = _record_passes(monkeypatch, fused)
     got = select_scores({"w": AbsScores(w, live)}, k / n)["w"]
     want = reference_keep([torch.where(live, w.abs(), -1.0)], k)[0]
     assert torch.equal(got, want)
@@ -311,27 +317,13 @@ def test_few_live_values_crowded_by_ties_stay_on_the_pass(monkeypatch, fused):
 def test_keyed_global_selection_stays_on_the_live_pass(monkeypatch, fused):
     """Many pieces, pruned unevenly: the live sample covers every piece, the pass hits
     (the torch pass, or the fused one, which counts the pruned places first)."""
-    from fsparse._src.engine import native, native_keep
-
-    if not fused:
-        monkeypatch.setattr(native, "KERNELS", None)
-    elif native.KERNELS is None:
-        pytest.fail("the native kernels were not built (see setup.py)")
     gen = torch.Generator().manual_seed(6)
     sizes = (threshold_mod.SMALL, 3000, 2 * threshold_mod.SMALL, 50_000)
     ws = [torch.randn(s, generator=gen) * scale for s, scale in zip(sizes, (1, 3, 0.3, 10))]
     lives = [torch.rand(s, generator=gen) > f for s, f in zip(sizes, (0.9, 0.1, 0.5, 0.0))]
     pruned = sum(int((~m).sum()) for m in lives)
     n = sum(sizes)
-    results = []
-    if fused:
-        real_one = native_keep.one_pass
-        monkeypatch.setattr(native_keep, "one_pass",
-                            lambda *a: results.append(real_one(*a) or None) or bool(results[-1]))
-    else:
-        real = keep_mod._keep_pass
-        monkeypatch.setattr(keep_mod, "_keep_pass",
-                            lambda *a: results.append(real(*a)) or results[-1])
+    results = _record_passes(monkeypatch, fused)
     for k in (pruned + 1, pruned + (n - pruned) // 3, n - 2):
         lazy = {f"w{i}": AbsScores(w, m) for i, (w, m) in enumerate(zip(ws, lives))}
         got = select_scores(lazy, k / n, shared=True)
