@@ -136,17 +136,24 @@ def test_a_movement_update_skips_the_revival_check_only_when_the_pass_rules_it_o
     assert len(checked) < 10  # the update that revived nothing was settled by the pass
 
 
-def test_a_weight_that_comes_back_among_the_candidates_is_seen():
-    """Pruned places whose scores sit just above the threshold: kept, but inside the
-    sampled bracket (the finish's candidates), not above it."""
+@pytest.mark.parametrize("above", [0, 1500, 3000])
+def test_a_weight_that_comes_back_among_the_candidates_is_seen(above):
+    """Pruned places whose scores sit above the threshold: kept, but inside the sampled
+    bracket (the finish's candidates), not above it. Just above it (``above`` 0) the pass's
+    ``> mid`` guess may be wrong; ``above`` ranks higher it is right, and the finish passes
+    over such blocks unless it knows a candidate lies where ``live`` is off."""
     n, k = 400_000, 200_000
     s, g, w, live = _inputs(n, 21)
     s = torch.randn(n, generator=torch.Generator().manual_seed(2))
     live[:] = True
-    live[::4000] = False  # 100 pruned places
+    if above:
+        live[123_457] = False  # one, so no other flag in its block needs the finish
+    else:
+        live[::4000] = False  # 100 pruned places
     moved = _formula(s, g, w, live)
     threshold = float(moved.kthvalue(k).values)
-    s[~live] = torch.nextafter(torch.tensor(threshold), torch.tensor(1.0)).item()
+    value = torch.nextafter(torch.tensor(threshold), torch.tensor(1.0)).item()
+    s[~live] = value if not above else float(moved.kthvalue(k + above).values)
     piece = MovementScores(s, g, w, live)
     mask = keep_masks([piece], k)[0]
     assert bool((mask & ~live).any()) and piece.filled

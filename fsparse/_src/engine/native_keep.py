@@ -36,6 +36,7 @@ from fsparse._src.engine.threshold import NaNScores, Piece
 __all__ = ["BlockMeans", "applies", "one_pass", "reads"]
 
 _PLAIN, _ABS, _ABS_PRODUCT, _BLOCK_L1, _BLOCK_L2, _RANDOM, _MOVEMENT = range(7)  # kernels.h
+_LIVE_OFF = 1 << 62  # kernels.h's FSP_LIVE_OFF: a candidate's position flag
 _MIN_PER_THREAD = 1 << 18  # values per thread of the pass, at least
 _MIN_DRAWS_PER_THREAD = 1 << 14
 
@@ -208,7 +209,7 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
                           native.threads(n_cand, _MIN_DRAWS_PER_THREAD),
                           ctypes.byref(revived_candidates))
     if ties <= -2:
-        first = int(where[-2 - ties])
+        first = int(where[-2 - ties]) & ~_LIVE_OFF
         raise NaNScores(sum(1 for seg in segments[1:] if seg.base <= first))
     if ties >= 0 and revived.value + revived_candidates.value == 0:
         for piece in pieces:  # counted over all of them: none comes back anywhere

@@ -5,7 +5,8 @@
  *   keep[i] = v > mid                    (and alive[i], where alive is given)
  *   v is kept for sure if v > hi, and counted (``above``)
  *   v is a candidate if !(v < lo) && !(v > hi)   (lo <= v <= hi, or NaN; and alive[i])
- * with lo <= mid <= hi. Candidates are written in order (global position, value);
+ * with lo <= mid <= hi. Candidates are written in order (global position, value; the
+ * position has FSP_LIVE_OFF set where a MOVEMENT_SCORES ``live`` is off);
  * threshold.c finds the exact threshold among them and rewrites the flags of those the
  * guess ``v > mid`` got wrong: the threshold lies near the bracket's middle, so that is a
  * small share of them. AVX2 or SSE2 on x86-64, portable C elsewhere.
@@ -115,7 +116,8 @@ static inline int64_t fill_means_double(const fsp_segment *g, int64_t s, int64_t
                 for (int64_t j = i; j < i + 8 && j < m; j++)                                \
                     if (flag[j]) {                                                          \
                         if (t->nc < t->cap) {                                               \
-                            t->cidx[t->nc] = g->base + s + j;                               \
+                            int64_t off = g->live && !g->live[s + j] ? FSP_LIVE_OFF : 0;    \
+                            t->cidx[t->nc] = (g->base + s + j) | off;                       \
                             cval[t->nc] = vals[j];                                          \
                         }                                                                   \
                         t->nc++;                                                            \
@@ -137,7 +139,8 @@ static inline void take_bits(const fsp_segment *g, int64_t i, uint32_t bits, fsp
         bits &= bits - 1;
         if (t->nc < t->cap) {
             float v = x[i + j];
-            t->cidx[t->nc] = g->base + i + j;
+            int64_t off = g->live && !g->live[i + j] ? FSP_LIVE_OFF : 0;
+            t->cidx[t->nc] = (g->base + i + j) | off;
             cval[t->nc] = g->mode == PLAIN ? v : g->mode == ABS ? fabsf(v) : fabsf(v * y[i + j]);
         }
         t->nc++;

@@ -14,6 +14,10 @@
  * (float32; movement_score), which the pass also writes to ``out``. */
 enum { PLAIN = 0, ABS = 1, ABS_PRODUCT = 2, BLOCK_L1 = 3, BLOCK_L2 = 4, RANDOM = 5,
        MOVEMENT_SCORES = 6 };
+/* In a candidate's position (keep_pass.c -> threshold.c): it lies where a MOVEMENT_SCORES
+ * segment's ``live`` is off, so it comes back if kept (the pass reads ``live`` in order
+ * anyway; the finish would otherwise look it up, a cache miss a candidate). */
+#define FSP_LIVE_OFF ((int64_t)1 << 62)
 /* Threads a kernel runs on, at most; tasks its work is split into, at most; tasks per
  * thread (parallel.c hands them out as threads come free); items per task, at least. */
 enum { MAX_THREADS = 64, MAX_TASKS = 256, TASKS_PER_THREAD = 16, MIN_TASK = 1 << 16 };

@@ -77,31 +77,55 @@ typedef struct {
     double t, mid;
 } fsp_flags;
 
-/* Candidates first..last: kept unless below the threshold or among the first ties; the
- * pass wrote ``v > mid``, so only the flags that differ are written. */
+/* Candidate i's flag: kept unless below the threshold or among the first ties; written
+ * only where it differs from the pass's ``v > mid``. ``*s``: the segment the last one was
+ * in (positions ascend); ``*seen``: the ties met so far. */
+static inline void flag_one(fsp_flags *f, int64_t i, int64_t *s, int64_t *seen) {
+    int64_t where = f->where[i] & ~FSP_LIVE_OFF;
+    while (*s < f->nsegs - 1 && where >= f->segs[*s].base + f->segs[*s].n) ++*s;
+    double v = f->dbl ? ((const double *)f->vals)[i] : (double)((const float *)f->vals)[i];
+    uint8_t keep = !(v < f->t);
+    if (v == f->t && *seen < f->ties) {
+        keep = 0;
+        ++*seen;
+    }
+    if (keep != (v > f->mid)) f->segs[*s].keep[where - f->segs[*s].base] = keep;
+    if (keep && (f->where[i] & FSP_LIVE_OFF)) f->revived++; /* comes back */
+}
+
+/* Whether any of the 8 candidates from i needs flag_one: its flag differs from the guess,
+ * it equals the threshold (a tie), or it lies where ``live`` is off. Branch-free, so the
+ * compiler vectorizes it; most blocks need nothing (the threshold lies near ``mid``). */
+#define BLOCK_NEEDS(T)                                                                      \
+    static inline int needs_##T(const fsp_flags *f, int64_t i) {                             \
+        const T *v = (const T *)f->vals + i;                                                \
+        const double t = f->t, mid = f->mid;                                                \
+        int any = 0;                                                                        \
+        for (int j = 0; j < 8; j++) {                                                       \
+            double x = (double)v[j];                                                        \
+            any |= ((x < t) == (x > mid)) | (x == t) | ((f->where[i + j] & FSP_LIVE_OFF) != 0); \
+        }                                                                                   \
+        return any;                                                                         \
+    }
+BLOCK_NEEDS(float)
+BLOCK_NEEDS(double)
+
+/* Candidates first..last, 8 at a time: a block that needs nothing is passed over. */
 static void run_flags(void *arg, int64_t worker) {
     fsp_flags *f = (fsp_flags *)arg;
     (void)worker;
-    int64_t s = 0, seen = f->ties_before;
-    for (int64_t i = f->first; i < f->last; i++) {
-        while (s < f->nsegs - 1 && f->where[i] >= f->segs[s].base + f->segs[s].n) s++;
-        double v = f->dbl ? ((const double *)f->vals)[i] : (double)((const float *)f->vals)[i];
-        uint8_t keep = !(v < f->t);
-        if (v == f->t && seen < f->ties) {
-            keep = 0;
-            seen++;
-        }
-        int64_t at = f->where[i] - f->segs[s].base;
-        if (keep != (v > f->mid)) f->segs[s].keep[at] = keep;
-        if (keep && f->segs[s].live && !f->segs[s].live[at]) f->revived++; /* comes back */
-    }
+    int64_t s = 0, seen = f->ties_before, i = f->first;
+    for (; i + 8 <= f->last; i += 8)
+        if (f->dbl ? needs_double(f, i) : needs_float(f, i))
+            for (int64_t j = i; j < i + 8; j++) flag_one(f, j, &s, &seen);
+    for (; i < f->last; i++) flag_one(f, i, &s, &seen);
 }
 
 /* The candidates' keep flags from their exact answer: the ``need`` lowest (those below
  * the threshold, then the first ties equal to it, in order) are pruned, the others
  * kept (``need`` 0: all kept), where they differ from the pass's ``v > mid`` (the same
- * ``mid``). ``where`` ascends; segment ``s`` covers [base, base + n). ``*revived``: the
- * kept candidates where a MOVEMENT_SCORES segment's ``live`` is off.
+ * ``mid``). ``where`` (less FSP_LIVE_OFF) ascends; segment ``s`` covers [base, base + n).
+ * ``*revived``: the kept candidates marked FSP_LIVE_OFF by the pass.
  * Returns the ties, -1 if ``need`` is not in 0..n, or -2 - i when candidate ``i`` is
  * the first NaN (checked first); nothing is written unless it returns the ties. */
 int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
