@@ -220,6 +220,16 @@ def test_zero_pruned_writes_what_the_multiply_writes(length, dtype, density):
     assert torch.equal(w.view(bits), want.view(bits))
 
 
+def test_zero_all_pruned_refuses_a_dtype_it_would_leave_unwritten(native_path):
+    """Its runs are per dtype (float32, float64): any other weight is refused up front, and
+    nothing is written, rather than left as it was while the others are zeroed."""
+    w, half = torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0], dtype=torch.float16)
+    keep = torch.tensor([False, True])
+    with pytest.raises(TypeError, match="float16"):
+        native.zero_all_pruned_([(w, keep), (half, keep)])
+    assert w.tolist() == [1.0, 2.0] and half.tolist() == [1.0, 2.0]
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize(("sizes", "density"), [
     ([(1_000_003, False), (17, True), (1_200_001, False), (5, False), (900_000, True),

@@ -19,6 +19,7 @@ import importlib.util
 import os
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -132,6 +133,14 @@ def _flags(*masks: torch.Tensor) -> bool:
     return KERNELS is not None and all(plain(m, torch.bool) for m in masks)
 
 
+def _items(*columns: Sequence[torch.Tensor]) -> tuple[Any, ...]:
+    """The many-item kernels' arguments: a ctypes array of data pointers per column of
+    tensors, then one of the element counts of the first column's (``ns``)."""
+    pointers = [(ctypes.c_void_p * len(c))(*(t.data_ptr() for t in c)) for c in columns]
+    sizes = (ctypes.c_int64 * len(columns[0]))(*(t.numel() for t in columns[0]))
+    return (*pointers, sizes)
+
+
 def count_true(flags: torch.Tensor) -> int | None:
     """Set flags of the bool ``flags`` natively, or ``None`` where the kernels do not apply.
 
@@ -151,10 +160,8 @@ def count_all(masks: Sequence[torch.Tensor]) -> int | None:
     if not _flags(*masks):
         return None
     assert KERNELS is not None
-    count = len(masks)
-    ptrs = (ctypes.c_void_p * count)(*(m.data_ptr() for m in masks))
-    ns = (ctypes.c_int64 * count)(*(m.numel() for m in masks))
-    return int(KERNELS.fsp_count_true(ptrs, ns, count, threads(sum(ns))))
+    ptrs, ns = _items(masks)
+    return int(KERNELS.fsp_count_true(ptrs, ns, len(masks), threads(sum(ns))))
 
 
 def all_true(flags: torch.Tensor) -> bool | None:
@@ -194,11 +201,8 @@ def any_gains(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> bool | None
     if not all(_flags(old, new) and old.shape == new.shape for old, new in pairs):
         return None
     assert KERNELS is not None
-    count = len(pairs)
-    olds = (ctypes.c_void_p * count)(*(old.data_ptr() for old, _ in pairs))
-    news = (ctypes.c_void_p * count)(*(new.data_ptr() for _, new in pairs))
-    ns = (ctypes.c_int64 * count)(*(new.numel() for _, new in pairs))
-    return bool(KERNELS.fsp_gains(olds, news, ns, count, threads(sum(ns))))
+    olds, news, ns = _items([old for old, _ in pairs], [new for _, new in pairs])
+    return bool(KERNELS.fsp_gains(olds, news, ns, len(pairs), threads(sum(ns))))
 
 
 def spread(keep: torch.Tensor, width: int, ranked: tuple[torch.Tensor, str, int] | None = None
@@ -262,16 +266,15 @@ def zero_all_pruned_(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None
     ([0.0, 2.0], [0.0, 4.0])
     """
     assert KERNELS is not None
+    odd = [w.dtype for w, _ in pairs if w.dtype not in (torch.float32, torch.float64)]
+    if odd:  # the runs below are per dtype: another one would be left unwritten
+        raise TypeError(f"zero_all_pruned_ writes float32 and float64 weights, got {odd[0]}")
     for dtype in (torch.float32, torch.float64):
         group = [(w, k) for w, k in pairs if w.dtype == dtype]
-        if not group:
-            continue
-        count = len(group)
-        ws = (ctypes.c_void_p * count)(*(w.data_ptr() for w, _ in group))
-        keeps = (ctypes.c_void_p * count)(*(k.data_ptr() for _, k in group))
-        ns = (ctypes.c_int64 * count)(*(w.numel() for w, _ in group))
-        KERNELS.fsp_zero_pruned(ws, keeps, ns, count, int(dtype == torch.float64),
-                                threads(sum(ns)))
+        if group:
+            ws, keeps, ns = _items([w for w, _ in group], [k for _, k in group])
+            KERNELS.fsp_zero_pruned(ws, keeps, ns, len(group), int(dtype == torch.float64),
+                                    threads(sum(ns)))
 
 
 def movement_scores(score: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor,

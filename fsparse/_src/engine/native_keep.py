@@ -159,7 +159,7 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
 
     drawn: dict[int, torch.Tensor] = {}  # draws by size: a sample is drawn once
 
-    def draw(_: Sequence[Piece], size: int, __: bool) -> torch.Tensor:
+    def sample(size: int) -> torch.Tensor:
         if size not in drawn:
             out = pool.empty((size,), dtype, scratch=True)
             got = lib.fsp_sample(segments, len(pieces), n, wide, size,
@@ -175,13 +175,13 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
              and p.keep is not None]
     dense = kth.sample_size(n)
     pruned = 0
-    if alive and draw((), dense, False).numel() < dense:  # draw reads the segments
+    if alive and sample(dense).numel() < dense:
         pruned = sum(a.numel() for a in alive) - int(native.count_all(alive) or 0)
         if k <= pruned:
             return False  # the k-th may be a pruned place: the caller counts them
-    # bounds reads only numel() and dtype of the pieces; draw reads the values
+    # bounds reads only numel() and dtype of the pieces; the sample reads the segments
     found = kth.bounds(pieces, k - pruned, n - pruned, pruned > 0,  # type: ignore[arg-type]
-                       draw=draw, select=_kth)
+                       draw=lambda _, size, __: sample(size), select=_kth)
     if found is None:
         return False
     lo, hi, budget = found
