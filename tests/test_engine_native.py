@@ -162,6 +162,28 @@ def test_count_all_counts_each_mask_once(sizes, threads, native_path):
     assert native.count_all([torch.ones(4, 3, dtype=torch.bool).t()]) is None  # not plain
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_brackets_selects_give_each_ranks_value(threads, dtype, native_path):
+    """The sample's ranks are selected at once, each on its own keys, on the threads; a bad
+    rank is refused before anything is written."""
+    import ctypes
+
+    gen = torch.Generator().manual_seed(threads)
+    values = (torch.randn(70_001, generator=gen) * 4).round().to(dtype)  # many ties, +-0.0
+    ordered = values.sort().values
+    ranks = [1, 2, 35_000, 35_001, 70_001]
+    assert native_keep._kth(values, ranks) == [float(ordered[r - 1]) for r in ranks]
+    n = values.numel()
+    keys = torch.empty(2 * n, dtype=torch.int64)
+    out = (ctypes.c_double * 2)(7.0, 7.0)
+    for bad in ([0, 5], [5, n + 1]):
+        assert native.KERNELS.fsp_kth_many(values.data_ptr(), n, int(dtype == torch.float64),
+                                           (ctypes.c_int64 * 2)(*bad), 2, keys.data_ptr(), out,
+                                           threads) == -1
+        assert list(out) == [7.0, 7.0]
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 70_000), st.integers(0, 9), st.floats(0.0, 1.0))
 def test_flag_kernels_equal_torch(length, offset, density):

@@ -121,15 +121,17 @@ def _segments(pieces: Sequence[Piece | BlockMeans], keep: Sequence[torch.Tensor]
     return segments
 
 
-def _kth(values: torch.Tensor, rank: int) -> float:
-    """The ``rank``-th smallest (1-based) of the contiguous 1-D ``values`` (no NaN)."""
+def _kth(values: torch.Tensor, ranks: Sequence[int]) -> list[float]:
+    """The ``rank``-th smallest (1-based) of the contiguous 1-D ``values`` (no NaN) for each
+    of ``ranks``, selected at once on the threads."""
     assert native.KERNELS is not None
-    out = ctypes.c_double()
-    keys = pool.empty((values.numel(),), torch.int64, scratch=True)  # the radix select's
-    native.KERNELS.fsp_kth(values.data_ptr(), values.numel(),
-                           int(values.dtype == torch.float64), rank, keys.data_ptr(),
-                           ctypes.byref(out))
-    return out.value
+    n, count = values.numel(), len(ranks)
+    out = (ctypes.c_double * count)()
+    keys = pool.empty((count * n,), torch.int64, scratch=True)  # each radix select's own
+    native.KERNELS.fsp_kth_many(values.data_ptr(), n, int(values.dtype == torch.float64),
+                                (ctypes.c_int64 * count)(*ranks), count, keys.data_ptr(), out,
+                                native.threads(count * n, _MIN_DRAWS_PER_THREAD))
+    return list(out)
 
 
 def _middle(lo: float, hi: float, dtype: torch.dtype) -> float:

@@ -61,7 +61,7 @@ class ComputedPiece(Protocol):
 
 Piece = torch.Tensor | ComputedPiece
 Draw = Callable[[Sequence[Piece], int, bool], torch.Tensor]  # (pieces, size, live) -> sample
-Select = Callable[[torch.Tensor, int], float]  # (values, rank from 1) -> that value
+Select = Callable[[torch.Tensor, Sequence[int]], list[float]]  # (values, ranks from 1)
 
 
 class NaNScores(ValueError):
@@ -129,18 +129,21 @@ def _sample(pieces: Sequence[Piece], size: int, live: bool = False) -> torch.Ten
     return torch.cat(parts) if parts else torch.empty(0)
 
 
-def _kthvalue(values: torch.Tensor, rank: int) -> float:
-    return float(values.kthvalue(rank).values.item())
+def _kthvalue(values: torch.Tensor, ranks: Sequence[int]) -> list[float]:
+    return [float(values.kthvalue(rank).values.item()) for rank in ranks]
 
 
 def bracket(sample: torch.Tensor, q: float, select: Select = _kthvalue) -> tuple[float, float]:
     """Sample quantiles around ``q``, wide enough to hold the true quantile (5 sigma);
-    ``select(values, rank)`` gives the ``rank``-th smallest (1-based)."""
+    ``select(values, ranks)`` gives the ``rank``-th smallest (1-based) of each rank, in one
+    call (the native one selects them at once, on the threads)."""
     m = sample.numel()
     delta = _Z_SCORE * math.sqrt(q * (1 - q) / m) + 2 / m
     lo_rank, hi_rank = math.floor((q - delta) * m), math.ceil((q + delta) * m)
-    lo = select(sample, lo_rank + 1) if lo_rank >= 0 else -math.inf
-    hi = select(sample, hi_rank + 1) if hi_rank < m else math.inf
+    ranks = [rank + 1 for rank in (lo_rank, hi_rank) if 0 <= rank < m]
+    found = iter(select(sample, ranks) if ranks else [])
+    lo = next(found) if lo_rank >= 0 else -math.inf
+    hi = next(found) if hi_rank < m else math.inf
     return lo, hi
 
 

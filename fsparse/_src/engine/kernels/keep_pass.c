@@ -282,9 +282,10 @@ static void fill_movement(const fsp_segment *g, int64_t s, int64_t m, float *out
 static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float mid,
                            float hi, fsp_cursor *t) {
     float buffer[BLK];
+    uint8_t flags[BLK];
     for (int64_t s = s0; s < s1; s += BLK) {
         int64_t m = s1 - s < BLK ? s1 - s : BLK;
-        float *vals = g->mode == MOVEMENT_SCORES ? (float *)g->out + s : buffer;
+        float *vals = buffer;
         if (g->mode == RANDOM)
             rng_fill(g->key, s, m, vals);
         else if (g->mode == MOVEMENT_SCORES)
@@ -297,11 +298,13 @@ static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float l
         view.y = NULL;
         view.alive = g->alive ? g->alive + s : NULL;
         view.live = g->live ? g->live + s : NULL;
-        view.keep = g->keep + s;
+        view.keep = flags;
         view.base = g->base + s;
         view.n = m;
         view.mode = PLAIN;
         range_plain_float(&view, 0, m, lo, mid, hi, t);
+        stream_copy(g->keep + s, flags, (size_t)m);
+        if (g->mode == MOVEMENT_SCORES) stream_copy((float *)g->out + s, vals, (size_t)m * sizeof(float));
     }
 }
 
@@ -350,6 +353,7 @@ static void run_part(void *arg, int64_t worker) {
         else
             range_plain_float(g, s0, s1, (float)p->lo, (float)p->mid, (float)p->hi, &t);
     }
+    stream_fence();
     part->worker = worker;
     part->offset = w->nc;
     part->count = t.nc;

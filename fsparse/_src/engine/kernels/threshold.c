@@ -68,6 +68,35 @@ int64_t fsp_kth(const void *vals, int64_t n, int64_t dbl, int64_t rank, uint64_t
     return rank;
 }
 
+/* One of fsp_kth_many's selects, on its own keys. */
+typedef struct {
+    const void *vals;
+    int64_t n, dbl, rank;
+    uint64_t *keys;
+    double *out;
+} fsp_select;
+
+static void run_select(void *arg, int64_t worker) {
+    fsp_select *q = (fsp_select *)arg;
+    (void)worker;
+    fsp_kth(q->vals, q->n, q->dbl, q->rank, q->keys, q->out);
+}
+
+/* fsp_kth for each of ``count`` ranks of the same values at once, on ``threads`` threads
+ * (``keys``: scratch for count * n keys); writes the values to ``out``. Returns -1 if a
+ * rank is bad (nothing written), else 0. */
+int64_t fsp_kth_many(const void *vals, int64_t n, int64_t dbl, const int64_t *ranks,
+                     int64_t count, uint64_t *keys, double *out, int64_t threads) {
+    fsp_select parts[MAX_TASKS];
+    if (count < 1 || count > MAX_TASKS) return -1;
+    for (int64_t t = 0; t < count; t++) {
+        if (ranks[t] < 1 || ranks[t] > n) return -1;
+        parts[t] = (fsp_select){vals, n, dbl, ranks[t], keys + t * n, out + t};
+    }
+    run_all(run_select, parts, sizeof(fsp_select), count, threads);
+    return 0;
+}
+
 typedef struct {
     const fsp_segment *segs;
     int64_t nsegs, first, last, ties_before, ties, revived;
