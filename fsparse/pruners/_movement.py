@@ -74,13 +74,11 @@ def movement(sparsity: Sparsity, *, distribution: Any = "uniform",
                           for n, p in checked.items()}
                 masks = select(common, moving, sparsities) if due else dict(state.masks)
                 scores = {n: m.result() for n, m in moving.items()}
-                settled = {n for n, m in moving.items() if m.revives is False}
             else:  # DTensors: the same operations on the shards
                 scores = {n: moved_scores(old[n], grads_in[n], p, state.masks[n])
                           for n, p in checked.items()}
                 masks = select(common, scores, sparsities) if due else dict(state.masks)
-                settled = set()
         new = state.replace(masks=masks, step=t + 1, stats={**state.stats, STAT: scores})
-        return new, zero_activated(checked, state, new, settled)
+        return new, zero_activated(checked, state, new)
 
     return Pruner("movement", init, update, common.describe(), needs_grads=True)

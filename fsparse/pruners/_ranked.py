@@ -10,12 +10,12 @@ the dense weights at every update from ``start_step`` on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from fsparse._src.engine import native
+from fsparse._src.engine import native, subsets
 from fsparse._src.engine.scoring import COMPUTED, Computed, Lazy
 from fsparse._src.engine.selection import select_scores
 from fsparse._src.engine.unit_flags import all_true
@@ -91,16 +91,13 @@ def select(common: Common, keys: Mapping[str, torch.Tensor | Lazy],
     return {n: out[n] for n in keys}
 
 
-def zero_activated(params: dict[str, torch.Tensor], old: PrunerState, new: PrunerState,
-                   settled: Collection[str] = ()) -> dict[str, torch.Tensor]:
-    """``params`` with every weight whose mask turned on set to 0 (new tensors only there).
-
-    ``settled``: names whose masks are known to turn on nowhere (not checked again)."""
+def zero_activated(params: dict[str, torch.Tensor], old: PrunerState, new: PrunerState
+                   ) -> dict[str, torch.Tensor]:
+    """``params`` with every weight whose mask turned on set to 0 (new tensors only there)."""
     out = dict(params)
     with torch.no_grad():
         for name, mask in new.masks.items():
-            if (name not in old.masks or name in settled
-                    or not revives(old.masks[name], mask)):
+            if name not in old.masks or not revives(old.masks[name], mask):
                 continue
             fused = native.zero_revived(params[name], old.masks[name], mask)
             if fused is not None:  # one native pass into the fresh tensor, the same bits
@@ -115,8 +112,9 @@ def zero_activated(params: dict[str, torch.Tensor], old: PrunerState, new: Prune
 def revives(old: torch.Tensor, new: torch.Tensor) -> bool:
     """Whether ``new`` is on somewhere ``old`` is off: ``(new & ~old).any()``, as ``new & old
     != new`` over int64 words (8 mask bytes each) when both are plain contiguous tensors
-    (one ``and`` and one ``equal`` per slice: fast on CPU)."""
-    if old is new:  # an update that kept its masks (the same tensor objects)
+    (one ``and`` and one ``equal`` per slice: fast on CPU). No search where the engine
+    has recorded that ``new`` is on only where ``old`` is (``engine/subsets.py``)."""
+    if old is new or subsets.within(new, old):  # kept masks, or what the engine has shown
         return False
     fast = native.gains(old, new)
     if fast is not None:
@@ -145,7 +143,7 @@ def any_revives(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> bool:
     >>> any_revives([(on, off), (on, on)]), any_revives([(on, off), (off, on)])
     (False, True)
     """
-    pairs = [(old, new) for old, new in pairs if old is not new]
+    pairs = [(old, new) for old, new in pairs if old is not new and not subsets.within(new, old)]
     fast = native.any_gains(pairs) if pairs else False
     return fast if fast is not None else any(revives(old, new) for old, new in pairs)
 

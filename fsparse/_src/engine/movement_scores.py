@@ -7,8 +7,9 @@ selection's. As a :class:`MovementScores` piece, the engine's native pass
 (``kernels/keep_pass.c``, mode ``MOVEMENT_SCORES``) computes each ``S'`` value,
 writes it into :attr:`out` and compares it at once; its sample draws ``S'`` values
 the same way, and the pass counts the weights that come back (kept where ``live``
-is off): when there are none it sets :attr:`revives` to ``False``, which spares the
-pruner a pass over the old and new masks. Every other path reads the piece like the
+is off): when there are none it records the new mask as within ``live``
+(:mod:`~fsparse._src.engine.subsets`), which spares the revival checks a pass over
+the old and new masks. Every other path reads the piece like the
 other computed scores (:meth:`part`, :meth:`take`, :meth:`materialize`), with the
 same bits.
 :meth:`result` then gives the whole ``S'``: ``out`` as the pass left it, or computed
@@ -53,8 +54,7 @@ class MovementScores:
     [-1.0, 1.0, 0.0]
     """
 
-    __slots__ = ("dtype", "filled", "flat", "grad", "keep", "live", "out", "revives", "shape",
-                 "weight")
+    __slots__ = ("dtype", "filled", "flat", "grad", "keep", "live", "out", "shape", "weight")
     keep: torch.Tensor | None  # always None: no place is below every score
 
     def __init__(self, score: torch.Tensor, grad: torch.Tensor, weight: torch.Tensor,
@@ -67,9 +67,6 @@ class MovementScores:
         self.keep = None  # a pruned weight may come back: nothing is keyed below the rest
         self.out = pool.empty((self.flat.numel(),), self.dtype, self.flat.device)
         self.filled = False  # whether ``out`` holds every score (the pass sets it)
-        # False once the pass has shown that the masks it selected keep nothing where
-        # ``live`` is off (no weight comes back); None: not known
-        self.revives: bool | None = None
 
     @property
     def device(self) -> torch.device:

@@ -15,7 +15,9 @@ with no full-size temporaries:
 
 Places where a computed piece's ``keep`` is ``False`` (already pruned) are below
 every score: never kept, never candidates, never drawn (the bracket is of the live
-values, counted exactly when the sample meets a pruned place). The masks are the torch
+values, counted exactly when the sample meets a pruned place). So each such mask is
+on only where its ``keep`` is, and movement's where ``live`` is when the pass counted
+no weight coming back: :mod:`~fsparse._src.engine.subsets` records both. The masks are the torch
 path's bit for bit (the tests compare both).
 """
 
@@ -27,7 +29,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fsparse._src.engine import native, pool
+from fsparse._src.engine import native, pool, subsets
 from fsparse._src.engine import threshold as kth
 from fsparse._src.engine.movement_scores import MovementScores
 from fsparse._src.engine.scoring import AbsScores, RandomScores
@@ -213,8 +215,13 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
     if ties <= -2:
         first = int(where[-2 - ties]) & ~_LIVE_OFF
         raise NaNScores(sum(1 for seg in segments[1:] if seg.base <= first))
-    if ties >= 0 and revived.value + revived_candidates.value == 0:
-        for piece in pieces:  # counted over all of them: none comes back anywhere
-            if isinstance(piece, MovementScores):
-                piece.revives = False
-    return ties >= 0
+    if ties < 0:
+        return False
+    none_back = revived.value + revived_candidates.value == 0  # counted over all pieces
+    for piece, out in zip(pieces, keep):  # what the pass has shown (engine/subsets.py)
+        if isinstance(piece, MovementScores):
+            if none_back:
+                subsets.record(out, piece.live)
+        elif not isinstance(piece, (torch.Tensor, BlockMeans)) and piece.keep is not None:
+            subsets.record(out, piece.keep)  # nothing is kept where keep is off
+    return True

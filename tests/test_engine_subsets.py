@@ -1,0 +1,130 @@
+"""What the engine records about its masks (fsparse/_src/engine/subsets.py): a mask on only
+where another is, said only while both are what they were, and used by the revival checks."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+import torch
+
+from fsparse import pruners
+from fsparse._src.engine import native, pool, subsets
+from fsparse._src.engine.scoring import AbsScores
+from fsparse._src.engine.selection import select_scores
+from fsparse.pruners import _ranked
+
+
+def _pair():
+    old = torch.rand(1000, generator=torch.Generator().manual_seed(0)) < 0.5
+    return old, old & (torch.arange(1000) % 3 == 0)
+
+
+def test_a_record_holds_for_the_masks_and_their_views():
+    old, new = _pair()
+    assert not subsets.within(new, old)
+    subsets.record(new, old)
+    assert subsets.within(new, old)
+    assert subsets.within(new.view(10, 100), old.view(100, 10))  # the same memory
+    assert not subsets.within(old, new)  # the other way round is not recorded
+    assert not subsets.within(new, old.clone())  # another old mask
+    assert not subsets.within(new[1:], old[1:])  # other elements
+
+
+@pytest.mark.parametrize("write", ["new", "old", "view"])
+def test_a_mask_written_in_place_ends_the_record(write):
+    old, new = _pair()
+    subsets.record(new, old)
+    {"new": lambda: new.fill_(True), "old": lambda: old.fill_(False),
+     "view": lambda: new.view(10, 100)[3].fill_(True)}[write]()
+    assert not subsets.within(new, old)
+
+
+def test_a_freed_mask_ends_the_record_even_at_the_same_address(native_path):
+    old = torch.ones(40 << 20, dtype=torch.bool)
+    new = pool.empty((40 << 20,), torch.bool)  # recycled memory: a later one reuses it
+    new.fill_(False)
+    subsets.record(new, old)
+    address = new.data_ptr()
+    del new
+    gc.collect()
+    again = pool.empty((40 << 20,), torch.bool)
+    assert again.data_ptr() == address  # the pool hands the same block back
+    again.fill_(True)
+    assert not subsets.within(again, old)
+
+
+def test_nothing_is_recorded_for_what_it_cannot_follow():
+    old, new = _pair()
+    subsets.record(new[::2], old[::2])  # not contiguous
+    assert not subsets.within(new[::2], old[::2])
+    with torch.inference_mode():
+        a, b = torch.ones(8, dtype=torch.bool), torch.zeros(8, dtype=torch.bool)
+    subsets.record(b, a)  # inference tensors keep no version counter
+    assert not subsets.within(b, a)
+
+
+def test_the_engine_records_a_keyed_selection_and_the_search_is_spared(native_path):
+    gen = torch.Generator().manual_seed(1)
+    w = torch.randn(600, 1000, generator=gen)
+    old = torch.rand(600, 1000, generator=gen) < 0.6
+    new = select_scores({"w": AbsScores(w).keyed(old)}, 0.7)["w"]
+    assert not bool((new & ~old).any())
+    assert subsets.within(new, old)
+    searched = []
+    real = native.any_gains
+    try:
+        native.any_gains = lambda pairs: searched.append(len(pairs)) or real(pairs)
+        assert not _ranked.any_revives([(old, new)])
+        assert not _ranked.revives(old, new)
+        assert _ranked.any_revives([(new, old)])  # not recorded: searched, and it does
+    finally:
+        native.any_gains = real
+    assert searched == [1]
+
+
+def test_a_selection_that_brings_pruned_weights_back_is_not_recorded():
+    gen = torch.Generator().manual_seed(2)
+    w = torch.randn(600, 1000, generator=gen)
+    old = torch.rand(600, 1000, generator=gen) < 0.3  # 70% pruned, the level asks for 50%
+    new = select_scores({"w": AbsScores(w).keyed(old)}, 0.5)["w"]
+    assert bool((new & ~old).any())
+    assert not subsets.within(new, old)
+    assert _ranked.revives(old, new)
+
+
+def test_gradual_pruning_restarts_exactly_the_weights_that_come_back():
+    """Through the pruners: an update from a state sparser than its level brings weights
+    back (searched and zeroed), one that prunes more brings none (recorded)."""
+    gen = torch.Generator().manual_seed(3)
+    params = {"w": torch.randn(700, 800, generator=gen)}
+    pruner = pruners.magnitude(0.5)
+    state = pruner.init(params)
+    sparse = state.replace(masks={"w": torch.rand(700, 800, generator=gen) < 0.2})
+    new, _ = pruner.update(sparse, params)
+    back = new.masks["w"] & ~sparse.masks["w"]
+    assert bool(back.any()) and not subsets.within(new.masks["w"], sparse.masks["w"])
+    assert torch.equal(pruners.activated(sparse, new)["w"], back)
+    dense_first, _ = pruner.update(state, params)
+    assert not _ranked.revives(state.masks["w"], dense_first.masks["w"])
+
+
+def test_a_global_ramp_step_is_recorded_for_every_tensor(native_path):
+    """create's gradual global magnitude: each update after the first prunes more, so the
+    revival check over all the tensors needs no search."""
+    gen = torch.Generator().manual_seed(5)
+    params = {f"w{i}": torch.randn(300 + 50 * i, 400, generator=gen) for i in range(4)}
+    pruner = pruners.global_magnitude(0.8, end_step=4)
+    state, _ = pruner.update(pruner.init(params), params)
+    state, _ = pruner.update(state, params)
+    new, _ = pruner.update(state, params)
+    pairs = [(state.masks[n], new.masks[n]) for n in params]
+    assert all(subsets.within(m, o) for o, m in pairs)
+    searched = []
+    real = native.any_gains
+    try:
+        native.any_gains = lambda p: searched.append(p) or real(p)
+        assert not _ranked.any_revives(pairs)
+    finally:
+        native.any_gains = real
+    assert searched == []
