@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsparse._src.engine import native, native_keep, subsets
+from fsparse._src.engine import mask_records, native, native_keep
 from fsparse._src.engine.keep_masks import keep_masks
 from fsparse._src.engine.movement_scores import MovementScores
 from fsparse._src.engine.selection import select_scores
@@ -109,7 +109,7 @@ def test_the_pass_tells_exactly_whether_a_weight_comes_back(n, seed, level, sunk
     mask = keep_masks([piece], round(level * n))[0]
     back = bool((mask & ~live).any())
     assert piece.filled
-    assert subsets.within(mask, live) is (not back)
+    assert mask_records.within(mask, live) is (not back)
 
 
 def test_a_movement_update_skips_the_revival_check_only_when_the_pass_rules_it_out():
@@ -156,4 +156,4 @@ def test_a_weight_that_comes_back_among_the_candidates_is_seen(above):
     piece = MovementScores(s, g, w, live)
     mask = keep_masks([piece], k)[0]
     assert bool((mask & ~live).any()) and piece.filled
-    assert not subsets.within(mask, live)
+    assert not mask_records.within(mask, live)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from fsparse._src.engine import native, subsets
+from fsparse._src.engine import mask_records, native
 from fsparse._src.engine.scoring import COMPUTED, Computed, Lazy
 from fsparse._src.engine.selection import select_scores
 from fsparse._src.engine.unit_flags import all_true
@@ -113,8 +113,8 @@ def revives(old: torch.Tensor, new: torch.Tensor) -> bool:
     """Whether ``new`` is on somewhere ``old`` is off: ``(new & ~old).any()``, as ``new & old
     != new`` over int64 words (8 mask bytes each) when both are plain contiguous tensors
     (one ``and`` and one ``equal`` per slice: fast on CPU). No search where the engine
-    has recorded that ``new`` is on only where ``old`` is (``engine/subsets.py``)."""
-    if old is new or subsets.within(new, old):  # kept masks, or what the engine has shown
+    has recorded that ``new`` is on only where ``old`` is (``engine/mask_records.py``)."""
+    if old is new or mask_records.within(new, old):  # kept masks, or what the engine has shown
         return False
     fast = native.gains(old, new)
     if fast is not None:
@@ -143,7 +143,8 @@ def any_revives(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> bool:
     >>> any_revives([(on, off), (on, on)]), any_revives([(on, off), (off, on)])
     (False, True)
     """
-    pairs = [(old, new) for old, new in pairs if old is not new and not subsets.within(new, old)]
+    pairs = [(old, new) for old, new in pairs
+             if old is not new and not mask_records.within(new, old)]
     fast = native.any_gains(pairs) if pairs else False
     return fast if fast is not None else any(revives(old, new) for old, new in pairs)
 

@@ -14,7 +14,7 @@
 * :mod:`~fsparse._src.engine.chunked_mask` (with ``block_plan``, ``block_write``,
   ``unit_flags``): the norm block mask of large tensors, unit by unit.
 * :mod:`~fsparse._src.engine.dispatch`: sharded forms (DTensor) of the entry points.
-* :mod:`~fsparse._src.engine.subsets`: masks the engine has shown to be on only where
+* :mod:`~fsparse._src.engine.mask_records`: masks the engine has shown to be on only where
   another is (the revival checks skip those pairs).
 * :mod:`~fsparse._src.engine.selection`: masks for any score tensor and pattern,
   for one tensor or a global set.

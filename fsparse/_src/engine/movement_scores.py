@@ -8,7 +8,7 @@ selection's. As a :class:`MovementScores` piece, the engine's native pass
 writes it into :attr:`out` and compares it at once; its sample draws ``S'`` values
 the same way, and the pass counts the weights that come back (kept where ``live``
 is off): when there are none it records the new mask as within ``live``
-(:mod:`~fsparse._src.engine.subsets`), which spares the revival checks a pass over
+(:mod:`~fsparse._src.engine.mask_records`), which spares the revival checks a pass over
 the old and new masks. Every other path reads the piece like the
 other computed scores (:meth:`part`, :meth:`take`, :meth:`materialize`), with the
 same bits.

@@ -17,7 +17,9 @@ Places where a computed piece's ``keep`` is ``False`` (already pruned) are below
 every score: never kept, never candidates, never drawn (the bracket is of the live
 values, counted exactly when the sample meets a pruned place). So each such mask is
 on only where its ``keep`` is, and movement's where ``live`` is when the pass counted
-no weight coming back: :mod:`~fsparse._src.engine.subsets` records both. The masks are the torch
+no weight coming back: :mod:`~fsparse._src.engine.mask_records` records both, and
+how many places the masks keep in all (``n - k``), which the next update's count of
+its pruned places then reads instead of the masks. The masks are the torch
 path's bit for bit (the tests compare both).
 """
 
@@ -29,7 +31,7 @@ from collections.abc import Sequence
 
 import torch
 
-from fsparse._src.engine import native, pool, subsets
+from fsparse._src.engine import mask_records, native, pool
 from fsparse._src.engine import threshold as kth
 from fsparse._src.engine.movement_scores import MovementScores
 from fsparse._src.engine.scoring import AbsScores, RandomScores
@@ -179,8 +181,10 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
              and p.keep is not None]
     dense = kth.sample_size(n)
     pruned = 0
-    if alive and sample(dense).numel() < dense:
-        pruned = sum(a.numel() for a in alive) - int(native.count_all(alive) or 0)
+    if alive and sample(dense).numel() < dense:  # counted, unless the last pass wrote them
+        known = mask_records.kept(alive)
+        pruned = sum(a.numel() for a in alive) - int(
+            known if known is not None else native.count_all(alive) or 0)
         if k <= pruned:
             return False  # the k-th may be a pruned place: the caller counts them
     # bounds reads only numel() and dtype of the pieces; the sample reads the segments
@@ -217,11 +221,12 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
         raise NaNScores(sum(1 for seg in segments[1:] if seg.base <= first))
     if ties < 0:
         return False
+    mask_records.record_kept(keep, n - k)  # exactly: the next update's pruned places
     none_back = revived.value + revived_candidates.value == 0  # counted over all pieces
-    for piece, out in zip(pieces, keep):  # what the pass has shown (engine/subsets.py)
+    for piece, out in zip(pieces, keep):  # what the pass has shown (engine/mask_records.py)
         if isinstance(piece, MovementScores):
             if none_back:
-                subsets.record(out, piece.live)
+                mask_records.record_within(out, piece.live)
         elif not isinstance(piece, (torch.Tensor, BlockMeans)) and piece.keep is not None:
-            subsets.record(out, piece.keep)  # nothing is kept where keep is off
+            mask_records.record_within(out, piece.keep)  # nothing is kept where keep is off
     return True
