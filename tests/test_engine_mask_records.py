@@ -45,6 +45,7 @@ def test_a_freed_mask_ends_the_record_even_at_the_same_address(native_path):
     new = pool.empty((40 << 20,), torch.bool)  # recycled memory: a later one reuses it
     new.fill_(False)
     mask_records.record_within(new, old)
+    assert mask_records.within(new, old)  # the pool's memory is followed like any other
     address = new.data_ptr()
     del new
     gc.collect()
@@ -168,3 +169,19 @@ def test_the_next_update_reads_the_count_the_pass_recorded(native_path):
     fresh = {n: m.clone() for n, m in state.masks.items()}  # no record: counted
     want, _ = pruner.update(state.replace(masks=fresh), params)
     assert all(torch.equal(want.masks[n], new.masks[n]) for n in params)
+
+
+def test_traced_masks_are_never_looked_up():
+    """Under torch.func a mask has no data pointer of its own: nothing is recorded or
+    found, and the revival check still answers."""
+    old, new = _pair()
+    mask_records.record_within(new, old)
+
+    def check(o: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        assert not mask_records.within(m, o) and mask_records.kept([m]) is None
+        mask_records.record_within(m, o)
+        mask_records.record_kept([m], 1)
+        return o & m
+
+    torch.func.vmap(check)(old.view(10, 100), new.view(10, 100))
+    assert mask_records.within(new, old)

@@ -37,6 +37,7 @@ import torch
 
 __all__ = ["kept", "record_kept", "record_within", "within"]
 
+_wrapped = torch._C._functorch.is_functorch_wrapped_tensor  # traced by torch.func
 # one mask's memory: (its storage, data pointer, element count, version when recorded)
 _Mask = tuple["weakref.ref[torch.UntypedStorage]", int, int, int]
 _WITHIN: dict[tuple[int, int], tuple[_Mask, _Mask]] = {}  # new's (address, numel) -> record
@@ -51,26 +52,31 @@ def _version(t: torch.Tensor) -> int | None:
 
 
 def _plain(t: torch.Tensor) -> bool:
-    return type(t) is torch.Tensor and t.device.type == "cpu" and t.is_contiguous()
+    """A contiguous plain CPU tensor with memory of its own: not a subclass (the fake
+    tensors of ``torch.compile``), not wrapped by ``torch.func`` (no data pointer)."""
+    return (type(t) is torch.Tensor and not _wrapped(t) and t.device.type == "cpu"
+            and t.is_contiguous())
 
 
 def _mask(t: torch.Tensor, forget: Callable[[object], None] | None = None) -> _Mask | None:
-    version = _version(t) if _plain(t) else None
+    """The record of the :func:`_plain` ``t`` (``None`` without a version counter)."""
+    version = _version(t)
     if version is None:
         return None
     return weakref.ref(t.untyped_storage(), forget), t.data_ptr(), t.numel(), version
 
 
 def _same(t: torch.Tensor, mask: _Mask) -> bool:
+    """Whether the :func:`_plain` ``t`` is the memory ``mask`` records, as it was."""
     store, address, numel, version = mask
-    return (_plain(t) and store() is t.untyped_storage() and t.data_ptr() == address
+    return (store() is t.untyped_storage() and t.data_ptr() == address
             and t.numel() == numel and _version(t) == version)
 
 
 def record_within(new: torch.Tensor, old: torch.Tensor) -> None:
     """Note that ``new`` is on only where ``old`` is on (both bool, the same element
     count; plain contiguous CPU tensors with version counters, else nothing is noted)."""
-    if new.numel() != old.numel():
+    if not (_plain(new) and _plain(old) and new.numel() == old.numel()):
         return
     key = (new.data_ptr(), new.numel())
 
@@ -85,12 +91,16 @@ def record_within(new: torch.Tensor, old: torch.Tensor) -> None:
 def within(new: torch.Tensor, old: torch.Tensor) -> bool:
     """Whether a :func:`record_within` still shows that ``new`` is on only where ``old``
     is (views of the recorded masks' memory match; ``False``: not known, not "no")."""
+    if not (_plain(new) and _plain(old)):
+        return False
     entry = _WITHIN.get((new.data_ptr(), new.numel()))
     return entry is not None and _same(new, entry[0]) and _same(old, entry[1])
 
 
 def record_kept(masks: Sequence[torch.Tensor], count: int) -> None:
     """Note that ``masks`` keep ``count`` places in all (as :func:`within`, or nothing)."""
+    if not all(_plain(m) for m in masks):
+        return
     key = tuple((m.data_ptr(), m.numel()) for m in masks)
 
     def forget(_: object, key: tuple[tuple[int, int], ...] = key) -> None:
@@ -104,6 +114,8 @@ def record_kept(masks: Sequence[torch.Tensor], count: int) -> None:
 def kept(masks: Sequence[torch.Tensor]) -> int | None:
     """How many places ``masks`` keep in all, if :func:`record_kept` noted exactly this
     group (in this order) and it is as it was; else ``None``."""
+    if not all(_plain(m) for m in masks):
+        return None
     entry = _KEPT.get(tuple((m.data_ptr(), m.numel()) for m in masks))
     if entry is None or not all(_same(m, r) for m, r in zip(masks, entry[0])):
         return None
