@@ -17,7 +17,9 @@ A record holds weak references to the masks' storages, with their version counte
 It says nothing once a storage is freed or a mask is written in place (a write
 through any view bumps the counter the views share), and it is matched on the exact
 memory (the same storage object, data pointer and element count), so another tensor
-at a reused address does not match it.
+at a reused address does not match it. Writes that bypass the version counter (through
+``.data``, a NumPy view or a raw pointer) are not seen: a state's masks are immutable,
+and the engine writes only its fresh outputs, before it records them.
 
 >>> old, new = torch.tensor([True, True, False]), torch.tensor([True, False, False])
 >>> record_within(new, old); within(new, old)
