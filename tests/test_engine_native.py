@@ -93,6 +93,33 @@ def test_native_keep_masks_are_the_torch_paths(case, small):
     assert kept == sum(p.numel() for p in pieces) - k
 
 
+class _WrongBracket:
+    """fsp_finish told a bracket its candidates do not lie in (``[mid, mid + a little]``):
+    its first-digit shortcut must see that and select the slow way."""
+
+    def __init__(self, real):
+        self.real, self.calls = real, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        args = list(args)
+        args[8], args[9] = args[7], args[7] + max(abs(args[7]) * 1e-3, 1e-3)
+        return self.real(*args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_finish_is_exact_even_told_a_wrong_bracket(dtype, native_path, monkeypatch):
+    gen = torch.Generator().manual_seed(8)
+    values = (torch.randn(400_000, generator=gen) * 50).round().to(dtype)  # ties
+    keep = torch.rand(400_000, generator=gen) > 0.3
+    pieces = [AbsScores(values[:150_000]), AbsScores(values[150_000:], keep[150_000:])]
+    want = _both(lambda: keep_mod.keep_masks(pieces, 180_000))[1]
+    wrong = _WrongBracket(native.KERNELS.fsp_finish)
+    monkeypatch.setattr(native.KERNELS, "fsp_finish", wrong)
+    got = keep_mod.keep_masks(pieces, 180_000)
+    assert wrong.calls == 1 and all(torch.equal(a, b) for a, b in zip(got, want))
+
+
 def test_large_inputs_run_natively_and_stay_exact(monkeypatch):
     """No patched sizes: 1.2M values over three pieces (pruned places, ties) take the fused
     pass, which succeeds, with the torch path's masks."""

@@ -212,7 +212,8 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
         return False
     keys = pool.empty((n_cand,), torch.int64, scratch=True)  # the radix select's scratch
     ties = lib.fsp_finish(segments, len(pieces), values.data_ptr(), where.data_ptr(), n_cand,
-                          wide, k - (n - n_cand - above), mid, keys.data_ptr(),
+                          wide, k - (n - n_cand - above), mid, float(lo), float(hi),
+                          keys.data_ptr(),
                           ctypes.byref(ctypes.c_double()),
                           native.threads(n_cand, _MIN_DRAWS_PER_THREAD),
                           ctypes.byref(revived_candidates))

@@ -1,6 +1,7 @@
 /* The threshold among the bracket's candidates (radix select on order-preserving keys),
  * and the candidates' keep flags from it (native_keep.py). */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -20,24 +21,26 @@ static inline uint64_t key_d(double v) {
     return (b & 0x8000000000000000ull) ? ~b : (b | 0x8000000000000000ull);
 }
 
-/* The rank-th smallest (1-based) of ``n`` non-NaN values, by a radix select on their
- * keys, 11 bits a pass from the highest bit where the keys differ (``keys``: scratch for
- * n keys). Writes the value to ``*out`` and returns how many values equal to it are
- * among the ``rank`` lowest (the ties), or -1 for a bad rank. */
-int64_t fsp_kth(const void *vals, int64_t n, int64_t dbl, int64_t rank, uint64_t *keys,
-                double *out) {
-    if (rank < 1 || rank > n) return -1;
-    uint64_t low = UINT64_MAX, high = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t key = dbl ? key_d(((const double *)vals)[i]) : key_f(((const float *)vals)[i]);
-        keys[i] = key;
-        low = key < low ? key : low;
-        high = key > high ? key : high;
+/* The value whose key is ``prefix`` (as float, or double with ``dbl``). */
+static double key_value(uint64_t prefix, int64_t dbl) {
+    if (dbl) {
+        uint64_t b = (prefix & 0x8000000000000000ull) ? (prefix & ~0x8000000000000000ull) : ~prefix;
+        double v;
+        memcpy(&v, &b, 8);
+        return v;
     }
-    int top = 0; /* bits below the keys' common prefix */
-    while (top < 64 && (low >> top) != (high >> top)) top++;
-    uint64_t prefix = top < 64 ? low >> top : 0;
-    int64_t m = n;
+    uint32_t k = (uint32_t)prefix;
+    uint32_t b = (k & 0x80000000u) ? (k & ~0x80000000u) : ~k;
+    float v;
+    memcpy(&v, &b, 4);
+    return (double)v;
+}
+
+/* The rank-th smallest of ``m`` keys that share their bits from ``top`` up (``prefix``
+ * holds them), 11 bits a pass from bit ``top`` down; ``keys`` is reordered. Writes the
+ * value to ``*out`` and returns the ties (as fsp_kth). */
+static int64_t select_from(uint64_t *keys, int64_t m, int64_t rank, int top, uint64_t prefix,
+                           int64_t dbl, double *out) {
     for (int shift = top - 11; top > 0; shift -= 11) {
         int width = shift >= 0 ? 11 : 11 + shift;
         int lo_shift = shift >= 0 ? shift : 0;
@@ -53,19 +56,135 @@ int64_t fsp_kth(const void *vals, int64_t n, int64_t dbl, int64_t rank, uint64_t
             if (((keys[i] >> lo_shift) & dmask) == d) keys[j++] = keys[i];
         m = j;
     }
-    if (dbl) {
-        uint64_t b = (prefix & 0x8000000000000000ull) ? (prefix & ~0x8000000000000000ull) : ~prefix;
-        double v;
-        memcpy(&v, &b, 8);
-        *out = v;
-    } else {
-        uint32_t k = (uint32_t)prefix;
-        uint32_t b = (k & 0x80000000u) ? (k & ~0x80000000u) : ~k;
-        float v;
-        memcpy(&v, &b, 4);
-        *out = v;
-    }
+    *out = key_value(prefix, dbl);
     return rank;
+}
+
+/* The bits from which on ``low`` and ``high`` agree (64: none), and those bits. */
+static int common_top(uint64_t low, uint64_t high, uint64_t *prefix) {
+    int top = 0;
+    while (top < 64 && (low >> top) != (high >> top)) top++;
+    *prefix = top < 64 ? low >> top : 0;
+    return top;
+}
+
+/* The rank-th smallest (1-based) of ``n`` non-NaN values, by a radix select on their
+ * keys, 11 bits a pass from the highest bit where the keys differ (``keys``: scratch for
+ * n keys). Writes the value to ``*out`` and returns how many values equal to it are
+ * among the ``rank`` lowest (the ties), or -1 for a bad rank. */
+int64_t fsp_kth(const void *vals, int64_t n, int64_t dbl, int64_t rank, uint64_t *keys,
+                double *out) {
+    if (rank < 1 || rank > n) return -1;
+    uint64_t low = UINT64_MAX, high = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t key = dbl ? key_d(((const double *)vals)[i]) : key_f(((const float *)vals)[i]);
+        keys[i] = key;
+        low = key < low ? key : low;
+        high = key > high ? key : high;
+    }
+    uint64_t prefix;
+    int top = common_top(low, high, &prefix);
+    return select_from(keys, n, rank, top, prefix, dbl, out);
+}
+
+/* One thread's part of kth_within's first pass: keys, their first digit's counts, the
+ * lowest and highest key, and the first NaN. */
+typedef struct {
+    const void *vals;
+    uint64_t *keys;
+    uint32_t *hist;
+    int64_t first, last, dbl, nan_at;
+    int shift;
+    uint64_t dmask, low, high;
+} fsp_keying;
+
+#define KEYING(T, KEY)                                                                      \
+    static void keying_##T(fsp_keying *k) {                                                 \
+        const T *v = (const T *)k->vals;                                                    \
+        uint64_t low = UINT64_MAX, high = 0;                                                \
+        for (int64_t i = k->first; i < k->last; i++) {                                      \
+            if (v[i] != v[i]) {                                                             \
+                k->nan_at = i;                                                              \
+                return;                                                                     \
+            }                                                                               \
+            uint64_t key = KEY(v[i]);                                                       \
+            k->keys[i] = key;                                                               \
+            low = key < low ? key : low;                                                    \
+            high = key > high ? key : high;                                                 \
+            k->hist[(key >> k->shift) & k->dmask]++;                                        \
+        }                                                                                   \
+        k->low = low, k->high = high;                                                       \
+    }
+KEYING(float, key_f)
+KEYING(double, key_d)
+
+static void run_keying(void *arg, int64_t worker) {
+    fsp_keying *k = (fsp_keying *)arg;
+    (void)worker;
+    if (k->dbl)
+        keying_double(k);
+    else
+        keying_float(k);
+}
+
+/* fsp_kth of ``n`` candidates that lie in [lo, hi] or are NaN (the pass's): the bits
+ * lo's and hi's keys share are every candidate's, so the first digit is known before any
+ * key is made, and the keys and that digit's counts come from one pass on ``threads``
+ * threads, which also finds the first NaN (returns -2 - its index; nothing else then).
+ * A key outside [key(lo), key(hi)] falls back to fsp_kth's own pass (never, if the
+ * candidates are the pass's). */
+static int64_t kth_within(const void *vals, int64_t n, int64_t dbl, int64_t rank, double lo,
+                          double hi, uint64_t *keys, int64_t threads, double *out) {
+    uint64_t klo = dbl ? key_d(lo) : key_f((float)lo), khi = dbl ? key_d(hi) : key_f((float)hi);
+    uint64_t prefix;
+    int top = common_top(klo, khi, &prefix);
+    int shift = top - 11 > 0 ? top - 11 : 0, width = top - shift;
+    int64_t count = task_count(n * 2, n, threads);
+    count = count < clamp_threads(threads) ? count : clamp_threads(threads); /* a part each */
+    fsp_keying parts[MAX_THREADS];
+    uint32_t *hist = calloc((size_t)count << 11, sizeof(uint32_t));
+    if (!hist) count = 0;
+    for (int64_t p = 0; p < count; p++)
+        parts[p] = (fsp_keying){vals, keys, hist + (p << 11), part_start(n, p, count),
+                                part_start(n, p + 1, count), dbl, -1, shift,
+                                ((uint64_t)1 << width) - 1, UINT64_MAX, 0};
+    if (count) run_all(run_keying, parts, sizeof(fsp_keying), count, count);
+    int in_bounds = count > 0;
+    for (int64_t p = 0; p < count; p++) {
+        if (parts[p].nan_at >= 0) {
+            free(hist);
+            return -2 - parts[p].nan_at;
+        }
+        if (parts[p].first < parts[p].last && (parts[p].low < klo || parts[p].high > khi))
+            in_bounds = 0;
+    }
+    if (!in_bounds || top == 0) { /* all equal (top 0), no memory, or not the pass's */
+        free(hist);
+        for (int64_t i = 0; i < n; i++) {
+            double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
+            if (v != v) return -2 - i;
+        }
+        return fsp_kth(vals, n, dbl, rank, keys, out);
+    }
+    uint64_t d = 0;
+    for (;;) {
+        int64_t here = 0;
+        for (int64_t p = 0; p < count; p++) here += parts[p].hist[d];
+        if (rank <= here) break;
+        rank -= here;
+        d++;
+    }
+    free(hist);
+    prefix = (prefix << width) | d;
+    if (shift == 0) {
+        *out = key_value(prefix, dbl);
+        return rank;
+    }
+    uint64_t dmask = ((uint64_t)1 << width) - 1;
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++)
+        if (((keys[i] >> shift) & dmask) == d) keys[m++] = keys[i];
+    return select_from(keys, m, rank, shift, prefix, dbl, out);
 }
 
 /* One of fsp_kth_many's selects, on its own keys. */
@@ -154,21 +273,27 @@ static void run_flags(void *arg, int64_t worker) {
  * the threshold, then the first ties equal to it, in order) are pruned, the others
  * kept (``need`` 0: all kept), where they differ from the pass's ``v > mid`` (the same
  * ``mid``). ``where`` (less FSP_LIVE_OFF) ascends; segment ``s`` covers [base, base + n).
- * ``*revived``: the kept candidates marked FSP_LIVE_OFF by the pass.
+ * ``*revived``: the kept candidates marked FSP_LIVE_OFF by the pass. ``lo`` and ``hi``:
+ * the pass's bracket (every candidate lies in it, or is NaN).
  * Returns the ties, -1 if ``need`` is not in 0..n, or -2 - i when candidate ``i`` is
  * the first NaN (checked first); nothing is written unless it returns the ties. */
 int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
                    const int64_t *where, int64_t n, int64_t dbl, int64_t need, double mid,
-                   uint64_t *keys, double *threshold, int64_t threads, int64_t *revived) {
+                   double lo, double hi, uint64_t *keys, double *threshold, int64_t threads,
+                   int64_t *revived) {
     *revived = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
-        if (v != v) return -2 - i;
-    }
-    if (need < 0 || need > n) return -1;
     int64_t ties = 0;
     double t = -INFINITY; /* need 0: nothing is below it, and no tie is pruned */
-    if (need > 0) ties = fsp_kth(vals, n, dbl, need, keys, &t);
+    if (need > 0 && need <= n) {
+        ties = kth_within(vals, n, dbl, need, lo, hi, keys, threads, &t); /* NaN: < -1 */
+        if (ties < -1) return ties;
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
+            if (v != v) return -2 - i;
+        }
+        if (need != 0) return -1;
+    }
     *threshold = t;
     fsp_flags parts[MAX_TASKS];
     int64_t count = task_count(n * 8, n, threads); /* a candidate's flag: ~8 values' pass */
