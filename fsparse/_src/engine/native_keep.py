@@ -197,18 +197,18 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
     cap = min(budget + 1, n)  # one over the budget tells an overflow
     where = pool.empty((team * cap,), torch.int64, scratch=True)  # recycled: pages in place
     values = pool.empty((team * cap,), dtype, scratch=True)
-    counts = torch.zeros(2 * team, dtype=torch.int64)
-    top = torch.empty(team, dtype=torch.float64)  # each task's largest score
+    found_in, above_by = (ctypes.c_int64 * team)(), (ctypes.c_int64 * team)()  # per thread
+    top = (ctypes.c_double * team)()  # each thread's largest score
     mid = _middle(float(lo), float(hi), dtype)
     revived, revived_candidates = ctypes.c_int64(), ctypes.c_int64()
     lib.fsp_keep_pass(segments, len(pieces), n, wide, float(lo), mid, float(hi), team,
-                      where.data_ptr(), values.data_ptr(), cap, counts.data_ptr(),
-                      counts[team:].data_ptr(), top.data_ptr(), ctypes.byref(revived))
+                      where.data_ptr(), values.data_ptr(), cap, found_in, above_by, top,
+                      ctypes.byref(revived))
     for piece in pieces:  # the pass wrote every value of these, whatever it found
         if isinstance(piece, MovementScores):
             piece.filled = True
-    n_cand, above = int(counts[:team].sum()), int(counts[team:].sum())
-    if n_cand > budget or (finite and float(top.max()) == math.inf):
+    n_cand, above = sum(found_in), sum(above_by)
+    if n_cand > budget or (finite and max(top) == math.inf):
         return False
     keys = pool.empty((n_cand,), torch.int64, scratch=True)  # the radix select's scratch
     ties = lib.fsp_finish(segments, len(pieces), values.data_ptr(), where.data_ptr(), n_cand,
