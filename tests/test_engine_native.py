@@ -93,6 +93,18 @@ def test_native_keep_masks_are_the_torch_paths(case, small):
     assert kept == sum(p.numel() for p in pieces) - k
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_brackets_crowd_is_counted_as_torch_counts_it(dtype, native_path):
+    gen = torch.Generator().manual_seed(9)
+    values = (torch.randn(50_001, generator=gen) * 4).round().to(dtype)
+    values[::97] = float("nan")
+    values[5::101] = -0.0
+    for lo, hi in ((-1.0, 1.0), (0.0, 0.0), (-math.inf, 2.0), (3.0, math.inf), (2.0, 1.0)):
+        want = int(((values >= lo) & (values <= hi)).sum())
+        assert native_keep._between(values, lo, hi) == want
+        assert threshold_mod._between(values, lo, hi) == want
+
+
 class _WrongBracket:
     """fsp_finish told a bracket its candidates do not lie in (``[mid, mid + a little]``):
     its first-digit shortcut must see that and select the slow way."""

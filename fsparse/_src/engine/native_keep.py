@@ -138,6 +138,13 @@ def _kth(values: torch.Tensor, ranks: Sequence[int]) -> list[float]:
     return list(out)
 
 
+def _between(values: torch.Tensor, lo: float, hi: float) -> int:
+    """How many of the contiguous 1-D ``values`` lie in ``[lo, hi]``."""
+    assert native.KERNELS is not None
+    return int(native.KERNELS.fsp_count_between(values.data_ptr(), values.numel(),
+                                                int(values.dtype == torch.float64), lo, hi))
+
+
 def _middle(lo: float, hi: float, dtype: torch.dtype) -> float:
     """A value of ``dtype`` in ``[lo, hi]`` near its middle (``hi`` if none is found): the
     pass guesses ``v > mid`` for every flag, and the finish rewrites the candidates it got
@@ -189,7 +196,7 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
             return False  # the k-th may be a pruned place: the caller counts them
     # bounds reads only numel() and dtype of the pieces; the sample reads the segments
     found = kth.bounds(pieces, k - pruned, n - pruned, pruned > 0,  # type: ignore[arg-type]
-                       draw=lambda _, size, __: sample(size), select=_kth)
+                       draw=lambda _, size, __: sample(size), select=_kth, between=_between)
     if found is None:
         return False
     lo, hi, budget = found

@@ -62,6 +62,7 @@ class ComputedPiece(Protocol):
 Piece = torch.Tensor | ComputedPiece
 Draw = Callable[[Sequence[Piece], int, bool], torch.Tensor]  # (pieces, size, live) -> sample
 Select = Callable[[torch.Tensor, Sequence[int]], list[float]]  # (values, ranks from 1)
+Between = Callable[[torch.Tensor, float, float], int]  # (values, lo, hi) -> count in [lo, hi]
 
 
 class NaNScores(ValueError):
@@ -129,6 +130,10 @@ def _sample(pieces: Sequence[Piece], size: int, live: bool = False) -> torch.Ten
     return torch.cat(parts) if parts else torch.empty(0)
 
 
+def _between(values: torch.Tensor, lo: float, hi: float) -> int:
+    return int(torch.count_nonzero((values >= lo) & (values <= hi)))
+
+
 def _kthvalue(values: torch.Tensor, ranks: Sequence[int]) -> list[float]:
     return [float(values.kthvalue(rank).values.item()) for rank in ranks]
 
@@ -149,13 +154,14 @@ def bracket(sample: torch.Tensor, q: float, select: Select = _kthvalue) -> tuple
 
 def bounds(
     pieces: Sequence[Piece], k: int, n: int, live: bool = False, *,
-    draw: Draw | None = None, select: Select = _kthvalue,
+    draw: Draw | None = None, select: Select = _kthvalue, between: Between = _between,
 ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
     """``(lo, hi, budget)``: a sampled bracket of the ``k``-th of ``n`` values, and how many
     values inside it a pass may keep before it gives up (``None``: nothing to sample).
 
     ``live``: ``k`` and ``n`` count the live places of computed pieces only. ``draw``
-    (``_sample``'s signature) and ``select`` (:func:`bracket`'s) replace the torch ones.
+    (``_sample``'s signature), ``select`` (:func:`bracket`'s) and ``between`` (how many
+    sample values lie in the bracket) replace the torch ones.
     """
     total = sum(p.numel() for p in pieces)  # live: n of them are live
     # live: about an n-sized sample of live values, but never more draws than a sample of
@@ -166,7 +172,7 @@ def bounds(
     if not sample.numel():
         return None
     lo, hi = bracket(sample, k / n, select)
-    crowd = float(((sample >= lo) & (sample <= hi)).float().mean())
+    crowd = between(sample, lo, hi) / sample.numel()
     # at most a 16th of the places the pass reads, live or not (its buffers' share); ties
     # among few live values can crowd the bracket, and the fallback costs far more
     budget = min(int(4 * crowd * n) + 4096, max(total // 16, 1 << 16))

@@ -187,6 +187,20 @@ static int64_t kth_within(const void *vals, int64_t n, int64_t dbl, int64_t rank
     return select_from(keys, m, rank, shift, prefix, dbl, out);
 }
 
+/* How many of ``n`` values lie in [lo, hi] (NaN: none), in the values' dtype. */
+int64_t fsp_count_between(const void *vals, int64_t n, int64_t dbl, double lo, double hi) {
+    int64_t count = 0;
+    if (dbl) {
+        const double *v = (const double *)vals;
+        for (int64_t i = 0; i < n; i++) count += (v[i] >= lo) & (v[i] <= hi);
+    } else {
+        const float *v = (const float *)vals;
+        float l = (float)lo, h = (float)hi;
+        for (int64_t i = 0; i < n; i++) count += (v[i] >= l) & (v[i] <= h);
+    }
+    return count;
+}
+
 /* One of fsp_kth_many's selects, on its own keys. */
 typedef struct {
     const void *vals;
