@@ -185,3 +185,16 @@ def test_traced_masks_are_never_looked_up():
 
     torch.func.vmap(check)(old.view(10, 100), new.view(10, 100))
     assert mask_records.within(new, old)
+
+
+@pytest.mark.parametrize("level, recorded", [(0.7, True), (0.5, False)])
+def test_the_torch_path_records_what_it_has_shown(level, recorded, torch_path):
+    """Without the kernels the masks are the same, and so are the records: within the old
+    masks when every pruned place stays pruned, and the count kept."""
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(600, 1000, generator=gen)
+    old = torch.rand(600, 1000, generator=gen) < 0.4  # 60% pruned
+    new = select_scores({"w": AbsScores(w).keyed(old)}, level)["w"]
+    assert bool((new & ~old).any()) is not recorded
+    assert mask_records.within(new, old) is recorded
+    assert mask_records.kept([new.reshape(-1)]) == int(new.sum())

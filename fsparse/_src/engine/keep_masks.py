@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from fsparse._src.engine import native_keep, pool
+from fsparse._src.engine import mask_records, native_keep, pool
 from fsparse._src.engine import threshold as kth  # its SLICE, SMALL: read at call time
 from fsparse._src.engine.threshold import NaNScores, Piece, mark_ties
 from fsparse._src.engine.unit_flags import count_true, true_positions
@@ -198,19 +198,33 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
         return keep  # fused natively: no count of pruned places, no batches (same masks)
     lives = [None if isinstance(p, torch.Tensor) else p.keep for p in pieces]
     pruned = sum(m.numel() - int(count_true(m)) for m in lives if m is not None)
+    _torch_keep(pieces, k, keep, lives, pruned)
+    mask_records.record_kept(keep, n - k)  # exact, as the native pass's (mask_records.py)
+    if k >= pruned:  # every pruned place is among the k lowest: none comes back
+        for mask, alive in zip(keep, lives):
+            if alive is not None:
+                mask_records.record_within(mask, alive)
+    return keep
+
+
+def _torch_keep(pieces: Sequence[Piece], k: int, keep: Sequence[torch.Tensor],
+                lives: Sequence[torch.Tensor | None], pruned: int) -> None:
+    """:func:`keep_masks` into ``keep`` on the torch path (``pruned``: the places not in
+    ``lives``)."""
+    n, small = sum(p.numel() for p in pieces), kth.SMALL
     if n > small and pruned == 0:
         if _one_pass(pieces, k, n, keep) is not None:
-            return keep
+            return
     elif n > small and k > pruned and n - pruned > small:  # select among the live places
         if _one_pass(pieces, k - pruned, n - pruned, keep, True) is not None:
-            return keep
+            return
     for i, piece in enumerate(pieces):  # the paths below do not see NaN themselves
         if has_nan(piece):
             raise NaNScores(i)
     if n > small and k == pruned:  # exactly the places not live (they are the lowest)
         for mask, alive in zip(keep, lives):
             mask.copy_(alive) if alive is not None else mask.fill_(True)
-        return keep
+        return
     tensors = [p if isinstance(p, torch.Tensor) else p.materialize() for p in pieces]
     select = kth.radix_threshold if n > small else kth.small_threshold
     value, ties = select(tensors, k)
@@ -218,4 +232,3 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
         torch.ge(piece, value, out=mask)
         # the first ``ties`` values equal to the threshold are pruned too
         ties = mark_ties(piece, value, ties, mask, clear=True)
-    return keep
