@@ -273,12 +273,13 @@ static void fill_movement(const fsp_segment *g, int64_t s, int64_t m, float *out
     const float *x = (const float *)g->x + s, *y = (const float *)g->y + s;
     const float *z = (const float *)g->z + s;
     const uint8_t *live = g->live + s;
-    for (int64_t i = 0; i < m; i++) out[i] = movement_score(x[i], y[i], z[i], live[i]);
+    for (int64_t i = 0; i < m; i++) out[i] = movement_score_float(x[i], y[i], z[i], live[i]);
 }
 
 /* Computed float32 scores (block means, RANDOM, MOVEMENT_SCORES): each block of BLK values
- * is computed into a buffer (MOVEMENT_SCORES: into its place in ``out``), then compared as
- * a plain segment viewing that block. */
+ * is computed into a buffer and compared as a plain segment viewing it, into a flag
+ * buffer; the flags (and MOVEMENT_SCORES' values, into ``out``) are then streamed to
+ * their places (stream_copy: neither is read again soon). */
 static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float mid,
                            float hi, fsp_cursor *t) {
     float buffer[BLK];
@@ -304,7 +305,8 @@ static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float l
         view.mode = PLAIN;
         range_plain_float(&view, 0, m, lo, mid, hi, t);
         stream_copy(g->keep + s, flags, (size_t)m);
-        if (g->mode == MOVEMENT_SCORES) stream_copy((float *)g->out + s, vals, (size_t)m * sizeof(float));
+        if (g->mode == MOVEMENT_SCORES)
+            stream_copy((float *)g->out + s, vals, (size_t)m * sizeof(float));
     }
 }
 

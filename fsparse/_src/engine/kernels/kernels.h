@@ -52,16 +52,27 @@ typedef struct {
 BLOCK_MEAN(float, fabsf)
 BLOCK_MEAN(double, fabs)
 
+/* ``v`` where ``take`` (its low bit) is set, else +0.0: a bit mask, so no branch and the
+ * same bits as torch's where(take, v, 0) (signs of zero, inf and NaN kept). */
+#define MASKED(T, U)                                                                        \
+    static inline T masked_##T(T v, uint8_t take) {                                         \
+        U bits, mask = (U)0 - (U)(take & 1);                                                \
+        memcpy(&bits, &v, sizeof bits);                                                     \
+        bits &= mask;                                                                       \
+        memcpy(&v, &bits, sizeof v);                                                        \
+        return v;                                                                           \
+    }
+MASKED(float, uint32_t)
+MASKED(double, uint64_t)
+
 /* Movement pruning's next score, (live ? -(g * w) : +0.0) + s, in the operations and order
- * of fsparse/pruners/_movement.py (and scores.c's fsp_movement): the same bits. */
-static inline float movement_score(float s, float g, float w, uint8_t live) {
-    float d = -(g * w);
-    uint32_t bits, mask = 0u - (uint32_t)(live & 1);
-    memcpy(&bits, &d, sizeof bits);
-    bits &= mask;
-    memcpy(&d, &bits, sizeof d);
-    return d + s;
-}
+ * of fsparse/pruners/_movement.py: the same bits (scores.c, keep_pass.c and sample.c). */
+#define MOVEMENT_SCORE(T)                                                                   \
+    static inline T movement_score_##T(T s, T g, T w, uint8_t live) {                       \
+        return masked_##T(-(g * w), live) + s;                                              \
+    }
+MOVEMENT_SCORE(float)
+MOVEMENT_SCORE(double)
 
 /* The counter-based stream of counter_rng.py (its docstring defines it): the block keys of
  * positions hi * 2**32 ..., Mueller's 32-bit hash, and value i of stream ``key``. */

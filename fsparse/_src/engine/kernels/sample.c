@@ -25,7 +25,7 @@ static inline void draw_value(const fsp_segment *g, int64_t i, int dbl, void *ou
         return;
     }
     if (g->mode == MOVEMENT_SCORES) { /* float32 only, likewise */
-        ((float *)out)[k] = movement_score(((const float *)g->x)[i], ((const float *)g->y)[i],
+        ((float *)out)[k] = movement_score_float(((const float *)g->x)[i], ((const float *)g->y)[i],
                                            ((const float *)g->z)[i], g->live[i]);
         return;
     }

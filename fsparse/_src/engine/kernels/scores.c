@@ -22,19 +22,13 @@ typedef struct {
 /* The selects are bit masks (all ones where the value is taken, else zero, which gives
  * +0.0), so the loops are branch-free and vectorize whatever the flags' pattern; a mask
  * select is exactly the ternary's value. */
-#define UPDATES(T, U)                                                                        \
-    static inline T masked_##T(T v, uint8_t take) {                                         \
-        U bits, mask = (U)0 - (U)(take & 1);                                                \
-        memcpy(&bits, &v, sizeof bits);                                                     \
-        bits &= mask;                                                                       \
-        memcpy(&v, &bits, sizeof v);                                                        \
-        return v;                                                                           \
-    }                                                                                       \
+#define UPDATES(T)                                                                           \
     static void movement_##T(const fsp_elementwise *r) {                                    \
         const T *s = (const T *)r->in[0], *g = (const T *)r->in[1], *w = (const T *)r->in[2]; \
         const uint8_t *live = r->flags[0];                                                  \
         T *out = (T *)r->out;                                                               \
-        for (int64_t i = 0; i < r->n; i++) out[i] = masked_##T(-(g[i] * w[i]), live[i]) + s[i]; \
+        for (int64_t i = 0; i < r->n; i++)                                                  \
+            out[i] = movement_score_##T(s[i], g[i], w[i], live[i]);                         \
     }                                                                                       \
     static void revived_##T(const fsp_elementwise *r) {                                     \
         const T *w = (const T *)r->in[0];                                                   \
@@ -55,8 +49,8 @@ typedef struct {
         T *out = (T *)r->out;                                                               \
         for (; i < r->n; i++) out[i] = masked_##T(x[i], keep[i]);                           \
     }
-UPDATES(float, uint32_t)
-UPDATES(double, uint64_t)
+UPDATES(float)
+UPDATES(double)
 
 #ifdef FSP_X86
 /* float32 masked data on AVX2, 8 values a step: the keep bytes widened to 0/1 floats (the
