@@ -197,6 +197,8 @@ __attribute__((target("avx2"))) static void zero_avx2(float *w, const uint8_t *k
     const __m256 ones = _mm256_set1_ps(1.0f);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
+        if (!(i & 15)) ahead(w + i);
+        if (!(i & 63)) ahead(keep + i);
         uint64_t bytes;
         memcpy(&bytes, keep + i, 8);
         if (bytes == 0x0101010101010101ull) continue; /* all kept: w * 1 is w */

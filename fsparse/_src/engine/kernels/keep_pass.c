@@ -160,6 +160,9 @@ __attribute__((target("avx2"))) static void range_avx2(const fsp_segment *g, int
     __m256 top = _mm256_set1_ps((float)t->vmax); /* a float's value, or -inf: exact */
     int64_t i = s0, above = 0;
     for (; i + 32 <= s1; i += 32) {
+        ahead(x + i), ahead(x + i + 16);
+        if (g->mode == ABS_PRODUCT) ahead(y + i), ahead(y + i + 16);
+        if (g->alive && !(i & 32)) ahead(g->alive + i);
         __m256 v[4];
         for (int q = 0; q < 4; q++) {
             __m256 a = _mm256_loadu_ps(x + i + 8 * q);
@@ -215,6 +218,9 @@ static void range_sse2(const fsp_segment *g, int64_t s0, int64_t s1, float lo, f
     __m128 top = _mm_set1_ps((float)t->vmax);
     int64_t i = s0, above = 0;
     for (; i + 16 <= s1; i += 16) {
+        ahead(x + i);
+        if (g->mode == ABS_PRODUCT) ahead(y + i);
+        if (g->alive && !(i & 48)) ahead(g->alive + i);
         __m128 v[4];
         for (int q = 0; q < 4; q++) {
             __m128 a = _mm_loadu_ps(x + i + 4 * q);
@@ -273,7 +279,13 @@ static void fill_movement(const fsp_segment *g, int64_t s, int64_t m, float *out
     const float *x = (const float *)g->x + s, *y = (const float *)g->y + s;
     const float *z = (const float *)g->z + s;
     const uint8_t *live = g->live + s;
-    for (int64_t i = 0; i < m; i++) out[i] = movement_score_float(x[i], y[i], z[i], live[i]);
+    for (int64_t c = 0; c < m; c += 64) { /* 64 values: 4 lines of each float input */
+        int64_t e = m - c < 64 ? m - c : 64;
+        for (int q = 0; q < 64; q += 16) ahead(x + c + q), ahead(y + c + q), ahead(z + c + q);
+        ahead(live + c);
+        for (int64_t i = c; i < c + e; i++)
+            out[i] = movement_score_float(x[i], y[i], z[i], live[i]);
+    }
 }
 
 /* Computed float32 scores (block means, RANDOM, MOVEMENT_SCORES): each block of BLK values

@@ -18,6 +18,13 @@ enum { PLAIN = 0, ABS = 1, ABS_PRODUCT = 2, BLOCK_L1 = 3, BLOCK_L2 = 4, RANDOM =
  * segment's ``live`` is off, so it comes back if kept (the pass reads ``live`` in order
  * anyway; the finish would otherwise look it up, a cache miss a candidate). */
 #define FSP_LIVE_OFF ((int64_t)1 << 62)
+/* Streaming passes ask for the memory FSP_AHEAD bytes ahead of where they read: the
+ * hardware's stream prefetchers stop at each page boundary, and most tensors sit on 4 KiB
+ * pages (resnet18's update pass: ~3.6-5.5 -> ~2.4-2.7 ms on 2 threads). A prefetch of an
+ * address past the end is harmless. */
+#define FSP_AHEAD 4096
+static inline void ahead(const void *p) { __builtin_prefetch((const char *)p + FSP_AHEAD); }
+
 /* Threads a kernel runs on, at most; tasks its work is split into, at most; tasks per
  * thread (parallel.c hands them out as threads come free); items per task, at least. */
 enum { MAX_THREADS = 64, MAX_TASKS = 256, TASKS_PER_THREAD = 16, MIN_TASK = 1 << 16 };
