@@ -46,6 +46,7 @@ __attribute__((target("avx2"))) static int64_t means4_avx2(const fsp_segment *g,
     int l2 = g->mode == BLOCK_L2;
     int64_t i = 0;
     for (; i + 8 <= m; i += 8) {
+        ahead(x + 4 * i), ahead(x + 4 * i + 16);
         __m256 e[4];
         block4_scores(x + 4 * i, l2, e);
         __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(e[0], e[1]), e[2]), e[3]);
