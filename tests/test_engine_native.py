@@ -624,3 +624,26 @@ def test_zero_revived_is_the_torch_where_bit_for_bit(n, dtype, seed):
     assert torch.equal(w.view(bits), before.view(bits))
     if n:  # masks of another shape: left to the torch path
         assert native.zero_revived(w, old, new[:-1]) is None
+
+
+def test_a_bracket_of_one_value_finishes_without_a_digit(native_path, monkeypatch):
+    """3% of the values tied at the median: the bracket closes on that one value (lo == hi,
+    no bits left to select), and the ties are pruned first in order, as on the torch path."""
+    gen = torch.Generator().manual_seed(10)
+    values = torch.rand(400_000, generator=gen)
+    values[torch.randperm(400_000, generator=gen)[:12_000]] = 0.5
+    pieces = [AbsScores(values[:123_457]), AbsScores(values[123_457:])]
+    want = _both(lambda: keep_mod.keep_masks(pieces, 200_000))[1]
+    brackets = []
+    real_middle, real_finish = native_keep._middle, native.KERNELS.fsp_finish
+    def middle(lo: float, hi: float, dtype: torch.dtype) -> float:
+        brackets.append((lo, hi))
+        return real_middle(lo, hi, dtype)
+
+    monkeypatch.setattr(native_keep, "_middle", middle)
+    finished = []
+    monkeypatch.setattr(native.KERNELS, "fsp_finish",
+                        lambda *a: finished.append(real_finish(*a)) or finished[-1])
+    got = keep_mod.keep_masks(pieces, 200_000)
+    assert brackets == [(0.5, 0.5)] and len(finished) == 1 and finished[0] >= 0
+    assert all(torch.equal(a, b) for a, b in zip(got, want))

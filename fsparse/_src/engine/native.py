@@ -82,7 +82,6 @@ def bind(path: str) -> ctypes.CDLL:
     for name, args, result in (
         ("fsp_keep_pass", [seg, i64, i64, i64, f64, f64, f64, i64, ptr, ptr, i64, ptr, ptr,
                            ptr, ptr], i64),
-        ("fsp_kth", [ptr, i64, i64, i64, ptr, ptr], i64),
         ("fsp_kth_many", [ptr, i64, i64, ptr, i64, ptr, ptr, i64], i64),
         ("fsp_count_between", [ptr, i64, i64, f64, f64], i64),
         ("fsp_finish", [seg, i64, ptr, ptr, i64, i64, i64, f64, f64, f64, ptr, ptr, i64, ptr],

@@ -25,8 +25,9 @@ static inline void draw_value(const fsp_segment *g, int64_t i, int dbl, void *ou
         return;
     }
     if (g->mode == MOVEMENT_SCORES) { /* float32 only, likewise */
-        ((float *)out)[k] = movement_score_float(((const float *)g->x)[i], ((const float *)g->y)[i],
-                                           ((const float *)g->z)[i], g->live[i]);
+        const float *s = (const float *)g->x, *grad = (const float *)g->y;
+        ((float *)out)[k] = movement_score_float(s[i], grad[i], ((const float *)g->z)[i],
+                                                 g->live[i]);
         return;
     }
     if (g->mode >= BLOCK_L1) {

@@ -38,7 +38,7 @@ static double key_value(uint64_t prefix, int64_t dbl) {
 
 /* The rank-th smallest of ``m`` keys that share their bits from ``top`` up (``prefix``
  * holds them), 11 bits a pass from bit ``top`` down; ``keys`` is reordered. Writes the
- * value to ``*out`` and returns the ties (as fsp_kth). */
+ * value to ``*out`` and returns the ties (as kth). */
 static int64_t select_from(uint64_t *keys, int64_t m, int64_t rank, int top, uint64_t prefix,
                            int64_t dbl, double *out) {
     for (int shift = top - 11; top > 0; shift -= 11) {
@@ -72,8 +72,8 @@ static int common_top(uint64_t low, uint64_t high, uint64_t *prefix) {
  * keys, 11 bits a pass from the highest bit where the keys differ (``keys``: scratch for
  * n keys). Writes the value to ``*out`` and returns how many values equal to it are
  * among the ``rank`` lowest (the ties), or -1 for a bad rank. */
-int64_t fsp_kth(const void *vals, int64_t n, int64_t dbl, int64_t rank, uint64_t *keys,
-                double *out) {
+static int64_t kth(const void *vals, int64_t n, int64_t dbl, int64_t rank, uint64_t *keys,
+                   double *out) {
     if (rank < 1 || rank > n) return -1;
     uint64_t low = UINT64_MAX, high = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -85,6 +85,15 @@ int64_t fsp_kth(const void *vals, int64_t n, int64_t dbl, int64_t rank, uint64_t
     uint64_t prefix;
     int top = common_top(low, high, &prefix);
     return select_from(keys, n, rank, top, prefix, dbl, out);
+}
+
+/* The index of the first NaN of ``n`` values, or -1. */
+static int64_t first_nan(const void *vals, int64_t n, int64_t dbl) {
+    for (int64_t i = 0; i < n; i++) {
+        double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
+        if (v != v) return i;
+    }
+    return -1;
 }
 
 /* One thread's part of kth_within's first pass: keys, their first digit's counts, the
@@ -127,12 +136,12 @@ static void run_keying(void *arg, int64_t worker) {
         keying_float(k);
 }
 
-/* fsp_kth of ``n`` candidates that lie in [lo, hi] or are NaN (the pass's): the bits
+/* kth of ``n`` candidates that lie in [lo, hi] or are NaN (the pass's): the bits
  * lo's and hi's keys share are every candidate's, so the first digit is known before any
  * key is made, and the keys and that digit's counts come from one pass on ``threads``
  * threads, which also finds the first NaN (returns -2 - its index; nothing else then).
- * A key outside [key(lo), key(hi)] falls back to fsp_kth's own pass (never, if the
- * candidates are the pass's). */
+ * A key outside [key(lo), key(hi)] falls back to kth's own pass (never, if the
+ * candidates are the pass's). Equal ``lo`` and ``hi`` need no digit (width 0). */
 static int64_t kth_within(const void *vals, int64_t n, int64_t dbl, int64_t rank, double lo,
                           double hi, uint64_t *keys, int64_t threads, double *out) {
     uint64_t klo = dbl ? key_d(lo) : key_f((float)lo), khi = dbl ? key_d(hi) : key_f((float)hi);
@@ -158,13 +167,10 @@ static int64_t kth_within(const void *vals, int64_t n, int64_t dbl, int64_t rank
         if (parts[p].first < parts[p].last && (parts[p].low < klo || parts[p].high > khi))
             in_bounds = 0;
     }
-    if (!in_bounds || top == 0) { /* all equal (top 0), no memory, or not the pass's */
+    if (!in_bounds) { /* no memory for the counts, or not the pass's candidates */
         free(hist);
-        for (int64_t i = 0; i < n; i++) {
-            double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
-            if (v != v) return -2 - i;
-        }
-        return fsp_kth(vals, n, dbl, rank, keys, out);
+        int64_t nan_at = first_nan(vals, n, dbl);
+        return nan_at >= 0 ? -2 - nan_at : kth(vals, n, dbl, rank, keys, out);
     }
     uint64_t d = 0;
     for (;;) {
@@ -212,10 +218,10 @@ typedef struct {
 static void run_select(void *arg, int64_t worker) {
     fsp_select *q = (fsp_select *)arg;
     (void)worker;
-    fsp_kth(q->vals, q->n, q->dbl, q->rank, q->keys, q->out);
+    kth(q->vals, q->n, q->dbl, q->rank, q->keys, q->out);
 }
 
-/* fsp_kth for each of ``count`` ranks of the same values at once, on ``threads`` threads
+/* kth for each of ``count`` ranks of the same values at once, on ``threads`` threads
  * (``keys``: scratch for count * n keys); writes the values to ``out``. Returns -1 if a
  * rank is bad (nothing written), else 0. */
 int64_t fsp_kth_many(const void *vals, int64_t n, int64_t dbl, const int64_t *ranks,
@@ -302,10 +308,8 @@ int64_t fsp_finish(const fsp_segment *segs, int64_t nsegs, const void *vals,
         ties = kth_within(vals, n, dbl, need, lo, hi, keys, threads, &t); /* NaN: < -1 */
         if (ties < -1) return ties;
     } else {
-        for (int64_t i = 0; i < n; i++) {
-            double v = dbl ? ((const double *)vals)[i] : (double)((const float *)vals)[i];
-            if (v != v) return -2 - i;
-        }
+        int64_t nan_at = first_nan(vals, n, dbl);
+        if (nan_at >= 0) return -2 - nan_at;
         if (need != 0) return -1;
     }
     *threshold = t;
