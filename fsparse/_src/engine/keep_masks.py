@@ -198,7 +198,7 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
         return keep  # fused natively: no count of pruned places, no batches (same masks)
     lives = [None if isinstance(p, torch.Tensor) else p.keep for p in pieces]
     pruned = sum(m.numel() - int(count_true(m)) for m in lives if m is not None)
-    _torch_keep(pieces, k, keep, lives, pruned)
+    _torch_keep(pieces, k, n, keep, lives, pruned)
     mask_records.record_kept(keep, n - k)  # exact, as the native pass's (mask_records.py)
     if k >= pruned:  # every pruned place is among the k lowest: none comes back
         for mask, alive in zip(keep, lives):
@@ -207,11 +207,11 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
     return keep
 
 
-def _torch_keep(pieces: Sequence[Piece], k: int, keep: Sequence[torch.Tensor],
+def _torch_keep(pieces: Sequence[Piece], k: int, n: int, keep: Sequence[torch.Tensor],
                 lives: Sequence[torch.Tensor | None], pruned: int) -> None:
-    """:func:`keep_masks` into ``keep`` on the torch path (``pruned``: the places not in
-    ``lives``)."""
-    n, small = sum(p.numel() for p in pieces), kth.SMALL
+    """:func:`keep_masks` into ``keep`` on the torch path (``n`` values; ``pruned``: the
+    places not in ``lives``)."""
+    small = kth.SMALL
     if n > small and pruned == 0:
         if _one_pass(pieces, k, n, keep) is not None:
             return
