@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from fsparse._src.checks import under_transform
-from fsparse._src.engine import pool
+from fsparse._src.engine import busy, pool
 
 __all__ = ["KERNELS", "Segment", "any_gains", "bind", "count_all", "count_true", "gains",
            "movement_scores", "plain", "spread", "threads", "use_openmp", "zero_all_pruned_",
@@ -126,8 +126,11 @@ def plain(t: torch.Tensor | None, dtype: torch.dtype) -> bool:
                          and t.dtype == dtype and t.is_contiguous() and not under_transform(t))
 
 
-def threads(work: int, least: int = _PER_THREAD) -> int:
-    """Threads for ``work`` items: torch's count, but at least ``least`` items each."""
+def threads(work: int, least: int = _PER_THREAD, short: bool = False) -> int:
+    """Threads for ``work`` items: torch's count, but at least ``least`` items each; one
+    for ``short`` work while the machine is busy (:mod:`~fsparse._src.engine.busy`)."""
+    if short and busy.busy():
+        return 1
     return max(1, min(torch.get_num_threads(), work // least))
 
 

@@ -134,7 +134,7 @@ def _kth(values: torch.Tensor, ranks: Sequence[int]) -> list[float]:
     keys = pool.empty((count * n,), torch.int64, scratch=True)  # each radix select's own
     native.KERNELS.fsp_kth_many(values.data_ptr(), n, int(values.dtype == torch.float64),
                                 (ctypes.c_int64 * count)(*ranks), count, keys.data_ptr(), out,
-                                native.threads(count * n, _MIN_DRAWS_PER_THREAD))
+                                native.threads(count * n, _MIN_DRAWS_PER_THREAD, short=True))
     return list(out)
 
 
@@ -175,8 +175,8 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
     def sample(size: int) -> torch.Tensor:
         if size not in drawn:
             out = pool.empty((size,), dtype, scratch=True)
-            got = lib.fsp_sample(segments, len(pieces), n, wide, size,
-                                 native.threads(size, _MIN_DRAWS_PER_THREAD), out.data_ptr())
+            team = native.threads(size, _MIN_DRAWS_PER_THREAD, short=True)
+            got = lib.fsp_sample(segments, len(pieces), n, wide, size, team, out.data_ptr())
             drawn[size] = out[:got]  # the draws at live places only
         return drawn[size]
 
@@ -222,7 +222,7 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
                           wide, k - (n - n_cand - above), mid, float(lo), float(hi),
                           keys.data_ptr(),
                           ctypes.byref(ctypes.c_double()),
-                          native.threads(n_cand, _MIN_DRAWS_PER_THREAD),
+                          native.threads(n_cand, _MIN_DRAWS_PER_THREAD, short=True),
                           ctypes.byref(revived_candidates))
     if ties <= -2:
         first = int(where[-2 - ties]) & ~_LIVE_OFF

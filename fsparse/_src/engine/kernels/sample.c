@@ -88,15 +88,19 @@ static void run_draws(void *arg, int64_t worker) {
     d->found = found;
 }
 
-/* ``size`` stratified, jittered draws over the segments (seeded: the same every call for
- * the same ``threads``), in ranges on ``threads`` threads; the values of those at alive
- * places are written to ``out`` in order. Returns how many were written (``size`` less
- * the draws that fell on pruned places). */
+/* ``size`` stratified, jittered draws over the segments, in ranges on ``threads``
+ * threads; the values of those at alive places are written to ``out`` in order. Returns
+ * how many were written (``size`` less the draws that fell on pruned places). The draws
+ * are split into ranges as for SPLIT_THREADS threads whatever ``threads`` is, and each
+ * range is seeded by where it starts, so every call draws the same (a busy machine runs
+ * the sample on one thread: busy.py). */
+enum { SPLIT_THREADS = 16 };
+
 int64_t fsp_sample(const fsp_segment *segs, int64_t nsegs, int64_t total, int64_t dbl,
                    int64_t size, int64_t threads, void *out) {
     fsp_draws draws[MAX_TASKS];
     size_t width = dbl ? sizeof(double) : sizeof(float);
-    int64_t count = task_count(size * 16, size, threads); /* a draw: ~16 values' pass */
+    int64_t count = task_count(size * 16, size, SPLIT_THREADS); /* a draw: ~16 values' pass */
     for (int64_t t = 0; t < count; t++) {
         fsp_draws *d = &draws[t];
         d->segs = segs;
