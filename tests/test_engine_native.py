@@ -647,3 +647,25 @@ def test_a_bracket_of_one_value_finishes_without_a_digit(native_path, monkeypatc
     got = keep_mod.keep_masks(pieces, 200_000)
     assert brackets == [(0.5, 0.5)] and len(finished) == 1 and finished[0] >= 0
     assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize(("norm", "zeros"), [("L1", 2), ("L2", 1), ("L1", 4)])
+def test_the_pass_writes_the_element_mask_across_many_tasks(norm, zeros):
+    """Float32 blocks (1, 4) of a 2,000,000-element table on two threads: the pass ranks
+    each pruned block as it reads it, and the finish rewrites the elements of blocks whose
+    guess it corrects, in every task; the mask is the reference's (tied means and values)."""
+    from fsparse import make_config
+    from fsparse._src.engine import norm_mask as norm_mod
+
+    gen = torch.Generator().manual_seed(zeros)
+    data = (torch.randn(5_000, 400, generator=gen) * 6).round() / 4
+    config = make_config(sparsity_level=0.6, sparse_block_shape=(1, 4), zeros_per_block=zeros,
+                         norm=norm)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        got = norm_mod._whole_row_blocks(data, config)
+    finally:
+        torch.set_num_threads(threads)
+    assert got is not None and got.shape == data.shape
+    assert torch.equal(got, norm_mod.reference_norm_mask(data, config))

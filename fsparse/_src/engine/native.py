@@ -40,7 +40,8 @@ class Segment(ctypes.Structure):
     _fields_ = [("x", ctypes.c_void_p), ("y", ctypes.c_void_p), ("alive", ctypes.c_void_p),
                 ("keep", ctypes.c_void_p), ("n", ctypes.c_int64), ("base", ctypes.c_int64),
                 ("mode", ctypes.c_int64), ("width", ctypes.c_int64), ("key", ctypes.c_uint64),
-                ("z", ctypes.c_void_p), ("live", ctypes.c_void_p), ("out", ctypes.c_void_p)]
+                ("z", ctypes.c_void_p), ("live", ctypes.c_void_p), ("out", ctypes.c_void_p),
+                ("elems", ctypes.c_void_p), ("zeros", ctypes.c_int64)]
 
 
 def _torch_openmp() -> ctypes.CDLL | None:

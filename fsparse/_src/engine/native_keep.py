@@ -81,10 +81,20 @@ def applies(pieces: Sequence[Piece], keep: Sequence[torch.Tensor]) -> bool:
 class BlockMeans:
     """The mean ``|x|`` (L1) or ``x * x`` (L2) of each ``width`` consecutive elements of the
     contiguous 1-D ``flat``: the block means of norm blocks of one row, computed by the
-    kernels as the chunked path does (only :func:`one_pass` reads it)."""
+    kernels as the chunked path does (only :func:`one_pass` reads it).
 
-    def __init__(self, flat: torch.Tensor, width: int, norm: str) -> None:
+    With ``zeros`` (float32, ``width`` 2, 4, 8 or 16), :func:`one_pass` writes this
+    piece's element mask instead of its block flags: its ``keep`` tensor has ``flat``'s
+    size, a kept block is all ``True``, and a pruned one loses its ``zeros`` smallest
+    ``|x|`` (L2: ``x * x``), ties by position, as the chunked path ranks them. The pass
+    ranks each block from the values it has just read, so no second pass reads them."""
+
+    def __init__(self, flat: torch.Tensor, width: int, norm: str,
+                 zeros: int | None = None) -> None:
         self.flat, self.width, self.norm, self.dtype = flat, width, norm, flat.dtype
+        assert zeros is None or (flat.dtype == torch.float32 and width in (2, 4, 8, 16)
+                                 and 0 < zeros <= width)
+        self.zeros = zeros
 
     def numel(self) -> int:
         return self.flat.numel() // self.width
@@ -114,13 +124,16 @@ def _segments(pieces: Sequence[Piece | BlockMeans], keep: Sequence[torch.Tensor]
         elif isinstance(piece, BlockMeans):
             seg.x, seg.width = piece.flat.data_ptr(), piece.width
             seg.mode = _BLOCK_L1 if piece.norm == "L1" else _BLOCK_L2
+            if piece.zeros is not None:  # the element mask, written instead of keep
+                seg.elems, seg.zeros = out.data_ptr(), piece.zeros
         else:
             assert isinstance(piece, AbsScores)
             seg.x = piece.flat.data_ptr()
             seg.mode = _ABS if piece.factor is None else _ABS_PRODUCT
             seg.y = None if piece.factor is None else piece.factor.data_ptr()
             seg.alive = None if piece.keep is None else piece.keep.data_ptr()
-        seg.keep, seg.n, seg.base = out.data_ptr(), piece.numel(), total
+        seg.keep = None if seg.elems else out.data_ptr()
+        seg.n, seg.base = piece.numel(), total
         total += piece.numel()
     return segments
 
@@ -229,7 +242,8 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
         raise NaNScores(sum(1 for seg in segments[1:] if seg.base <= first))
     if ties < 0:
         return False
-    mask_records.record_kept(keep, n - k)  # exactly: the next update's pruned places
+    if not any(isinstance(p, BlockMeans) and p.zeros is not None for p in pieces):
+        mask_records.record_kept(keep, n - k)  # exactly: the next update's pruned places
     none_back = revived.value + revived_candidates.value == 0  # counted over all pieces
     for piece, out in zip(pieces, keep):  # what the pass has shown (engine/mask_records.py)
         if isinstance(piece, MovementScores):

@@ -156,7 +156,8 @@ def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tenso
     score (``|x|`` or ``x * x``) is its mean. Otherwise the fused native pass computes the
     means as the chunked path does (the same sums in the same order, then the division),
     and a pruned block loses its ``zeros_per_block`` smallest scores, ranked as the
-    chunked path ranks them (ties by position), so the masks are the same. ``None`` where
+    chunked path ranks them (ties by position), so the masks are the same: float32 by the
+    pass itself as it reads each block, float64 by a second pass. ``None`` where
     this does not apply, where nothing is pruned, where the pass meets a NaN or infinite
     mean (the chunked path then answers or raises), or if the bracket misses."""
     height, width = config.sparse_block_shape
@@ -170,17 +171,18 @@ def _whole_row_blocks(data: torch.Tensor, config: SparsityConfig) -> torch.Tenso
     k = pruned_count(config.sparsity_level, blocks)
     if k == 0 or zeros == 0:  # the chunked path still checks the data (NaN, overflow)
         return None
-    keep = pool.empty((blocks,), torch.bool)
+    fused = width > 1 and data.dtype == torch.float32  # the pass writes the element mask
+    keep = pool.empty((data.numel() if fused else blocks,), torch.bool)
     flat = data.detach().reshape(-1)
     means: AbsScores | native_keep.BlockMeans = (
-        native_keep.BlockMeans(flat, width, config.norm) if width > 1
-        else AbsScores(flat) if config.norm == "L1" else AbsScores(flat, factor=flat))
+        native_keep.BlockMeans(flat, width, config.norm, zeros if fused else None)
+        if width > 1 else AbsScores(flat) if config.norm == "L1" else AbsScores(flat, factor=flat))
     try:  # the pass finds a NaN or infinite mean (overflowing sums too): the chunked
         if not native_keep.one_pass([means], k, [keep], finite=True):  # path answers
             return None
     except NaNScores:
         return None
-    if width == 1:
+    if width == 1 or fused:
         return keep.view(data.shape)
     ranked = (flat, config.norm, zeros) if zeros < width else None
     return native.spread(keep, width, ranked).view(data.shape)

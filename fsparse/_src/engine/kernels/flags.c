@@ -339,26 +339,30 @@ static int spread_ranked(const fsp_spread_range *r) {
     return 0;
 }
 
-static void run_spread(void *arg, int64_t worker) {
-    (void)worker;
-    fsp_spread_range *r = (fsp_spread_range *)arg;
-    const uint8_t *keep = r->keep;
-    uint8_t *out = r->out;
-    populate_fresh(out, r->blocks * r->width);
-    if (r->x && r->zeros < r->width && spread_ranked(r)) return;
-    if (r->width == 4) { /* one 32-bit store per block: its flag in every byte */
-        for (int64_t b = 0; b < r->blocks; b++) {
+void spread_blocks(const uint8_t *keep, int64_t blocks, int64_t width, uint8_t *out,
+                   const void *x, int64_t dbl, int64_t l2, int64_t zeros) {
+    const fsp_spread_range whole = {keep, out, blocks, width, x, dbl, l2, zeros};
+    if (x && zeros < width && spread_ranked(&whole)) return;
+    if (width == 4) { /* one 32-bit store per block: its flag in every byte */
+        for (int64_t b = 0; b < blocks; b++) {
             uint32_t word = (uint32_t)keep[b] * 0x01010101u;
             memcpy(out + 4 * b, &word, 4);
         }
-    } else if (r->width == 8) {
-        for (int64_t b = 0; b < r->blocks; b++) {
+    } else if (width == 8) {
+        for (int64_t b = 0; b < blocks; b++) {
             uint64_t word = (uint64_t)keep[b] * 0x0101010101010101ull;
             memcpy(out + 8 * b, &word, 8);
         }
     } else {
-        for (int64_t b = 0; b < r->blocks; b++) memset(out + b * r->width, keep[b], (size_t)r->width);
+        for (int64_t b = 0; b < blocks; b++) memset(out + b * width, keep[b], (size_t)width);
     }
+}
+
+static void run_spread(void *arg, int64_t worker) {
+    (void)worker;
+    const fsp_spread_range *r = (const fsp_spread_range *)arg;
+    populate_fresh(r->out, r->blocks * r->width);
+    spread_blocks(r->keep, r->blocks, r->width, r->out, r->x, r->dbl, r->l2, r->zeros);
 }
 
 /* out[b * width + j] = keep[b] for every block b (bool bytes), in ``threads`` ranges; with

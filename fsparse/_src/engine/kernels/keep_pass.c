@@ -33,6 +33,7 @@ typedef struct {
 } fsp_cursor;
 
 #define BLK 2048
+#define MAX_BLOCK_WIDTH 16 /* block means with elems: 2, 4, 8 or 16 (native_keep.py) */
 
 #ifdef FSP_X86
 /* Means of blocks s.. of width 4 into vals, 8 blocks a step on AVX2: a 4 x 8 transpose
@@ -292,11 +293,13 @@ static void fill_movement(const fsp_segment *g, int64_t s, int64_t m, float *out
 /* Computed float32 scores (block means, RANDOM, MOVEMENT_SCORES): each block of BLK values
  * is computed into a buffer and compared as a plain segment viewing it, into a flag
  * buffer; the flags (and MOVEMENT_SCORES' values, into ``out``) are then streamed to
- * their places (stream_copy: neither is read again soon). */
+ * their places (stream_copy: neither is read again soon). Block means with ``elems``:
+ * the flags are spread over the blocks' elements from the data just read (a pruned
+ * block ranked, spread_blocks), and those are streamed instead. */
 static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float lo, float mid,
                            float hi, fsp_cursor *t) {
     float buffer[BLK];
-    uint8_t flags[BLK];
+    uint8_t flags[BLK], spread[BLK * MAX_BLOCK_WIDTH]; /* spread: with elems only */
     for (int64_t s = s0; s < s1; s += BLK) {
         int64_t m = s1 - s < BLK ? s1 - s : BLK;
         float *vals = buffer;
@@ -317,7 +320,13 @@ static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float l
         view.n = m;
         view.mode = PLAIN;
         range_plain_float(&view, 0, m, lo, mid, hi, t);
-        stream_copy(g->keep + s, flags, (size_t)m);
+        if (g->elems) {
+            spread_blocks(flags, m, g->width, spread, (const float *)g->x + s * g->width, 0,
+                          g->mode == BLOCK_L2, g->zeros);
+            stream_copy(g->elems + s * g->width, spread, (size_t)(m * g->width));
+        } else {
+            stream_copy(g->keep + s, flags, (size_t)m);
+        }
         if (g->mode == MOVEMENT_SCORES)
             stream_copy((float *)g->out + s, vals, (size_t)m * sizeof(float));
     }
@@ -359,7 +368,10 @@ static void run_part(void *arg, int64_t worker) {
         if (s0 < 0) s0 = 0;
         if (s1 > g->n) s1 = g->n;
         if (s0 >= s1) continue;
-        populate_fresh(g->keep + s0, s1 - s0);
+        if (g->elems)
+            populate_fresh(g->elems + s0 * g->width, (s1 - s0) * g->width);
+        else
+            populate_fresh(g->keep + s0, s1 - s0);
         if (g->out) populate_fresh((float *)g->out + s0, (s1 - s0) * (int64_t)sizeof(float));
         if (p->dbl)
             range_double(g, s0, s1, p->lo, p->mid, p->hi, &t);
@@ -402,7 +414,10 @@ int64_t fsp_keep_pass(const fsp_segment *segs, int64_t nsegs, int64_t total, int
     fsp_pass pass = {segs, nsegs, cap, (int)dbl, lo, mid, hi, cidx, cval, workers};
     int64_t count = task_count(total, total, threads);
     for (int64_t k = 0; k < nsegs; k++) {
-        advise_fresh(segs[k].keep, segs[k].n);
+        if (segs[k].elems)
+            advise_fresh(segs[k].elems, segs[k].n * segs[k].width);
+        else
+            advise_fresh(segs[k].keep, segs[k].n);
         if (segs[k].out) advise_fresh(segs[k].out, segs[k].n * (int64_t)sizeof(float));
     }
     for (int64_t t = 0; t < count; t++)

@@ -43,6 +43,8 @@ typedef struct {
     const void *z;        /* MOVEMENT_SCORES: the weights */
     const uint8_t *live;  /* MOVEMENT_SCORES: where the score moves (else it stays) */
     void *out;            /* MOVEMENT_SCORES: the scores, written by the pass */
+    uint8_t *elems;       /* float32 BLOCK_*: the element flags, written instead of keep */
+    int64_t zeros;        /* elems: how many of a pruned block's elements are pruned */
 } fsp_segment;
 
 /* Block ``b``'s mean score, summed from its first element and divided by its size, as
@@ -120,6 +122,15 @@ __attribute__((visibility("hidden"))) void rng_fill(uint64_t key, int64_t start,
  * part, faults that part in with one call before it is written. */
 __attribute__((visibility("hidden"))) void advise_fresh(void *start, int64_t bytes);
 __attribute__((visibility("hidden"))) void populate_fresh(void *start, int64_t bytes);
+
+/* Block flags spread over their elements (flags.c): out[b * width + j] = keep[b], except
+ * that with ``x`` (float or double, ``dbl``) and ``zeros`` below ``width`` (2, 4, 8 or 16)
+ * a pruned block keeps all but its ``zeros`` smallest |x| (``l2``: x * x), ties by
+ * position. One thread; fsp_spread runs it on many, the pass on each range it reads. */
+__attribute__((visibility("hidden"))) void spread_blocks(const uint8_t *keep, int64_t blocks,
+                                                      int64_t width, uint8_t *out,
+                                                      const void *x, int64_t dbl, int64_t l2,
+                                                      int64_t zeros);
 
 /* A kernel's work on one task, run by thread ``worker`` (0 .. workers - 1; a thread runs
  * its tasks one after another). */

@@ -257,7 +257,13 @@ static inline void flag_one(fsp_flags *f, int64_t i, int64_t *s, int64_t *seen) 
         keep = 0;
         ++*seen;
     }
-    if (keep != (v > f->mid)) f->segs[*s].keep[where - f->segs[*s].base] = keep;
+    const fsp_segment *g = &f->segs[*s];
+    int64_t at = where - g->base;
+    if (keep != (v > f->mid) && g->elems) /* float32 block means: its elements */
+        spread_blocks(&keep, 1, g->width, g->elems + at * g->width,
+                      (const float *)g->x + at * g->width, 0, g->mode == BLOCK_L2, g->zeros);
+    else if (keep != (v > f->mid))
+        g->keep[at] = keep;
     if (keep && (f->where[i] & FSP_LIVE_OFF)) f->revived++; /* comes back */
 }
 
