@@ -73,3 +73,31 @@ def test_a_busy_machine_gives_the_same_masks(monkeypatch):
         torch.set_num_threads(threads)
     assert all(torch.equal(x, y) for x, y in zip(quiet, loaded))
     assert sum(int((~m).sum()) for m in quiet) == 1_300_000
+
+
+def test_a_busy_machine_runs_the_kernels_on_blocking_threads(monkeypatch):
+    if native.KERNELS is None:
+        pytest.skip("the kernels are not built: no threads of theirs to choose")
+    told = []
+    real = native.KERNELS.fsp_blocking
+    monkeypatch.setattr(native.KERNELS, "fsp_blocking", lambda on: told.append(on) or real(on))
+    gen = torch.Generator().manual_seed(10)
+    pieces = [torch.randn(3_000_000, generator=gen)]
+    flags = torch.rand(5_000_000, generator=gen) > 0.5
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(busy_mod, "busy", lambda: False)
+        quiet = keep_mod.keep_masks(pieces, 1_000_000), native.count_true(flags)
+        monkeypatch.setattr(busy_mod, "busy", lambda: True)
+        loaded = keep_mod.keep_masks(pieces, 1_000_000), native.count_true(flags)
+        assert native._blocking[0] is True
+        monkeypatch.setattr(busy_mod, "busy", lambda: False)
+        native.threads(1)
+        assert native._blocking[0] is False
+    finally:
+        torch.set_num_threads(threads)
+        real(native._blocking[0])
+    assert told[-2:] == [True, False]  # told once each way, not at every call
+    assert len(told) <= 3
+    assert torch.equal(quiet[0][0], loaded[0][0]) and quiet[1] == loaded[1]

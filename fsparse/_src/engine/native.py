@@ -98,6 +98,7 @@ def bind(path: str) -> ctypes.CDLL:
         ("fsp_zero_revived", [ptr, ptr, ptr, ptr, i64, i64, i64], None),
         ("fsp_masked", [ptr, ptr, ptr, i64, i64, i64, i64], None),
         ("fsp_use_openmp", [ptr, ptr, ptr], None),
+        ("fsp_blocking", [i64], None),
         ("fsp_pool_tensor", [i64, i64, i64, i64, ptr], ptr),
         ("fsp_pool_drop", [ptr], None),
         ("fsp_pool_limit", [i64], i64),
@@ -130,9 +131,16 @@ def plain(t: torch.Tensor | None, dtype: torch.dtype) -> bool:
 def threads(work: int, least: int = _PER_THREAD, short: bool = False) -> int:
     """Threads for ``work`` items: torch's count, but at least ``least`` items each; one
     for ``short`` work while the machine is busy (:mod:`~fsparse._src.engine.busy`)."""
-    if short and busy.busy():
+    loaded = busy.busy()
+    if KERNELS is not None and loaded is not _blocking[0]:
+        KERNELS.fsp_blocking(loaded)
+        _blocking[0] = loaded
+    if short and loaded:
         return 1
     return max(1, min(torch.get_num_threads(), work // least))
+
+
+_blocking = [False]  # whether the kernels were last told to run on blocking pthreads
 
 
 def _flags(*masks: torch.Tensor) -> bool:

@@ -16,6 +16,13 @@ typedef void (*gomp_parallel_fn)(void (*)(void *), void *, unsigned, unsigned);
 typedef int (*omp_int_fn)(void);
 static gomp_parallel_fn omp_parallel = NULL;
 static omp_int_fn omp_thread_num = NULL;
+static int blocking = 0; /* fsp_blocking: pthreads even where torch's runtime is known */
+
+/* On a busy machine (native.py's probe) the kernels run on pthreads that block: torch's
+ * OpenMP workers spin for milliseconds after each parallel region, and on a busy machine
+ * that spinning takes the cores' time from this process's own next steps (and from the
+ * neighbours). */
+void fsp_blocking(int64_t on) { __atomic_store_n(&blocking, on != 0, __ATOMIC_RELAXED); }
 
 void fsp_use_openmp(void *parallel, void *thread_num, void *num_threads) {
     (void)num_threads; /* the team's size is not needed: threads take tasks until none is left */
@@ -59,7 +66,7 @@ void run_all(fsp_work fn, void *tasks, size_t size, int64_t count, int64_t worke
         take_tasks(&team, 0);
         return;
     }
-    if (omp_parallel && omp_thread_num) {
+    if (omp_parallel && omp_thread_num && !__atomic_load_n(&blocking, __ATOMIC_RELAXED)) {
         omp_parallel(team_body, &team, (unsigned)workers, 0);
         return;
     }
