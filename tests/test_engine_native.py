@@ -77,10 +77,11 @@ def keep_cases(draw):
     return pieces, draw(st.integers(1, n))
 
 
-@settings(max_examples=150, deadline=None)
-@given(keep_cases(), st.sampled_from([1, 64, 512]))
+@settings(max_examples=200, deadline=None)
+@given(keep_cases(), st.sampled_from([1, 64, 512, threshold_mod.SMALL]))
 def test_native_keep_masks_are_the_torch_paths(case, small):
-    """Any pieces, any k: the fused pass's masks equal the torch path's bit for bit."""
+    """Any pieces, any k: the fused pass's masks equal the torch path's bit for bit (up
+    to ``SMALL`` values, every value a candidate; above it, the sampled bracket)."""
     pieces, k = case
     old = threshold_mod.SMALL
     threshold_mod.SMALL = small  # the one-pass paths for small inputs too
@@ -669,3 +670,25 @@ def test_the_pass_writes_the_element_mask_across_many_tasks(norm, zeros):
         torch.set_num_threads(threads)
     assert got is not None and got.shape == data.shape
     assert torch.equal(got, norm_mod.reference_norm_mask(data, config))
+
+
+def test_small_inputs_take_the_pass_with_every_value_a_candidate(monkeypatch):
+    """Up to SMALL values the pass answers with no sample (one exact select, no torch op):
+    ties, infinities and pruned places as on the torch path, and a live NaN reported."""
+    gen = torch.Generator().manual_seed(12)
+    a = (torch.randn(9_408, generator=gen) * 3).round()
+    a[::50], a[7::61] = math.inf, -math.inf
+    b = torch.randn(300, generator=gen)
+    pieces = [AbsScores(a, torch.rand(a.shape, generator=gen) > 0.2), b]
+    runs, samples = [], []
+    real, draw = native_keep.one_pass, native.KERNELS.fsp_sample
+    monkeypatch.setattr(native_keep, "one_pass", lambda *a: runs.append(real(*a)) or runs[-1])
+    monkeypatch.setattr(native.KERNELS, "fsp_sample", lambda *a: samples.append(a) or draw(*a))
+    for k in (1, 2_000, 5_000, 9_000):
+        fused, plain = _both(lambda k=k: keep_mod.keep_masks(pieces, k))
+        assert all(torch.equal(x, y) for x, y in zip(fused, plain)), k
+    assert runs == [False, True, True, True] and not samples  # k = 1: among the pruned
+    bad = a.clone()
+    bad[1] = math.nan
+    with pytest.raises(NaNScores):
+        keep_mod.keep_masks([b, AbsScores(bad)], 100)

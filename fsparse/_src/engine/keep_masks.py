@@ -182,19 +182,19 @@ def keep_masks(pieces: Sequence[Piece], k: int) -> list[torch.Tensor]:
     """Flat bool masks of ``pieces``: ``False`` at the ``k`` lowest (``1 <= k <= total``).
 
     The complement of ``threshold.lowest_masks`` for ``kth_threshold``'s answer,
-    in fresh tensors. Many values: one pass finds the threshold and writes the
-    masks (fused in native code where :func:`native_keep.applies
-    <fsparse._src.engine.native_keep.applies>`, else :func:`_keep_pass`); otherwise
-    one ``>=`` pass after the threshold.
+    in fresh tensors. Where :func:`native_keep.applies
+    <fsparse._src.engine.native_keep.applies>`, any number of values: one fused native
+    pass finds the threshold and writes the masks. Otherwise, many values: the torch
+    one-pass path (:func:`_keep_pass`); few: one ``>=`` pass after the threshold.
     Computed pieces are read in batches on the one-pass path (and materialized
     otherwise). Raises :class:`NaNScores` if a live value is NaN.
 
     >>> keep_masks([torch.tensor([3.0, 1.0]), torch.tensor([1.0, 2.0])], 2)
     [tensor([ True, False]), tensor([False,  True])]
     """
-    n, small = sum(p.numel() for p in pieces), kth.SMALL
+    n = sum(p.numel() for p in pieces)
     keep = [pool.empty((p.numel(),), torch.bool, p.device) for p in pieces]
-    if n > small and native_keep.applies(pieces, keep) and native_keep.one_pass(pieces, k, keep):
+    if native_keep.applies(pieces, keep) and native_keep.one_pass(pieces, k, keep):
         return keep  # fused natively: no count of pruned places, no batches (same masks)
     lives = [None if isinstance(p, torch.Tensor) else p.keep for p in pieces]
     pruned = sum(m.numel() - int(count_true(m)) for m in lives if m is not None)

@@ -168,21 +168,19 @@ def _middle(lo: float, hi: float, dtype: torch.dtype) -> float:
     return mid if lo <= mid <= hi else hi
 
 
-def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.Tensor],
-             finite: bool = False) -> bool:
-    """Write ``keep`` (flat bool, one per piece): ``False`` at the ``k`` lowest values of
-    ``pieces``, already-pruned places lowest of all (requires :func:`applies`, or
-    :class:`BlockMeans` of data that :func:`reads`).
-
-    Returns ``False`` if the bracket missed, overflowed or reached the pruned places, or
-    (``finite``) a score is ``+inf`` (``keep`` is then partly written: the caller selects
-    again); raises :class:`NaNScores` for a NaN at a live place.
-    """
+def _bracket(pieces: Sequence[Piece | BlockMeans], segments: ctypes.Array[native.Segment],
+             n: int, k: int) -> tuple[float, float, float, int] | None:
+    """``(lo, mid, hi, budget)`` for the pass over ``segments`` (``n`` values, the ``k``-th
+    lowest wanted); ``None`` where the caller should select another way. Up to
+    ``threshold.SMALL`` values every one is a candidate: no sample, and the finish's radix
+    select is the whole selection (no torch op, so nothing waits on a parallel region: on
+    a busy machine each of those waits for a time slice). Its guess ``v > mid`` is then
+    all kept or all pruned, whichever leaves the finish fewer flags to rewrite."""
+    if n <= kth.SMALL:
+        return -math.inf, math.inf if 2 * k >= n else -math.inf, math.inf, n
     lib = native.KERNELS
     assert lib is not None
     dtype, wide = pieces[0].dtype, int(pieces[0].dtype == torch.float64)
-    segments, n = _segments(pieces, keep), sum(p.numel() for p in pieces)
-
     drawn: dict[int, torch.Tensor] = {}  # draws by size: a sample is drawn once
 
     def sample(size: int) -> torch.Tensor:
@@ -206,22 +204,43 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
         pruned = sum(a.numel() for a in alive) - int(
             known if known is not None else native.count_all(alive) or 0)
         if k <= pruned:
-            return False  # the k-th may be a pruned place: the caller counts them
+            return None  # the k-th may be a pruned place: the caller counts them
     # bounds reads only numel() and dtype of the pieces; the sample reads the segments
     found = kth.bounds(pieces, k - pruned, n - pruned, pruned > 0,  # type: ignore[arg-type]
                        draw=lambda _, size, __: sample(size), select=_kth, between=_between)
     if found is None:
+        return None
+    lo, hi = float(found[0]), float(found[1])
+    return lo, _middle(lo, hi, dtype), hi, found[2]
+
+
+def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.Tensor],
+             finite: bool = False) -> bool:
+    """Write ``keep`` (flat bool, one per piece): ``False`` at the ``k`` lowest values of
+    ``pieces``, already-pruned places lowest of all (requires :func:`applies`, or
+    :class:`BlockMeans` of data that :func:`reads`).
+
+    Returns ``False`` if the bracket missed, overflowed or reached the pruned places, or
+    (``finite``) a score is ``+inf`` (``keep`` is then partly written: the caller selects
+    again); raises :class:`NaNScores` for a NaN at a live place.
+    """
+    lib = native.KERNELS
+    assert lib is not None
+    dtype, wide = pieces[0].dtype, int(pieces[0].dtype == torch.float64)
+    segments, n = _segments(pieces, keep), sum(p.numel() for p in pieces)
+
+    found = _bracket(pieces, segments, n, k)
+    if found is None:
         return False
-    lo, hi, budget = found
+    lo, mid, hi, budget = found
     team = native.threads(n, _MIN_PER_THREAD)
     cap = min(budget + 1, n)  # one over the budget tells an overflow
     where = pool.empty((team * cap,), torch.int64, scratch=True)  # recycled: pages in place
     values = pool.empty((team * cap,), dtype, scratch=True)
     found_in, above_by = (ctypes.c_int64 * team)(), (ctypes.c_int64 * team)()  # per thread
     top = (ctypes.c_double * team)()  # each thread's largest score
-    mid = _middle(float(lo), float(hi), dtype)
     revived, revived_candidates = ctypes.c_int64(), ctypes.c_int64()
-    lib.fsp_keep_pass(segments, len(pieces), n, wide, float(lo), mid, float(hi), team,
+    lib.fsp_keep_pass(segments, len(pieces), n, wide, lo, mid, hi, team,
                       where.data_ptr(), values.data_ptr(), cap, found_in, above_by, top,
                       ctypes.byref(revived))
     for piece in pieces:  # the pass wrote every value of these, whatever it found
@@ -232,7 +251,7 @@ def one_pass(pieces: Sequence[Piece | BlockMeans], k: int, keep: Sequence[torch.
         return False
     keys = pool.empty((n_cand,), torch.int64, scratch=True)  # the radix select's scratch
     ties = lib.fsp_finish(segments, len(pieces), values.data_ptr(), where.data_ptr(), n_cand,
-                          wide, k - (n - n_cand - above), mid, float(lo), float(hi),
+                          wide, k - (n - n_cand - above), mid, lo, hi,
                           keys.data_ptr(),
                           ctypes.byref(ctypes.c_double()),
                           native.threads(n_cand, _MIN_DRAWS_PER_THREAD, short=True),
