@@ -58,6 +58,48 @@ __attribute__((target("avx2"))) static int64_t means4_avx2(const fsp_segment *g,
 }
 #endif
 
+#ifdef FSP_X86
+/* means4_avx2's means, and each block's element flags were it pruned, one 32-bit word a
+ * block (byte j: element j stays), from the same transposed scores: element j stays iff
+ * #{i < j: s_i <= s_j} + #{i > j: s_i < s_j} >= zeros (as spread_blocks ranks). Each pair
+ * is compared once, since !(s_i <= s_j) is s_j < s_i for the finite scores of a pass
+ * that succeeds (a NaN or infinite mean fails it). Returns the blocks done (a multiple
+ * of 8). */
+__attribute__((target("avx2"))) static int64_t means_ranks4_avx2(const fsp_segment *g,
+                                                                 int64_t s, int64_t m,
+                                                                 float *vals, uint32_t *words) {
+    const float *x = (const float *)g->x + s * 4;
+    const __m256 four = _mm256_set1_ps(4.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i below = _mm256_set1_epi32((int)g->zeros - 1), all = _mm256_set1_epi32(-1);
+    int l2 = g->mode == BLOCK_L2;
+    int64_t i = 0;
+    for (; i + 8 <= m; i += 8) {
+        ahead(x + 4 * i), ahead(x + 4 * i + 16);
+        __m256 e[4];
+        block4_scores(x + 4 * i, l2, e);
+        __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(e[0], e[1]), e[2]), e[3]);
+        _mm256_storeu_ps(vals + i, _mm256_permutevar8x32_ps(_mm256_div_ps(sum, four), order));
+        __m256i rank[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),
+                           _mm256_setzero_si256(), _mm256_setzero_si256()}; /* minus ranks */
+        for (int a = 0; a < 4; a++)
+            for (int b = a + 1; b < 4; b++) {
+                __m256i le = _mm256_castps_si256(_mm256_cmp_ps(e[a], e[b], _CMP_LE_OQ));
+                rank[b] = _mm256_add_epi32(rank[b], le);
+                rank[a] = _mm256_add_epi32(rank[a], _mm256_xor_si256(le, all));
+            }
+        __m256i word = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            __m256i stays = _mm256_cmpgt_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), rank[j]),
+                                               below);
+            word = _mm256_or_si256(word, _mm256_and_si256(stays, _mm256_set1_epi32(1 << (8 * j))));
+        }
+        _mm256_storeu_si256((__m256i *)(words + i), _mm256_permutevar8x32_epi32(word, order));
+    }
+    return i;
+}
+#endif
+
 static inline int64_t fill_means_float(const fsp_segment *g, int64_t s, int64_t m,
                                        float *vals) {
 #ifdef FSP_X86
@@ -300,16 +342,23 @@ static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float l
                            float hi, fsp_cursor *t) {
     float buffer[BLK];
     uint8_t flags[BLK], spread[BLK * MAX_BLOCK_WIDTH]; /* spread: with elems only */
+    uint32_t words[BLK];                               /* ranked: pruned blocks' flags */
     for (int64_t s = s0; s < s1; s += BLK) {
-        int64_t m = s1 - s < BLK ? s1 - s : BLK;
+        int64_t m = s1 - s < BLK ? s1 - s : BLK, ranked = 0, i = 0;
         float *vals = buffer;
         if (g->mode == RANDOM)
             rng_fill(g->key, s, m, vals);
         else if (g->mode == MOVEMENT_SCORES)
             fill_movement(g, s, m, vals);
-        else
-            for (int64_t i = fill_means_float(g, s, m, vals); i < m; i++)
-                vals[i] = block_mean_float(g, s + i);
+        else {
+#ifdef FSP_X86
+            if (g->elems && g->width == 4 && g->zeros < 4 && __builtin_cpu_supports("avx2"))
+                ranked = i = means_ranks4_avx2(g, s, m, vals, words);
+            else
+#endif
+                i = fill_means_float(g, s, m, vals);
+            for (; i < m; i++) vals[i] = block_mean_float(g, s + i);
+        }
         fsp_segment view = *g;
         view.x = vals;
         view.y = NULL;
@@ -321,7 +370,12 @@ static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float l
         view.mode = PLAIN;
         range_plain_float(&view, 0, m, lo, mid, hi, t);
         if (g->elems) {
-            spread_blocks(flags, m, g->width, spread, (const float *)g->x + s * g->width, 0,
+            for (int64_t b = 0; b < ranked; b++) { /* kept: all four; else its ranks' word */
+                uint32_t word = flags[b] ? 0x01010101u : words[b];
+                memcpy(spread + 4 * b, &word, 4);
+            }
+            spread_blocks(flags + ranked, m - ranked, g->width, spread + ranked * g->width,
+                          (const float *)g->x + (s + ranked) * g->width, 0,
                           g->mode == BLOCK_L2, g->zeros);
             stream_copy(g->elems + s * g->width, spread, (size_t)(m * g->width));
         } else {
