@@ -5,8 +5,9 @@ and every caller then runs its torch path, which gives the same results bit for 
 ``setup.py`` builds the shared object at install. It holds no Python code and reads
 and writes only the buffers it is handed. Work runs on torch's own OpenMP threads
 when torch's runtime is found (they are awake and sized by ``torch.set_num_threads``;
-a fresh thread on an idle or busy core starts late), else on plain pthreads that
-block rather than spin. Nothing here sets thread state.
+a fresh thread on an idle core starts late), else, and while the machine is busy
+(:mod:`~fsparse._src.engine.busy`: OpenMP's workers spin after each region), on plain
+pthreads that block rather than spin. Nothing here sets thread state.
 
 Here: the flag-byte helpers (:func:`count_true`, :func:`gains`) and the masked write
 :func:`zero_pruned_`; the fused selection pass is :mod:`~fsparse._src.engine.native_keep`.
