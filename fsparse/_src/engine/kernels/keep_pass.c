@@ -38,36 +38,15 @@ typedef struct {
 #ifdef FSP_X86
 /* Means of blocks s.. of width 4 into vals, 8 blocks a step on AVX2: a 4 x 8 transpose
  * puts element j of 8 blocks in one vector, so each lane sums its block from the first
- * element, as block_mean_float does. Returns how many it filled (a multiple of 8). */
+ * element, as block_mean_float does. With ``words``, also each block's element flags were
+ * it pruned, one 32-bit word a block (byte j: element j stays), from the same transposed
+ * scores: element j stays iff #{i < j: s_i <= s_j} + #{i > j: s_i < s_j} >= zeros (as
+ * spread_blocks ranks). Each pair is compared once, since !(s_i <= s_j) is s_j < s_i for
+ * the finite scores of a pass that succeeds (a NaN or infinite mean fails it). Returns
+ * how many it filled (a multiple of 8). */
 __attribute__((target("avx2"))) static int64_t means4_avx2(const fsp_segment *g, int64_t s,
-                                                           int64_t m, float *vals) {
-    const float *x = (const float *)g->x + s * 4;
-    const __m256 four = _mm256_set1_ps(4.0f);
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    int l2 = g->mode == BLOCK_L2;
-    int64_t i = 0;
-    for (; i + 8 <= m; i += 8) {
-        ahead(x + 4 * i), ahead(x + 4 * i + 16);
-        __m256 e[4];
-        block4_scores(x + 4 * i, l2, e);
-        __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(e[0], e[1]), e[2]), e[3]);
-        /* lanes hold blocks 0 2 4 6 | 1 3 5 7: put them back in order */
-        _mm256_storeu_ps(vals + i, _mm256_permutevar8x32_ps(_mm256_div_ps(sum, four), order));
-    }
-    return i;
-}
-#endif
-
-#ifdef FSP_X86
-/* means4_avx2's means, and each block's element flags were it pruned, one 32-bit word a
- * block (byte j: element j stays), from the same transposed scores: element j stays iff
- * #{i < j: s_i <= s_j} + #{i > j: s_i < s_j} >= zeros (as spread_blocks ranks). Each pair
- * is compared once, since !(s_i <= s_j) is s_j < s_i for the finite scores of a pass
- * that succeeds (a NaN or infinite mean fails it). Returns the blocks done (a multiple
- * of 8). */
-__attribute__((target("avx2"))) static int64_t means_ranks4_avx2(const fsp_segment *g,
-                                                                 int64_t s, int64_t m,
-                                                                 float *vals, uint32_t *words) {
+                                                           int64_t m, float *vals,
+                                                           uint32_t *words) {
     const float *x = (const float *)g->x + s * 4;
     const __m256 four = _mm256_set1_ps(4.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
@@ -79,7 +58,9 @@ __attribute__((target("avx2"))) static int64_t means_ranks4_avx2(const fsp_segme
         __m256 e[4];
         block4_scores(x + 4 * i, l2, e);
         __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(e[0], e[1]), e[2]), e[3]);
+        /* lanes hold blocks 0 2 4 6 | 1 3 5 7: put them back in order */
         _mm256_storeu_ps(vals + i, _mm256_permutevar8x32_ps(_mm256_div_ps(sum, four), order));
+        if (!words) continue;
         __m256i rank[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),
                            _mm256_setzero_si256(), _mm256_setzero_si256()}; /* minus ranks */
         for (int a = 0; a < 4; a++)
@@ -103,7 +84,7 @@ __attribute__((target("avx2"))) static int64_t means_ranks4_avx2(const fsp_segme
 static inline int64_t fill_means_float(const fsp_segment *g, int64_t s, int64_t m,
                                        float *vals) {
 #ifdef FSP_X86
-    if (g->width == 4 && __builtin_cpu_supports("avx2")) return means4_avx2(g, s, m, vals);
+    if (g->width == 4 && __builtin_cpu_supports("avx2")) return means4_avx2(g, s, m, vals, NULL);
 #endif
     (void)g, (void)s, (void)m, (void)vals;
     return 0;
@@ -353,7 +334,7 @@ static void range_computed(const fsp_segment *g, int64_t s0, int64_t s1, float l
         else {
 #ifdef FSP_X86
             if (g->elems && g->width == 4 && g->zeros < 4 && __builtin_cpu_supports("avx2"))
-                ranked = i = means_ranks4_avx2(g, s, m, vals, words);
+                ranked = i = means4_avx2(g, s, m, vals, words);
             else
 #endif
                 i = fill_means_float(g, s, m, vals);
