@@ -91,13 +91,13 @@ def test_a_busy_machine_runs_the_kernels_on_blocking_threads(monkeypatch):
         quiet = keep_mod.keep_masks(pieces, 1_000_000), native.count_true(flags)
         monkeypatch.setattr(busy_mod, "busy", lambda: True)
         loaded = keep_mod.keep_masks(pieces, 1_000_000), native.count_true(flags)
-        assert native._blocking[0] is True
+        assert native._told[1] is True
         monkeypatch.setattr(busy_mod, "busy", lambda: False)
         native.threads(1)
-        assert native._blocking[0] is False
+        assert native._told[1] is False
     finally:
         torch.set_num_threads(threads)
-        real(native._blocking[0])
+        real(native._told[1])
     assert told[-2:] == [True, False]  # told once each way, not at every call
     assert len(told) <= 3
     assert torch.equal(quiet[0][0], loaded[0][0]) and quiet[1] == loaded[1]

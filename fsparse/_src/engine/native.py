@@ -133,15 +133,15 @@ def threads(work: int, least: int = _PER_THREAD, short: bool = False) -> int:
     """Threads for ``work`` items: torch's count, but at least ``least`` items each; one
     for ``short`` work while the machine is busy (:mod:`~fsparse._src.engine.busy`)."""
     loaded = busy.busy()
-    if KERNELS is not None and loaded is not _blocking[0]:
-        KERNELS.fsp_blocking(loaded)
-        _blocking[0] = loaded
+    if KERNELS is not None and (_told[0] is not KERNELS or _told[1] is not loaded):
+        KERNELS.fsp_blocking(loaded)  # told only when it changes (or the library does)
+        _told[:] = KERNELS, loaded
     if short and loaded:
         return 1
     return max(1, min(torch.get_num_threads(), work // least))
 
 
-_blocking = [False]  # whether the kernels were last told to run on blocking pthreads
+_told: list[Any] = [None, False]  # the library last told whether to block, and what
 
 
 def _flags(*masks: torch.Tensor) -> bool:
