@@ -150,6 +150,8 @@ def run(args: argparse.Namespace) -> list[str]:
             f"{' '.join(f'{t * 1e3:.0f}' for t in r['one'])} | "
             f"{' '.join(f'{t * 1e3:.0f}' for t in r['ao'])} | |"
         )
+    if not args.no_pruners:
+        lines += ["", *pruner_rows(args)]
     lines += [
         "",
         "fsparse at 1 thread: torch.set_num_threads(1) in this benchmark process only, "
@@ -157,6 +159,45 @@ def run(args: argparse.Namespace) -> list[str]:
         f"holds {torch.get_num_threads()} threads on {os.cpu_count()} cores), not a "
         "setting the library makes.",
     ]
+    return lines
+
+
+def pruner_rows(args: argparse.Namespace) -> list[str]:
+    """resnet18's per-tensor and global updates (fsparse.pruners), quiet and under the same
+    load: many tensors, 9 of them of at most 131,072 weights (no target; for reference)."""
+    from create_speed import resnet18
+
+    from fsparse import pruners
+
+    torch.manual_seed(0)
+    params = {n: p.detach().clone() for n, p in resnet18().named_parameters() if p.dim() > 1}
+    grads = {n: torch.randn_like(p) for n, p in params.items()}
+    ramp = {"sparsity": 0.9, "start_step": 0, "end_step": 100, "update_every": 1}
+    factories = {"magnitude": pruners.magnitude, "movement": pruners.movement,
+                 "global_magnitude": pruners.global_magnitude}
+    updates = {}
+    for name, factory in factories.items():
+        pruner = factory(**ramp)
+        state, _ = pruner.update(pruner.init(params), params, grads=grads)  # mid-schedule
+        updates[name] = functools.partial(pruner.update, state, params, grads=grads)
+    times: dict[str, dict[str, list[float]]] = {n: {"quiet": [], "loaded": []} for n in updates}
+    for _ in range(args.rounds):
+        for name, update in updates.items():
+            times[name]["quiet"].append(median_time(update, 4 * args.repeats, warm_up=True))
+        procs = start_burners(args.burners, args.burn_seconds)
+        try:
+            for name, update in updates.items():
+                times[name]["loaded"].append(median_time(update, 4 * args.repeats))
+        finally:
+            stop(procs)
+    weights = sum(p.numel() for p in params.values())
+    lines = [f"pruner updates on resnet18's {len(params)} weight tensors ({weights:,} weights), "
+             f"mid-schedule, the same load (no target; for reference):", "",
+             "| update | quiet | under load | loaded / quiet |", "|---|---|---|---|"]
+    for name, t in times.items():
+        quiet, loaded = statistics.median(t["quiet"]), statistics.median(t["loaded"])
+        lines.append(f"| {name} | {quiet * 1e3:.1f} ms | {loaded * 1e3:.1f} ms | "
+                     f"{loaded / quiet:.2f}x |")
     return lines
 
 
@@ -169,6 +210,8 @@ def main() -> None:
     parser.add_argument("--burn-seconds", type=float, default=120.0,
                         help="a burner exits by itself after this long")
     parser.add_argument("--no-ao", action="store_true", help="skip torch.ao")
+    parser.add_argument("--no-pruners", action="store_true",
+                        help="skip the resnet18 pruner-update rows")
     args = parser.parse_args()
     if args.scale <= 0 or args.rounds < 1 or args.repeats < 1 or args.burners < 1:
         parser.error("--scale must be positive and --rounds/--repeats/--burners at least 1")
