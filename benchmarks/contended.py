@@ -172,12 +172,11 @@ def pruner_rows(args: argparse.Namespace) -> list[str]:
     torch.manual_seed(0)
     params = {n: p.detach().clone() for n, p in resnet18().named_parameters() if p.dim() > 1}
     grads = {n: torch.randn_like(p) for n, p in params.items()}
-    ramp = {"sparsity": 0.9, "start_step": 0, "end_step": 100, "update_every": 1}
     factories = {"magnitude": pruners.magnitude, "movement": pruners.movement,
                  "global_magnitude": pruners.global_magnitude}
     updates = {}
     for name, factory in factories.items():
-        pruner = factory(**ramp)
+        pruner = factory(sparsity=0.9, start_step=0, end_step=100, update_every=1)
         state, _ = pruner.update(pruner.init(params), params, grads=grads)  # mid-schedule
         updates[name] = functools.partial(pruner.update, state, params, grads=grads)
     times: dict[str, dict[str, list[float]]] = {n: {"quiet": [], "loaded": []} for n in updates}
