@@ -225,8 +225,8 @@ def spread(keep: torch.Tensor, width: int, ranked: tuple[torch.Tensor, str, int]
     """Each flag of the 1-D bool ``keep`` repeated ``width`` times, natively (requires the
     kernels and a plain contiguous ``keep``): ``keep.repeat_interleave(width)``.
 
-    With ``ranked = (data, norm, zeros)`` (``data`` float32/64, plain, ``width`` elements a
-    block; ``width`` 2, 4, 8 or 16; ``zeros < width``), a pruned block keeps all but its
+    With ``ranked = (data, norm, zeros)`` (``data`` float32/64 with no NaN, plain, ``width``
+    elements a block; ``width`` 2, 4, 8 or 16; ``zeros < width``), a pruned block keeps all but its
     ``zeros`` smallest ``|x|`` (``"L1"``) or ``x * x`` (``"L2"``), ties by position.
 
     >>> flags = torch.tensor([True, False])

@@ -278,38 +278,21 @@ RANKED_WIDTHS(double, fabs)
 
 #ifdef FSP_X86
 /* float32 blocks of 4 on AVX2, 8 blocks a step, with no branch: the 4 x 8 transpose of
- * means4_avx2 puts element j of 8 blocks in one vector, the 12 compares give each
- * element's rank, and each lane's 4 flag bytes are one 32-bit word (kept blocks: all
- * ones). Returns the blocks done (a multiple of 8). */
+ * block4_scores puts element j of 8 blocks in one vector, pruned_words4 ranks them, and
+ * a kept block's word is all ones. Returns the blocks done (a multiple of 8). */
 __attribute__((target("avx2"))) static int64_t ranked4_avx2(const fsp_spread_range *r) {
     const float *x = (const float *)r->x;
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    const __m256i below = _mm256_set1_epi32((int)r->zeros - 1);
     const __m256i ones = _mm256_set1_epi32(0x01010101);
-    int l2 = (int)r->l2;
     int64_t b = 0;
     for (; b + 8 <= r->blocks; b += 8) {
         __m256 e[4];
-        block4_scores(x + 4 * b, l2, e);
-        __m256i word = _mm256_setzero_si256();
-        for (int j = 0; j < 4; j++) {
-            __m256i rank = _mm256_setzero_si256(); /* minus the rank: compares give -1 */
-            for (int i = 0; i < 4; i++) {
-                if (i == j) continue;
-                __m256 c = i < j ? _mm256_cmp_ps(e[i], e[j], _CMP_LE_OQ)
-                                 : _mm256_cmp_ps(e[i], e[j], _CMP_LT_OQ);
-                rank = _mm256_add_epi32(rank, _mm256_castps_si256(c));
-            }
-            __m256i stays = _mm256_cmpgt_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), rank),
-                                               below);
-            word = _mm256_or_si256(word, _mm256_and_si256(stays, _mm256_set1_epi32(1 << (8 * j))));
-        }
-        word = _mm256_permutevar8x32_epi32(word, order); /* lanes back in block order */
+        block4_scores(x + 4 * b, (int)r->l2, e);
         uint64_t k8;
         memcpy(&k8, r->keep + b, 8);
         __m256i kept = _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)k8)),
                                           ones);
-        _mm256_storeu_si256((__m256i *)(r->out + 4 * b), _mm256_or_si256(word, kept));
+        _mm256_storeu_si256((__m256i *)(r->out + 4 * b),
+                            _mm256_or_si256(pruned_words4(e, r->zeros), kept));
     }
     return b;
 }

@@ -39,18 +39,14 @@ typedef struct {
 /* Means of blocks s.. of width 4 into vals, 8 blocks a step on AVX2: a 4 x 8 transpose
  * puts element j of 8 blocks in one vector, so each lane sums its block from the first
  * element, as block_mean_float does. With ``words``, also each block's element flags were
- * it pruned, one 32-bit word a block (byte j: element j stays), from the same transposed
- * scores: element j stays iff #{i < j: s_i <= s_j} + #{i > j: s_i < s_j} >= zeros (as
- * spread_blocks ranks). Each pair is compared once, since !(s_i <= s_j) is s_j < s_i for
- * the finite scores of a pass that succeeds (a NaN or infinite mean fails it). Returns
- * how many it filled (a multiple of 8). */
+ * it pruned (pruned_words4), from the same transposed scores. Returns how many it filled
+ * (a multiple of 8). */
 __attribute__((target("avx2"))) static int64_t means4_avx2(const fsp_segment *g, int64_t s,
                                                            int64_t m, float *vals,
                                                            uint32_t *words) {
     const float *x = (const float *)g->x + s * 4;
     const __m256 four = _mm256_set1_ps(4.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    const __m256i below = _mm256_set1_epi32((int)g->zeros - 1), all = _mm256_set1_epi32(-1);
     int l2 = g->mode == BLOCK_L2;
     int64_t i = 0;
     for (; i + 8 <= m; i += 8) {
@@ -60,22 +56,7 @@ __attribute__((target("avx2"))) static int64_t means4_avx2(const fsp_segment *g,
         __m256 sum = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(e[0], e[1]), e[2]), e[3]);
         /* lanes hold blocks 0 2 4 6 | 1 3 5 7: put them back in order */
         _mm256_storeu_ps(vals + i, _mm256_permutevar8x32_ps(_mm256_div_ps(sum, four), order));
-        if (!words) continue;
-        __m256i rank[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(),
-                           _mm256_setzero_si256(), _mm256_setzero_si256()}; /* minus ranks */
-        for (int a = 0; a < 4; a++)
-            for (int b = a + 1; b < 4; b++) {
-                __m256i le = _mm256_castps_si256(_mm256_cmp_ps(e[a], e[b], _CMP_LE_OQ));
-                rank[b] = _mm256_add_epi32(rank[b], le);
-                rank[a] = _mm256_add_epi32(rank[a], _mm256_xor_si256(le, all));
-            }
-        __m256i word = _mm256_setzero_si256();
-        for (int j = 0; j < 4; j++) {
-            __m256i stays = _mm256_cmpgt_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), rank[j]),
-                                               below);
-            word = _mm256_or_si256(word, _mm256_and_si256(stays, _mm256_set1_epi32(1 << (8 * j))));
-        }
-        _mm256_storeu_si256((__m256i *)(words + i), _mm256_permutevar8x32_epi32(word, order));
+        if (words) _mm256_storeu_si256((__m256i *)(words + i), pruned_words4(e, g->zeros));
     }
     return i;
 }

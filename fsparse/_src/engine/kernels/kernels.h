@@ -191,6 +191,32 @@ __attribute__((target("avx2"))) static inline void block4_scores(const float *p,
     e[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
     for (int j = 0; j < 4; j++) e[j] = l2 ? _mm256_mul_ps(e[j], e[j]) : _mm256_and_ps(e[j], sign);
 }
+
+/* The element flags of the 8 blocks whose scores block4_scores gave, were they pruned: one
+ * 32-bit word a block, in block order (byte j: element j stays). Element j stays iff
+ * #{i < j: s_i <= s_j} + #{i > j: s_i < s_j} >= zeros, so ties go by position. Each pair
+ * is compared once, since !(s_i <= s_j) is s_j < s_i for scores that are not NaN (the
+ * callers' are finite: a NaN or infinite block mean fails the pass before any spread). */
+__attribute__((target("avx2"))) static inline __m256i pruned_words4(const __m256 e[4],
+                                                                 int64_t zeros) {
+    const __m256i below = _mm256_set1_epi32((int)zeros - 1), all = _mm256_set1_epi32(-1);
+    __m256i rank[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                       _mm256_setzero_si256()}; /* minus the ranks: compares give -1 */
+    for (int a = 0; a < 4; a++)
+        for (int b = a + 1; b < 4; b++) {
+            __m256i le = _mm256_castps_si256(_mm256_cmp_ps(e[a], e[b], _CMP_LE_OQ));
+            rank[b] = _mm256_add_epi32(rank[b], le);
+            rank[a] = _mm256_add_epi32(rank[a], _mm256_xor_si256(le, all));
+        }
+    __m256i word = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        __m256i stays = _mm256_cmpgt_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), rank[j]),
+                                           below);
+        word = _mm256_or_si256(word, _mm256_and_si256(stays, _mm256_set1_epi32(1 << (8 * j))));
+    }
+    /* lanes hold blocks 0 2 4 6 | 1 3 5 7: put them back in order */
+    return _mm256_permutevar8x32_epi32(word, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
 #endif
 
 /* Copies ``bytes`` from src to dst with stores that bypass the cache where the CPU has
