@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -40,8 +42,9 @@ def test_the_probe_reads_at_most_every_interval(tmp_path):
     assert fresh()
 
 
-def test_the_machine_probe_reads_this_machine():
-    assert isinstance(busy_mod.busy(), bool)
+def test_the_machine_probe_reads_linux_against_every_logical_cpu():
+    assert busy_mod.busy.path == "/proc/loadavg" and busy_mod.busy.every == 0.005
+    assert busy_mod.busy.cores == (os.cpu_count() or 1)
 
 
 def test_short_work_takes_one_thread_only_while_busy(monkeypatch):

@@ -51,8 +51,8 @@ class BusyProbe:
                 text = os.read(fd, 256)
             finally:
                 os.close(fd)
-            running, slash, every = text.split()[3].partition(b"/")
-            runnable, _ = int(running), int(every)
+            running, slash, total = text.split()[3].partition(b"/")
+            runnable, _ = int(running), int(total)  # both numbers, or it is not the field
         except (OSError, IndexError, ValueError):
             return False
         return bool(slash) and runnable > self.cores
